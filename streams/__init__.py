@@ -1,0 +1,1 @@
+"""The running service: the only place Faust, aiokafka and aiohttp appear."""

@@ -1,0 +1,86 @@
+"""``orderstream``: serve | worker | broker."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+from streams.settings import SettingsError, load_settings
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML settings file (keys as in streams/settings.py)")
+    p.add_argument("--broker", help="kafka://host:port of an external cluster (default: embedded)")
+    p.add_argument("--broker-port", type=int, help="embedded broker port (default 19092)")
+    p.add_argument("--http-port", type=int, help="HTTP API port (default 8080)")
+    p.add_argument("--data-dir", help="journal, stores and logs (default ./data)")
+    p.add_argument("--partitions", type=int, help="partitions per hot topic (default 4)")
+    p.add_argument("--workers", type=int, help="worker processes (default 1)")
+    p.add_argument("--sku-aliases", help="SKU alias table (TOML)")
+    p.add_argument("--log-level", choices=["debug", "info", "warn", "error"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="orderstream", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _common(sub.add_parser("serve", help="broker (embedded unless --broker), API and workers"))
+    w = sub.add_parser("worker", help="one Faust worker process (started by serve)")
+    _common(w)
+    w.add_argument("--web-port", type=int, required=True)
+    b = sub.add_parser("broker", help="run the embedded broker alone, long-lived")
+    b.add_argument("--port", type=int, default=19092)
+    args = parser.parse_args(argv)
+
+    level = os.environ.get("ORDERSTREAM_LOG_LEVEL", getattr(args, "log_level", None) or "info")
+    logging.basicConfig(
+        level=getattr(logging, {"warn": "WARNING"}.get(level.upper(), level.upper()), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+    if args.command == "broker":
+        from streams.broker import EmbeddedBroker
+
+        broker = EmbeddedBroker(args.port)
+        broker.start()
+        try:
+            while broker.alive():
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            broker.stop()
+        return
+
+    overrides = {
+        "broker": args.broker,
+        "broker_port": args.broker_port,
+        "http_port": args.http_port,
+        "data_dir": args.data_dir,
+        "partitions": args.partitions,
+        "workers": args.workers,
+        "sku_aliases": args.sku_aliases,
+        "log_level": args.log_level,
+    }
+    try:
+        settings = load_settings(args.config, overrides)
+    except SettingsError as exc:
+        print(f"orderstream: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+    if args.command == "serve":
+        from streams.supervisor import prepare_metrics_dir, serve
+
+        prepare_metrics_dir(settings)
+        serve(settings)
+    else:
+        from streams.worker import run_worker
+
+        run_worker(settings, args.web_port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Topics and broker epochs.
+
+The embedded broker forgets everything when it restarts. A marker record on ``orderstream.epoch``
+names the broker's lifetime: absent marker = fresh broker. Offsets stored anywhere belong to an
+epoch; when the epoch changes, the RocksDB stores and the ingest journal are the truth and the
+journal replays whatever no terminal stage has recorded yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from streams.topics import EPOCH, TopicSpec
+
+log = logging.getLogger("orderstream.cluster")
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    await admin.start()
+    return admin
+
+
+async def create_topics(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
+    """Create missing topics with their partition counts; refuse to run on a wrong count."""
+    admin = await _admin(bootstrap)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        created = []
+        if missing:
+            resp = await admin.create_topics(
+                [NewTopic(s.name, s.partitions, 1) for s in missing]
+            )
+            for name, code, msg in resp.topic_errors:
+                if code == 0:
+                    created.append(name)
+                elif code != TopicAlreadyExistsError.errno:
+                    raise ClusterError(f"cannot create topic {name}: error {code} {msg}")
+        described = await admin.describe_topics([s.name for s in specs])
+        counts = {t["topic"]: len(t["partitions"]) for t in described}
+        for s in specs:
+            if counts.get(s.name) != s.partitions:
+                raise ClusterError(
+                    f"topic {s.name} has {counts.get(s.name)} partitions, expected {s.partitions}"
+                    " (was it auto-created by a client before orderstream created it?)"
+                )
+        return created
+    finally:
+        await admin.close()
+
+
+async def read_epoch(bootstrap: str) -> str | None:
+    """The epoch marker, or None when the broker has none (fresh broker or no topic yet)."""
+    admin = await _admin(bootstrap)
+    try:
+        if EPOCH not in set(await admin.list_topics()):
+            return None
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(EPOCH, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        batch = await consumer.getmany(tp, timeout_ms=1500, max_records=1)
+        for msgs in batch.values():
+            if msgs:
+                return msgs[0].value.decode()
+        return None
+    finally:
+        await consumer.stop()
+
+
+async def ensure_cluster(bootstrap: str, specs: list[TopicSpec]) -> str:
+    """Create every topic, then agree on the epoch: the first marker record written wins."""
+    await create_topics(bootstrap, specs)
+    epoch = await read_epoch(bootstrap)
+    if epoch is not None:
+        return epoch
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(EPOCH, uuid.uuid4().hex.encode(), partition=0)
+    finally:
+        await producer.stop()
+    epoch = await read_epoch(bootstrap)
+    if epoch is None:
+        raise ClusterError("wrote the broker epoch marker but cannot read it back")
+    log.info("new broker epoch %s", epoch)
+    return epoch
+
+
+async def wait_for_broker(bootstrap: str, timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: Exception | None = None
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            admin = await _admin(bootstrap)
+            await admin.close()
+            return
+        except (KafkaError, OSError) as exc:
+            last = exc
+            await asyncio.sleep(0.25)
+    raise ClusterError(f"broker {bootstrap} not reachable within {timeout}s: {last}")
+
+
+async def probe_epoch(bootstrap: str) -> tuple[bool, str | None]:
+    """(reachable, epoch) without raising: used by the supervisor's watch loop."""
+    try:
+        return True, await asyncio.wait_for(read_epoch(bootstrap), 5)
+    except (KafkaError, OSError, asyncio.TimeoutError):
+        return False, None

@@ -1,0 +1,208 @@
+"""Moves journal entries to the broker as envelopes, and trims entries once settled.
+
+Forwarding is at-least-once: a broker outage, a restart of this process or a fresh broker epoch
+resets the cursor and re-sends what is still in the journal; the order stage is idempotent on the
+global id, so a re-sent order is recognised, not recorded twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from streams import metrics
+from streams.envelope import (
+    DLQ_CODEC,
+    ENVELOPE_HEADER,
+    RAW_CODEC,
+    SETTLE_CODEC,
+    DeadLetter,
+    Origin,
+    RawRecord,
+    chunks,
+    group_by_partition,
+)
+from streams.journal import IngestJournal, JournalEntry
+from streams.settings import Settings
+from streams.topics import DLQ, RAW, SETTLED
+
+log = logging.getLogger("orderstream.forwarder")
+
+READ_BATCH = 5000  # entries read from the journal per round
+
+
+def make_producer(settings: Settings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        acks="all",
+        compression_type=None if settings.compression == "none" else settings.compression,
+        linger_ms=settings.forward_linger_ms,
+        max_request_size=4 * 1024 * 1024,
+        max_batch_size=1024 * 1024,
+        request_timeout_ms=15000,
+    )
+
+
+def split_entries(
+    entries: list[tuple[int, JournalEntry]], journal_id: str
+) -> tuple[list[RawRecord], list[DeadLetter]]:
+    raw: list[RawRecord] = []
+    dead: list[DeadLetter] = []
+    for seq, e in entries:
+        origin = Origin(journal_id, seq)
+        if e.rejection is None:
+            raw.append(RawRecord(e.channel, e.payload, e.received_at, origin))
+        else:
+            field, reason = e.rejection
+            dead.append(
+                DeadLetter(
+                    stage="ingest",
+                    channel=e.channel,
+                    field=field,
+                    reason=reason,
+                    payload=e.payload,
+                    received_at=e.received_at,
+                    origin=origin,
+                )
+            )
+    return raw, dead
+
+
+class Forwarder:
+    def __init__(self, journal: IngestJournal, settings: Settings) -> None:
+        self.journal = journal
+        self.settings = settings
+        self.cursor = 0  # highest seq the broker acknowledged in this epoch
+        self.paused = asyncio.Event()  # set = paused (broker down or epoch being recovered)
+        self._wakeup = asyncio.Event()
+        self.producer: AIOKafkaProducer | None = None
+        self.forwarded = 0
+
+    def notify(self) -> None:
+        self._wakeup.set()
+
+    def replay(self) -> None:
+        """Send everything still in the journal again (new broker epoch, or our restart)."""
+        log.info("replaying %d unsettled journal entries", self.journal.depth)
+        self.cursor = 0
+        self._wakeup.set()
+
+    async def _send(self, entries: list[tuple[int, JournalEntry]]) -> None:
+        assert self.producer is not None
+        raw, dead = split_entries(entries, self.journal.id)
+        parts = self.settings.partitions
+        size = self.settings.envelope_max_records
+        futures = []
+        # Raw records are routed by their order id (kafka_partition of the id) so the partition a
+        # record travels on matches where the canonical order will live.
+        ids = [e.order_id.encode() for _, e in entries if e.rejection is None]
+        for part, recs in group_by_partition(raw, ids, parts).items():
+            for chunk in chunks(recs, size):
+                futures.append(
+                    await self.producer.send(
+                        RAW,
+                        RAW_CODEC.encode(chunk),
+                        partition=part,
+                        headers=[(ENVELOPE_HEADER, b"raw")],
+                    )
+                )
+        for chunk in chunks(dead, size):
+            futures.append(
+                await self.producer.send(
+                    DLQ, DLQ_CODEC.encode(chunk), partition=0, headers=[(ENVELOPE_HEADER, b"dlq")]
+                )
+            )
+        await asyncio.gather(*futures)
+
+    async def run(self) -> None:
+        backoff = 0.2
+        while True:
+            if self.paused.is_set() or self.cursor >= self.journal.last_seq:
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), 0.5)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            entries = self.journal.read_after(self.cursor, READ_BATCH)
+            if not entries:
+                self.cursor = self.journal.last_seq
+                continue
+            try:
+                if self.producer is None:
+                    self.producer = make_producer(self.settings)
+                    await self.producer.start()
+                t0 = time.perf_counter()
+                await self._send(entries)
+                metrics.FORWARD_SECONDS.observe(time.perf_counter() - t0)
+            except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+                log.warning("forwarding failed (%s); retrying in %.1fs", exc, backoff)
+                await self._drop_producer()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.2
+            self.cursor = entries[-1][0]
+            self.forwarded += len(entries)
+            metrics.FORWARDED.inc(len(entries))
+
+    async def _drop_producer(self) -> None:
+        if self.producer is not None:
+            try:
+                await asyncio.wait_for(self.producer.stop(), 5)
+            except Exception:  # a dead broker may make stop() itself fail
+                log.debug("producer stop failed", exc_info=True)
+            self.producer = None
+
+    async def stop(self) -> None:
+        await self._drop_producer()
+
+
+class SettleListener:
+    """Reads ``ingest.settled`` and trims the journal of entries a terminal stage recorded."""
+
+    def __init__(self, journal: IngestJournal, settings: Settings) -> None:
+        self.journal = journal
+        self.settings = settings
+        self.consumer: AIOKafkaConsumer | None = None
+        self.settled = 0
+
+    async def run(self) -> None:
+        tp = TopicPartition(SETTLED, 0)
+        while True:
+            try:
+                if self.consumer is None:
+                    self.consumer = AIOKafkaConsumer(
+                        bootstrap_servers=self.settings.bootstrap_servers,
+                        group_id=None,
+                        enable_auto_commit=False,
+                        fetch_max_wait_ms=100,
+                    )
+                    await self.consumer.start()
+                    self.consumer.assign([tp])
+                    await self.consumer.seek_to_beginning(tp)
+                batch = await self.consumer.getmany(tp, timeout_ms=500)
+            except (KafkaError, OSError) as exc:
+                log.warning("settle listener: %s; reconnecting", exc)
+                await self.reset()
+                await asyncio.sleep(0.5)
+                continue
+            for msgs in batch.values():
+                for msg in msgs:
+                    for settle in SETTLE_CODEC.decode(msg.value):
+                        if settle.journal == self.journal.id:
+                            self.settled += self.journal.settle(settle.seqs)
+            metrics.JOURNAL_DEPTH.set(self.journal.depth)
+
+    async def reset(self) -> None:
+        """Drop the consumer; the next round re-reads ``ingest.settled`` from its beginning."""
+        if self.consumer is not None:
+            try:
+                await asyncio.wait_for(self.consumer.stop(), 5)
+            except Exception:
+                log.debug("consumer stop failed", exc_info=True)
+            self.consumer = None

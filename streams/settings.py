@@ -1,0 +1,125 @@
+"""One typed settings object, read once at start-up: TOML file < environment < CLI flags.
+
+Every key is validated here with a message naming the key, so a typo fails at start-up instead of
+surfacing as a strange runtime error an hour into a flood.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+
+class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Broker: "" runs the embedded Tansu broker on loopback; "kafka://host:9092" uses a cluster.
+    broker: str = ""
+    broker_port: int = 19092  # embedded broker's loopback port
+    app_id: str = "orderstream"
+    partitions: int = 4  # every hot topic has the same count so partition-local state lines up
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    data_dir: str = "./data"
+    workers: int = 1  # Faust worker processes started by `serve`
+    worker_web_port: int = 0  # first worker's internal web port; 0 picks free ports
+    sku_aliases: str = ""  # TOML alias table; "" = none (SKUs pass through)
+    default_country: str = "CN"  # phone fallback when neither payload nor channel names one
+    # Ingest journal: accepted orders live here until the order stage has recorded them.
+    journal_max_entries: int = 2_000_000
+    journal_fsync: bool = True  # group commit: one fsync per batch of concurrent requests
+    retry_after_s: int = 2  # told to clients when the journal is full
+    max_body_bytes: int = 64 * 1024 * 1024
+    # Envelopes: how many records one broker message carries and how long a forwarder waits.
+    envelope_max_records: int = 500
+    forward_linger_ms: int = 5
+    compression: str = "gzip"  # producer compression; design.md measured 114 MB -> 3 MB
+    # Faust against Tansu: Tansu holds JoinGroup for half the session timeout, so the default
+    # 60 s means 30 s to start. 10 s / 2 s starts in ~7 s and still rides out a GC or fsync
+    # stall of several seconds without a rebalance (6 s / 1 s starts in ~5 s).
+    session_timeout_s: float = 10.0
+    heartbeat_interval_s: float = 2.0
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.partitions >= 1, "partitions", "must be >= 1"),
+            (self.workers >= 1, "workers", "must be >= 1"),
+            (0 < self.http_port < 65536, "http_port", "must be a TCP port"),
+            (0 < self.broker_port < 65536, "broker_port", "must be a TCP port"),
+            (self.journal_max_entries >= 1, "journal_max_entries", "must be >= 1"),
+            (1 <= self.envelope_max_records <= 2000, "envelope_max_records", "must be 1..2000"),
+            (
+                self.compression in ("gzip", "none", "lz4", "zstd", "snappy"),
+                "compression",
+                "must be gzip, lz4, zstd, snappy or none",
+            ),
+            (
+                self.broker == "" or self.broker.startswith("kafka://"),
+                "broker",
+                "must be empty (embedded) or kafka://host:port[,host:port]",
+            ),
+            (
+                self.heartbeat_interval_s * 3 <= self.session_timeout_s,
+                "heartbeat_interval_s",
+                "must be at most a third of session_timeout_s",
+            ),
+        ]
+        for ok, key, why in checks:
+            if not ok:
+                raise SettingsError(f"config key '{key}': {why}")
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker == ""
+
+    @property
+    def broker_url(self) -> str:
+        return self.broker or f"kafka://127.0.0.1:{self.broker_port}"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.broker_url.removeprefix("kafka://")
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).resolve()
+
+
+class SettingsError(ValueError):
+    """A configuration problem, named by key."""
+
+
+_ENV_PREFIX = "ORDERSTREAM_"
+
+
+def load_settings(config_file: str | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """TOML file, then ORDERSTREAM_<KEY> environment variables, then explicit overrides."""
+    raw: dict[str, Any] = {}
+    if config_file:
+        path = Path(config_file)
+        try:
+            raw.update(tomllib.loads(path.read_text()))
+        except FileNotFoundError:
+            raise SettingsError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path}: {exc}") from None
+    fields = {f.name: f.type for f in msgspec.structs.fields(Settings)}
+    for name in fields:
+        env = os.environ.get(_ENV_PREFIX + name.upper())
+        if env is not None:
+            raw[name] = env
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        # str_values: environment variables are strings; msgspec converts "4" -> 4, "true" -> True
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        msg = str(exc)
+        if msg.startswith("config key"):
+            raise SettingsError(msg) from None
+        if " - at `$." in msg:
+            why, _, where = msg.rpartition(" - at `$.")
+            raise SettingsError(f"config key '{where.rstrip('`')}': {why}") from None
+        raise SettingsError(f"config: {msg}") from None

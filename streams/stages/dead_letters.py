@@ -1,0 +1,47 @@
+"""Dead-letter stage: makes ``orders.dlq`` durable and queryable, and settles the journal.
+
+With the embedded broker a topic dies with the broker, so the dead letters that operators must
+be able to inspect live in a partition store: by order id when the payload named one (so
+``GET /v1/orders/{id}`` can say why an accepted order never became an order), else by time.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from core.model import global_order_id
+from streams.envelope import DeadLetter, Settle
+
+STORE = "dead_letters"
+BY_ID = b"id:"
+BY_TIME = b"t:"
+
+letter_encoder = msgspec.msgpack.Encoder()
+letter_decoder = msgspec.msgpack.Decoder(DeadLetter)
+
+
+def letter_keys(letter: DeadLetter, offset: int, index: int) -> list[bytes]:
+    """Time-ordered key (unique per input position) plus, when known, the order-id key."""
+    keys = [
+        BY_TIME
+        + letter.received_at.to_bytes(8, "big")
+        + offset.to_bytes(8, "big")
+        + index.to_bytes(4, "big")
+    ]
+    if letter.order_no and letter.channel:
+        keys.append(BY_ID + global_order_id(letter.channel, letter.order_no).encode())
+    return keys
+
+
+def store_letters(
+    letters: list[DeadLetter], offset: int
+) -> tuple[dict[bytes, bytes], list[Settle]]:
+    updates: dict[bytes, bytes] = {}
+    settles: dict[str, list[int]] = {}
+    for i, letter in enumerate(letters):
+        value = letter_encoder.encode(letter)
+        for key in letter_keys(letter, offset, i):
+            updates[key] = value
+        if letter.origin is not None:
+            settles.setdefault(letter.origin.journal, []).append(letter.origin.seq)
+    return updates, [Settle(j, s) for j, s in settles.items()]

@@ -1,0 +1,95 @@
+"""Normalise stage: raw channel payloads -> canonical orders, or dead letters with a reason.
+
+Stateless, so any worker can take any partition. Input is either our journal envelopes or what a
+gateway produced directly: one JSON order, or an NDJSON batch, per message, with the channel in a
+``channel`` header or as the key prefix ``channel:order_no``.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from core.channels import NormaliseContext, normalise
+from core.model import CanonicalOrder, global_order_id
+from streams.envelope import (
+    ENVELOPE_HEADER,
+    RAW_CODEC,
+    CanonicalRecord,
+    DeadLetter,
+    RawRecord,
+)
+
+STAGE = "normalise"
+
+
+def gateway_records(
+    key: bytes | None, value: bytes, headers: dict[str, bytes], timestamp_ms: int
+) -> tuple[list[RawRecord], DeadLetter | None]:
+    """A gateway's message: one order or NDJSON lines; the channel from header or key."""
+    channel = (headers.get("channel") or headers.get("x-channel") or b"").decode("utf-8", "replace")
+    if not channel and key and b":" in key:
+        channel = key.split(b":", 1)[0].decode("utf-8", "replace")
+    if not channel:
+        return [], DeadLetter(
+            stage=STAGE,
+            channel="",
+            field="header channel",
+            reason="message names no channel: set a 'channel' header or key 'channel:order_no'",
+            payload=value,
+            received_at=timestamp_ms,
+        )
+    lines = [ln for ln in value.split(b"\n") if ln.strip()] if b"\n" in value.strip() else [value]
+    return [RawRecord(channel, line, timestamp_ms) for line in lines], None
+
+
+def decode_raw_message(
+    key: bytes | None, value: bytes, headers: dict[str, bytes], timestamp_ms: int
+) -> tuple[list[RawRecord], list[DeadLetter]]:
+    if headers.get(ENVELOPE_HEADER) == b"raw":
+        try:
+            return RAW_CODEC.decode(value), []
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return [], [
+                DeadLetter(
+                    stage=STAGE,
+                    channel="",
+                    field="envelope",
+                    reason=f"undecodable raw envelope: {exc}",
+                    payload=value,
+                    received_at=timestamp_ms,
+                )
+            ]
+    records, dead = gateway_records(key, value, headers, timestamp_ms)
+    return records, [dead] if dead else []
+
+
+def normalise_records(
+    records: list[RawRecord], ctx: NormaliseContext
+) -> tuple[list[CanonicalRecord], list[DeadLetter]]:
+    good: list[CanonicalRecord] = []
+    dead: list[DeadLetter] = []
+    for rec in records:
+        result = normalise(rec.channel, rec.payload, ctx)
+        if isinstance(result, CanonicalOrder):
+            good.append(CanonicalRecord(result, rec.received_at, rec.origin))
+        else:
+            dead.append(
+                DeadLetter(
+                    stage=STAGE,
+                    channel=rec.channel,
+                    field=result.field,
+                    reason=result.reason,
+                    payload=rec.payload,
+                    received_at=rec.received_at,
+                    order_no=result.order_no,
+                    origin=rec.origin,
+                )
+            )
+    return good, dead
+
+
+def dead_letter_key(letter: DeadLetter) -> bytes:
+    """Dead letters of a known order travel with it (same partition as its id)."""
+    if letter.order_no and letter.channel:
+        return global_order_id(letter.channel, letter.order_no).encode()
+    return b""

@@ -1,0 +1,249 @@
+"""``orderstream serve``: the embedded broker, the HTTP API + journal, and the worker processes.
+
+The API and the journal live in this process, which never restarts on its own: it keeps accepting
+while the broker is down or being replaced and while workers restart. Workers are child processes
+because a fresh broker epoch invalidates a Faust consumer's whole view of the cluster; restarting
+a worker is simpler and safer than repairing one in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import aiohttp
+import msgspec
+from aiohttp import web
+
+from streams import metrics
+from streams.api import IngestAPI
+from streams.broker import EmbeddedBroker, free_port
+from streams.cluster import ensure_cluster, probe_epoch, wait_for_broker
+from streams.forwarder import Forwarder, SettleListener
+from streams.journal import IngestJournal
+from streams.settings import Settings
+from streams.topics import all_topics
+
+log = logging.getLogger("orderstream.serve")
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Settings as ORDERSTREAM_* variables, so a child sees exactly what the parent resolved."""
+    env = {}
+    for name, value in msgspec.structs.asdict(settings).items():
+        env["ORDERSTREAM_" + name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+class WorkerProcess:
+    def __init__(self, index: int, web_port: int, settings: Settings) -> None:
+        self.index = index
+        self.web_port = web_port
+        self.settings = settings
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def start(self) -> None:
+        env = dict(os.environ, **settings_env(self.settings))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "--web-port", str(self.web_port)],
+            env=env,
+            start_new_session=True,
+        )
+        log.info("worker %d started (pid %d, internal web %s)", self.index, self.proc.pid, self.url)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if not self.alive():
+            return
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("worker %d did not stop in %.0fs: killing", self.index, timeout)
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.t0 = time.monotonic()
+        self.broker: EmbeddedBroker | None = None
+        self.epoch = ""
+        self.workers: list[WorkerProcess] = []
+        self.stopping = asyncio.Event()
+        self.journal: IngestJournal | None = None
+
+    async def run(self) -> None:
+        s = self.settings
+        data = s.data_path
+        data.mkdir(parents=True, exist_ok=True)
+        if s.embedded:
+            self.broker = EmbeddedBroker(s.broker_port, log_file=data / "broker.log")
+            self.broker.start()
+        await wait_for_broker(s.bootstrap_servers, timeout=30)
+        self.epoch = await ensure_cluster(s.bootstrap_servers, all_topics(s.partitions, s.app_id))
+        log.info("broker %s ready, epoch %s", s.broker_url, self.epoch)
+
+        self.journal = IngestJournal(data / "journal", s.journal_max_entries, s.journal_fsync)
+        forwarder = Forwarder(self.journal, s)
+        settler = SettleListener(self.journal, s)
+        base = s.worker_web_port
+        self.workers = [
+            WorkerProcess(i, (base + i) if base else free_port(), s) for i in range(s.workers)
+        ]
+        api = IngestAPI(
+            self.journal,
+            forwarder.notify,
+            [w.url for w in self.workers],
+            s.retry_after_s,
+            s.max_body_bytes,
+        )
+        api.status = {"broker": s.broker_url, "embedded": s.embedded, "epoch": self.epoch}
+        runner = web.AppRunner(api.build(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, s.http_host, s.http_port, backlog=1024)
+        await site.start()
+        log.info("HTTP API listening on http://%s:%d", s.http_host, s.http_port)
+        for w in self.workers:
+            w.start()
+        tasks = [
+            asyncio.create_task(forwarder.run(), name="forwarder"),
+            asyncio.create_task(settler.run(), name="settle-listener"),
+            asyncio.create_task(self._watch(forwarder, settler, api), name="watch"),
+            asyncio.create_task(self._announce_ready(), name="ready"),
+        ]
+        try:
+            await self.stopping.wait()
+        finally:
+            log.info("stopping: HTTP API, workers, broker")
+            await runner.cleanup()  # stop accepting first; what was accepted is in the journal
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            await forwarder.stop()
+            await settler.reset()
+            await asyncio.get_running_loop().run_in_executor(None, self._stop_children)
+            await self.journal.close()
+            log.info("stopped")
+
+    def _stop_children(self) -> None:
+        for w in self.workers:
+            w.stop()
+        if self.broker is not None:
+            self.broker.stop()
+
+    async def _announce_ready(self) -> None:
+        """Log once every worker has its partitions: accepting *and* processing."""
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            while True:
+                ready = 0
+                for w in self.workers:
+                    try:
+                        async with session.get(w.url + "/internal/health") as resp:
+                            if resp.status == 200 and (await resp.json()).get("assigned"):
+                                ready += 1
+                    except (aiohttp.ClientError, asyncio.TimeoutError):
+                        pass
+                if ready == len(self.workers):
+                    log.info(
+                        "ready in %.1fs: http://%s:%d, %d worker(s), broker %s",
+                        time.monotonic() - self.t0,
+                        self.settings.http_host,
+                        self.settings.http_port,
+                        ready,
+                        self.settings.broker_url,
+                    )
+                    return
+                await asyncio.sleep(0.1)
+
+    async def _watch(self, forwarder: Forwarder, settler: SettleListener, api: IngestAPI) -> None:
+        """Restart what died; recover from a fresh broker epoch."""
+        s = self.settings
+        last_probe = 0.0
+        while True:
+            await asyncio.sleep(0.25)
+            metrics.JOURNAL_DEPTH.set(self.journal.depth if self.journal else 0)
+            broker_died = self.broker is not None and not self.broker.alive()
+            now = time.monotonic()
+            if broker_died or now - last_probe > 2.0:
+                last_probe = now
+                if broker_died:
+                    reachable, epoch = False, None
+                else:
+                    reachable, epoch = await probe_epoch(s.bootstrap_servers)
+                if broker_died or (reachable and epoch != self.epoch):
+                    await self._recover_epoch(forwarder, settler, api, broker_died)
+                    continue
+            for w in self.workers:
+                if not w.alive() and not self.stopping.is_set():
+                    code = w.proc.returncode if w.proc else None
+                    w.restarts += 1
+                    log.warning("worker %d exited (code %s): restarting", w.index, code)
+                    w.start()
+
+    async def _recover_epoch(
+        self, forwarder: Forwarder, settler: SettleListener, api: IngestAPI, broker_died: bool
+    ) -> None:
+        """Fresh broker: topics and offsets are gone; stores and the journal are the truth.
+
+        Workers stop first so that no client of theirs auto-creates a topic on the new broker
+        with the wrong partition count; then topics are created, a new epoch is written, the
+        journal replays everything not yet recorded, and workers start again.
+        """
+        s = self.settings
+        forwarder.paused.set()
+        log.warning("broker %s lost its state: recovering", "died" if broker_died else "restarted")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, lambda: [w.stop() for w in self.workers])
+        await forwarder.stop()
+        await settler.reset()
+        if broker_died and self.broker is not None:
+            await asyncio.sleep(1.0)
+            self.broker.start()
+        await wait_for_broker(s.bootstrap_servers, timeout=300)
+        self.epoch = await ensure_cluster(s.bootstrap_servers, all_topics(s.partitions, s.app_id))
+        api.status["epoch"] = self.epoch
+        metrics.BROKER_EPOCHS.inc()
+        forwarder.replay()
+        forwarder.paused.clear()
+        for w in self.workers:
+            w.start()
+        log.info("recovered onto broker epoch %s", self.epoch)
+
+
+def prepare_metrics_dir(settings: Settings) -> None:
+    path = settings.data_path / "metrics"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
+def serve(settings: Settings) -> None:
+    import uvloop
+
+    async def main() -> None:
+        sup = Supervisor(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, sup.stopping.set)
+        await sup.run()
+
+    uvloop.run(main())

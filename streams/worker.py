@@ -1,0 +1,42 @@
+"""Entry point of one Faust worker process (``orderstream worker``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+import uvloop
+
+from streams.cluster import ensure_cluster, wait_for_broker
+from streams.settings import Settings
+from streams.topics import all_topics
+
+log = logging.getLogger("orderstream.worker")
+
+
+def run_worker(settings: Settings, web_port: int) -> None:
+    uvloop.install()
+
+    async def prepare() -> str:
+        await wait_for_broker(settings.bootstrap_servers, timeout=60)
+        return await ensure_cluster(
+            settings.bootstrap_servers, all_topics(settings.partitions, settings.app_id)
+        )
+
+    epoch = asyncio.run(prepare())
+    from streams.app import Pipeline  # Faust import cost only in worker processes
+
+    pipeline = Pipeline(settings, epoch, web_port)
+    worker = faust.Worker(
+        pipeline.app,
+        loglevel=settings.log_level,
+        quiet=True,
+        redirect_stdouts=False,
+        override_logging=False,
+    )
+    log.info("worker on broker %s, epoch %s, web :%d", settings.broker_url, epoch, web_port)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        pipeline.stores.close_all()
