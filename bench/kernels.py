@@ -1,0 +1,169 @@
+"""Kernel vs twin timings on one realistic batch: the numbers that justify carrying Cython.
+
+    python -m bench.kernels [--n 200000] [--json bench/results/kernels.json]
+
+Prints figures only; nothing here asserts on timings (CI machines are too noisy for that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import json
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable
+from itertools import repeat
+from pathlib import Path
+from types import ModuleType
+
+from ext import _twin
+
+CHANNELS = ("shopify", "amazon", "tiktok", "tmall", "jd", "shopee", "lazada", "ebay")
+ENVELOPE = 500  # records per envelope handed to kafka_partitions
+PARTITIONS = 48
+
+
+def _phone(rng: random.Random) -> tuple[str, str]:
+    mobile = f"1{rng.choice('3456789')}{rng.randrange(10**9):09d}"
+    area, exchange = rng.randrange(200, 1000), rng.randrange(200, 1000)
+    us = f"{area}{exchange}{rng.randrange(10**4):04d}"
+    formats = [
+        (mobile, "CN"),
+        (f"+86 {mobile[:3]} {mobile[3:7]} {mobile[7:]}", "CN"),
+        (f"86{mobile}", "CN"),
+        ("".join(chr(ord(c) + 0xFEE0) for c in mobile), "CN"),  # fullwidth
+        (f"{mobile[:3]}****{mobile[7:]}", "CN"),  # masked
+        (f"({us[:3]}) {us[3:6]}-{us[6:]}", "US"),
+        (f"(+1){us}", "US"),
+        (f"1-{us[:3]}-{us[3:6]}-{us[6:]}", "US"),
+        (f"07{rng.randrange(10**9):09d}", "GB"),
+        (f"+44 (0)20 {rng.randrange(10**4):04d} {rng.randrange(10**4):04d}", "GB"),
+        (f"090-{rng.randrange(10**4):04d}-{rng.randrange(10**4):04d}", "JP"),
+        (f"0{rng.randrange(10**9):09d}", "DE"),
+    ]
+    return rng.choice(formats)
+
+
+def _sku(rng: random.Random) -> str:
+    n = rng.randrange(100, 999)
+    return rng.choice(
+        [
+            f"MB-C{n}",
+            f"Mercedes-Benz C{n}",
+            f"SKU_{rng.randrange(10**6):06d}/BLK-XL",
+            f"Nike Air Max {n} (White) [42]",
+            f"奔驰C{n}",
+            f"红色、大号・XL【新款{n}】",
+            f"ＭＢ－Ｃ{n}",
+            f"iPhone 15 Pro Max 256GB {rng.choice(['Black', 'Blue', '黑色'])}",
+        ]
+    )
+
+
+def make_batch(n: int, seed: int = 42) -> dict[str, list]:
+    rng = random.Random(seed)
+    keys = [f"{rng.choice(CHANNELS)}:{rng.randrange(10**9, 10**10)}".encode() for _ in range(n)]
+    phones = [_phone(rng) for _ in range(n)]
+    skus = [_sku(rng) for _ in range(n)]
+    return {"keys": keys, "phones": phones, "skus": skus}
+
+
+def _cases(impl: ModuleType, batch: dict[str, list]) -> dict[str, Callable[[], object]]:
+    keys, phones, skus = batch["keys"], batch["phones"], batch["skus"]
+    raws = [p for p, _ in phones]
+    countries = [c for _, c in phones]
+    envelopes = [keys[i : i + ENVELOPE] for i in range(0, len(keys), ENVELOPE)]
+    kp, kps, ph, sk = (
+        impl.kafka_partition,
+        impl.kafka_partitions,
+        impl.normalize_phone,
+        impl.sku_key,
+    )
+    return {
+        "kafka_partition": lambda: list(map(kp, keys, repeat(PARTITIONS))),
+        "kafka_partitions": lambda: [kps(env, PARTITIONS) for env in envelopes],
+        "normalize_phone": lambda: list(map(ph, raws, countries)),
+        "sku_key": lambda: list(map(sk, skus)),
+    }
+
+
+def _best_ns(fn: Callable[[], object], repeats: int) -> int:
+    best = None
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            t0 = time.perf_counter_ns()
+            fn()
+            elapsed = time.perf_counter_ns() - t0
+            best = elapsed if best is None else min(best, elapsed)
+    finally:
+        gc.enable()
+    assert best is not None
+    return best
+
+
+def run(n: int, repeats: int) -> dict:
+    batch = make_batch(n)
+    try:
+        kernels: ModuleType | None = importlib.import_module("ext._kernels")
+    except ImportError:
+        kernels = None
+    twin_cases = _cases(_twin, batch)
+    kernel_cases = _cases(kernels, batch) if kernels is not None else {}
+    rows = []
+    for name, twin_fn in twin_cases.items():
+        if kernels is not None and kernel_cases[name]() != twin_fn():
+            raise SystemExit(f"{name}: kernel and twin disagree on the benchmark batch")
+        twin_ns = _best_ns(twin_fn, repeats) / n
+        kernel_ns = _best_ns(kernel_cases[name], repeats) / n if kernels is not None else None
+        rows.append(
+            {
+                "kernel": name,
+                "ns_per_op_cython": None if kernel_ns is None else round(kernel_ns, 1),
+                "ns_per_op_twin": round(twin_ns, 1),
+                "speedup": None if kernel_ns is None else round(twin_ns / kernel_ns, 1),
+            }
+        )
+    return {
+        "n": n,
+        "repeats": repeats,
+        "compiled": kernels is not None,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "results": rows,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.kernels", description=__doc__)
+    parser.add_argument("--n", type=int, default=200_000, help="records per batch")
+    parser.add_argument("--repeats", type=int, default=5, help="best of this many runs")
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    args = parser.parse_args(argv)
+
+    report = run(args.n, args.repeats)
+    if not report["compiled"]:
+        print("ext._kernels is not built: showing the twin only (pip install -e . builds it)")
+    print(f"n={args.n}, best of {args.repeats}, Python {report['python']}")
+    print(f"{'kernel':<18} {'cython ns/op':>13} {'twin ns/op':>11} {'speedup':>8}")
+    for row in report["results"]:
+        k = row["ns_per_op_cython"]
+        ratio = row["speedup"]
+        print(
+            f"{row['kernel']:<18} {('-' if k is None else f'{k:.1f}'):>13} "
+            f"{row['ns_per_op_twin']:>11.1f} {('-' if ratio is None else f'{ratio:.1f}x'):>8}"
+        )
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
