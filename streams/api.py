@@ -94,7 +94,9 @@ class IngestAPI:
         adapter = ADAPTERS.get(channel)
         if adapter is None:
             metrics.HTTP_REFUSED.labels("unknown_channel").inc()
-            return _error(400, "header X-Channel", f"unknown channel {channel!r}; one of {sorted(ADAPTERS)}")
+            return _error(
+                400, "header X-Channel", f"unknown channel {channel!r}; one of {sorted(ADAPTERS)}"
+            )
         body = await request.read()
         if not body.strip():
             metrics.HTTP_REFUSED.labels("empty_body").inc()
@@ -108,9 +110,7 @@ class IngestAPI:
         for line_no, payload in lines:
             found = adapter.order_no(payload)
             if isinstance(found, Rejection):
-                entries.append(
-                    JournalEntry(channel, payload, now, "", (found.field, found.reason))
-                )
+                entries.append(JournalEntry(channel, payload, now, "", (found.field, found.reason)))
                 results.append(
                     Accepted(
                         "rejected",
@@ -130,6 +130,12 @@ class IngestAPI:
             resp = _error(503, "journal", f"{exc}; retry later, nothing of this request was kept")
             resp.headers["Retry-After"] = str(self.retry_after_s)
             return resp
+        except Exception as exc:  # disk error: nothing was kept, so never answer 202
+            log.error("journal append failed: %s", exc)
+            metrics.HTTP_REFUSED.labels("journal_error").inc()
+            resp = _error(503, "journal", f"could not store the request durably: {exc}")
+            resp.headers["Retry-After"] = str(self.retry_after_s)
+            return resp
         self.on_accept()
         accepted = sum(1 for r in results if r.status == "accepted")
         rejected = len(results) - accepted
@@ -140,7 +146,9 @@ class IngestAPI:
         if not batch:
             r = results[0]
             if r.status == "accepted":
-                return web.Response(status=202, body=_json.encode(r), content_type="application/json")
+                return web.Response(
+                    status=202, body=_json.encode(r), content_type="application/json"
+                )
             return _error(400, r.field or "$", r.reason or "", dead_lettered=True)
         out = b"\n".join(_json.encode(r) for r in results) + b"\n"
         return web.Response(
@@ -160,7 +168,7 @@ class IngestAPI:
             try:
                 async with self.session.get(base + path) as resp:  # type: ignore[union-attr]
                     return resp.status, await resp.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 return 599, b""
 
         return list(await asyncio.gather(*(one(u) for u in self.worker_urls)))

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Awaitable, Iterable
 from typing import Any
 
@@ -130,8 +131,10 @@ class Pipeline:
     async def _send_dead(self, letters: list[DeadLetter]) -> list[Awaitable[Any]]:
         if not letters:
             return []
-        for d in letters:
-            metrics.DEAD_LETTERS.labels(d.stage, d.channel or "unknown").inc()
+        for (stage, channel), n in Counter(
+            (d.stage, d.channel or "unknown") for d in letters
+        ).items():
+            metrics.DEAD_LETTERS.labels(stage, channel).inc(n)
         keys = [normalise.dead_letter_key(d) or d.channel.encode() for d in letters]
         return await self._send_grouped(DLQ, letters, keys, DLQ_CODEC, b"dlq")
 
@@ -153,10 +156,11 @@ class Pipeline:
         )
         futs += await self._send_dead(dead)
         await asyncio.gather(*futs)
-        for r in good:
-            metrics.NORMALISED.labels(r.order.channel).inc()
-            if r.origin is None:
-                metrics.INGESTED.labels(r.order.channel, "kafka").inc()
+        # One metric update per channel per envelope: multiprocess metrics cost ~3 µs a call.
+        for channel, n in Counter(r.order.channel for r in good).items():
+            metrics.NORMALISED.labels(channel).inc(n)
+        for channel, n in Counter(r.order.channel for r in good if r.origin is None).items():
+            metrics.INGESTED.labels(channel, "kafka").inc(n)
         metrics.ENVELOPE_SECONDS.labels(normalise.STAGE).observe(time.perf_counter() - t0)
 
     async def record_envelope(self, message: Any) -> None:
@@ -185,10 +189,9 @@ class Pipeline:
                 ),
             )
         await self._send_settles(out.settle_list())
-        for change in out.changes:
-            metrics.RECORDED.labels(change.kind).inc()
-        for ms in out.latencies_ms:
-            metrics.E2E_SECONDS.observe(ms / 1000)
+        for kind, n in Counter(c.kind for c in out.changes).items():
+            metrics.RECORDED.labels(kind).inc(n)
+        metrics.observe_many(metrics.E2E_SECONDS, [ms / 1000 for ms in out.latencies_ms])
         metrics.ENVELOPE_SECONDS.labels(order_state.STAGE).observe(time.perf_counter() - t0)
 
     async def store_dead_letters(self, message: Any) -> None:
@@ -257,9 +260,7 @@ class Pipeline:
 
         @app.page("/internal/health")
         async def health(web: Any, request: Any) -> Any:
-            assigned = sorted(
-                f"{tp.topic}:{tp.partition}" for tp in self.app.consumer.assignment()
-            )
+            assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in self.app.consumer.assignment())
             return aioweb.json_response({"epoch": self.epoch, "assigned": assigned})
 
     # -- queries ---------------------------------------------------------------------------------

@@ -67,7 +67,7 @@ class EmbeddedBroker:
         if port_open(self.host, self.port):
             raise RuntimeError(f"port {self.host}:{self.port} is already in use; pick another")
         listener = f"tcp://{self.host}:{self.port}"
-        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
         self.proc = subprocess.Popen(
             [

@@ -18,7 +18,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--http-port", type=int, help="HTTP API port (default 8080)")
     p.add_argument("--data-dir", help="journal, stores and logs (default ./data)")
     p.add_argument("--partitions", type=int, help="partitions per hot topic (default 4)")
-    p.add_argument("--workers", type=int, help="worker processes (default 1)")
+    p.add_argument("--workers", type=int, help="worker processes (default 2)")
     p.add_argument("--sku-aliases", help="SKU alias table (TOML)")
     p.add_argument("--log-level", choices=["debug", "info", "warn", "error"])
 

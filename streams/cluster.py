@@ -39,9 +39,7 @@ async def create_topics(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
         missing = [s for s in specs if s.name not in existing]
         created = []
         if missing:
-            resp = await admin.create_topics(
-                [NewTopic(s.name, s.partitions, 1) for s in missing]
-            )
+            resp = await admin.create_topics([NewTopic(s.name, s.partitions, 1) for s in missing])
             for name, code, msg in resp.topic_errors:
                 if code == 0:
                     created.append(name)
@@ -69,17 +67,18 @@ async def read_epoch(bootstrap: str) -> str | None:
     finally:
         await admin.close()
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, fetch_max_wait_ms=50
     )
     await consumer.start()
     try:
         tp = TopicPartition(EPOCH, 0)
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
-        batch = await consumer.getmany(tp, timeout_ms=1500, max_records=1)
-        for msgs in batch.values():
-            if msgs:
-                return msgs[0].value.decode()
+        for _ in range(4):  # an empty topic answers each fetch after fetch_max_wait_ms
+            batch = await consumer.getmany(tp, timeout_ms=100, max_records=1)
+            for msgs in batch.values():
+                if msgs:
+                    return msgs[0].value.decode()
         return None
     finally:
         await consumer.stop()
@@ -122,5 +121,5 @@ async def probe_epoch(bootstrap: str) -> tuple[bool, str | None]:
     """(reachable, epoch) without raising: used by the supervisor's watch loop."""
     try:
         return True, await asyncio.wait_for(read_epoch(bootstrap), 5)
-    except (KafkaError, OSError, asyncio.TimeoutError):
+    except (TimeoutError, KafkaError, OSError):
         return False, None

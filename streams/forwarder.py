@@ -121,16 +121,19 @@ class Forwarder:
     async def run(self) -> None:
         backoff = 0.2
         while True:
-            if self.paused.is_set() or self.cursor >= self.journal.last_seq:
+            if self.paused.is_set() or self.cursor >= self.journal.durable_seq:
                 self._wakeup.clear()
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), 0.5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 continue
-            entries = self.journal.read_after(self.cursor, READ_BATCH)
+            durable = self.journal.durable_seq
+            entries = [
+                e for e in self.journal.read_after(self.cursor, READ_BATCH) if e[0] <= durable
+            ]
             if not entries:
-                self.cursor = self.journal.last_seq
+                self.cursor = durable  # everything up to it was settled already
                 continue
             try:
                 if self.producer is None:
@@ -139,7 +142,7 @@ class Forwarder:
                 t0 = time.perf_counter()
                 await self._send(entries)
                 metrics.FORWARD_SECONDS.observe(time.perf_counter() - t0)
-            except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, KafkaError, OSError) as exc:
                 log.warning("forwarding failed (%s); retrying in %.1fs", exc, backoff)
                 await self._drop_producer()
                 await asyncio.sleep(backoff)

@@ -61,7 +61,12 @@ class IngestJournal:
         self.id: str = jid.decode()
         self.depth, last = self._scan()
         self.next_seq = last + 1
+        # Highest seq on disk. Seqs are handed out before the group commit lands, so readers
+        # (the forwarder) must never look past this one.
+        self.durable_seq = last
         self._pending: WriteBatch | None = None
+        self._pending_count = 0
+        self._pending_last = last
         self._pending_waiters: list[asyncio.Future[None]] = []
         self._flushing = False
         self._closed = False
@@ -93,6 +98,9 @@ class IngestJournal:
         self.depth += len(entries)
         if self._pending is None:
             self._pending = WriteBatch(raw_mode=True)
+            self._pending_count = 0
+        self._pending_count += len(entries)
+        self._pending_last = first + len(entries) - 1
         enc = self._enc.encode
         for i, entry in enumerate(entries):
             self._pending.put(_key(first + i), enc(entry))
@@ -109,15 +117,18 @@ class IngestJournal:
         try:
             while self._pending is not None:
                 batch, waiters = self._pending, self._pending_waiters
+                count, last = self._pending_count, self._pending_last
                 self._pending, self._pending_waiters = None, []
                 try:
                     await loop.run_in_executor(None, self.db.write, batch, self._write_opts)
                 except Exception as exc:  # disk full, I/O error: the caller must not say 202
                     log.exception("journal write failed")
+                    self.depth -= count
                     for w in waiters:
                         if not w.done():
                             w.set_exception(exc)
                     continue
+                self.durable_seq = last
                 for w in waiters:
                     if not w.done():
                         w.set_result(None)
@@ -138,10 +149,6 @@ class IngestJournal:
             out.append((int.from_bytes(key[1:], "big"), dec(it.value())))
             it.next()
         return out
-
-    @property
-    def last_seq(self) -> int:
-        return self.next_seq - 1
 
     def settle(self, seqs: list[int]) -> int:
         """Delete entries a terminal stage recorded; repeats (after a replay) are harmless."""

@@ -55,6 +55,27 @@ E2E_SECONDS = Histogram(
 BROKER_EPOCHS = Counter("orderstream_broker_epochs_total", "Fresh broker epochs recovered from")
 
 
+def observe_many(histogram: Histogram, values: list[float]) -> None:
+    """Observe a batch with one write per bucket rather than one per value.
+
+    In multiprocess mode every observe() touches mmap'd files (~3 µs); an envelope of 500
+    orders would spend 1.5 ms on its latency histogram alone.
+    """
+    if not values:
+        return
+    bounds = histogram._upper_bounds
+    counts = [0] * len(bounds)
+    for v in values:
+        for i, bound in enumerate(bounds):
+            if v <= bound:
+                counts[i] += 1
+                break
+    for i, n in enumerate(counts):
+        if n:
+            histogram._buckets[i].inc(n)
+    histogram._sum.inc(sum(values))
+
+
 def exposition() -> tuple[bytes, str]:
     """Text for /metrics: all processes when multiprocess mode is on, else this process."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -126,9 +126,7 @@ class PartitionStore:
 class StoreManager:
     """Opens a partition's store when its first envelope arrives, recovering it if needed."""
 
-    def __init__(
-        self, root: Path, epoch: str, bootstrap: str, send: SendChangelog | None
-    ) -> None:
+    def __init__(self, root: Path, epoch: str, bootstrap: str, send: SendChangelog | None) -> None:
         self.root = root
         self.epoch = epoch
         self.bootstrap = bootstrap

@@ -25,7 +25,7 @@ from aiohttp import web
 from streams import metrics
 from streams.api import IngestAPI
 from streams.broker import EmbeddedBroker, free_port
-from streams.cluster import ensure_cluster, probe_epoch, wait_for_broker
+from streams.cluster import ClusterError, ensure_cluster, probe_epoch, wait_for_broker
 from streams.forwarder import Forwarder, SettleListener
 from streams.journal import IngestJournal
 from streams.settings import Settings
@@ -38,7 +38,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """Settings as ORDERSTREAM_* variables, so a child sees exactly what the parent resolved."""
     env = {}
     for name, value in msgspec.structs.asdict(settings).items():
-        env["ORDERSTREAM_" + name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+        env["ORDERSTREAM_" + name.upper()] = (
+            str(value).lower() if isinstance(value, bool) else str(value)
+        )
     return env
 
 
@@ -96,6 +98,14 @@ class Supervisor:
         if s.embedded:
             self.broker = EmbeddedBroker(s.broker_port, log_file=data / "broker.log")
             self.broker.start()
+        try:
+            await self._run_started()
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, self._stop_children)
+
+    async def _run_started(self) -> None:
+        s = self.settings
+        data = s.data_path
         await wait_for_broker(s.bootstrap_servers, timeout=30)
         self.epoch = await ensure_cluster(s.bootstrap_servers, all_topics(s.partitions, s.app_id))
         log.info("broker %s ready, epoch %s", s.broker_url, self.epoch)
@@ -160,7 +170,7 @@ class Supervisor:
                         async with session.get(w.url + "/internal/health") as resp:
                             if resp.status == 200 and (await resp.json()).get("assigned"):
                                 ready += 1
-                    except (aiohttp.ClientError, asyncio.TimeoutError):
+                    except (TimeoutError, aiohttp.ClientError):
                         pass
                 if ready == len(self.workers):
                     log.info(
@@ -246,4 +256,8 @@ def serve(settings: Settings) -> None:
             loop.add_signal_handler(sig, sup.stopping.set)
         await sup.run()
 
-    uvloop.run(main())
+    try:
+        uvloop.run(main())
+    except (RuntimeError, TimeoutError, OSError, ClusterError) as exc:
+        log.error("cannot serve: %s", exc)
+        raise SystemExit(1) from None

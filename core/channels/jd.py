@@ -1,0 +1,197 @@
+"""JD (Jingdong) POP order, as returned in ``jingdong.pop.order.search`` / ``.get`` ``orderInfo``.
+
+Amounts are yuan strings, times zone-less Asia/Shanghai. ``orderPayment`` is what the buyer owes;
+``orderTotalPrice`` is goods before discounts. Cash-on-delivery orders (``payType`` "1-货到付款")
+reach the seller unpaid and are paid only on delivery, whatever the fulfilment state says.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from core.channels._common import (
+    Amount,
+    Bad,
+    at,
+    malformed,
+    minor,
+    order_number,
+    phone_pair,
+    pick_sku,
+    quantity,
+    run,
+    shanghai_ms,
+    shanghai_ms_opt,
+    status_of,
+)
+from core.model import (
+    CanonicalOrder,
+    LineItem,
+    PaymentStatus,
+    Recipient,
+    Rejection,
+    global_order_id,
+)
+
+if TYPE_CHECKING:
+    from core.channels import NormaliseContext
+
+CHANNEL = "jd"
+CURRENCY = "CNY"
+_EXP = 2
+
+# POP only releases online-paid orders to the seller, so every live state is paid. LOCKED and
+# POP_ORDER_PAUSE are holds on a paid order (refund request, risk check). TRADE_CANCELED is
+# resolved in _build: refunded if payment was confirmed, otherwise it was never paid.
+ORDER_STATE: dict[str, PaymentStatus] = {
+    "WAIT_SELLER_STOCK_OUT": "paid",
+    "WAIT_SELLER_DELIVERY": "paid",
+    "WAIT_SEND_CODE": "paid",
+    "WAIT_GOODS_RECEIVE_CONFIRM": "paid",
+    "FINISHED_L": "paid",
+    "LOCKED": "paid",
+    "POP_ORDER_PAUSE": "paid",
+}
+
+
+class _Consignee(msgspec.Struct):
+    fullname: str | None = None
+    telephone: str | None = None
+    mobile: str | None = None
+    fullAddress: str | None = None
+    province: str | None = None
+    city: str | None = None
+    county: str | None = None
+    town: str | None = None
+
+
+class _Item(msgspec.Struct):
+    itemTotal: int | str
+    skuId: str | int | None = None
+    outerSkuId: str | None = None
+    wareId: str | int | None = None
+    skuName: str | None = None
+    jdPrice: Amount | None = None
+
+
+class Order(msgspec.Struct):
+    orderStartTime: str
+    orderId: str | int | None = None
+    orderState: str | None = None
+    payType: str | None = None
+    modified: str | None = None
+    paymentConfirmTime: str | None = None
+    orderTotalPrice: Amount | None = None
+    orderSellerPrice: Amount | None = None
+    orderPayment: Amount | None = None
+    freightPrice: Amount | None = None
+    sellerDiscount: Amount | None = None
+    orderRemark: str | None = None
+    open_id_buyer: str | None = None
+    pin: str | None = None
+    consigneeInfo: _Consignee | None = None
+    itemInfoList: list[_Item] = []
+
+
+class _No(msgspec.Struct):
+    orderId: str | int | None = None
+
+
+_order_dec = msgspec.json.Decoder(Order)
+_no_dec = msgspec.json.Decoder(_No)
+
+
+def order_no(payload: bytes) -> str | Rejection:
+    try:
+        doc = _no_dec.decode(payload)
+    except msgspec.ValidationError as exc:
+        return Rejection(channel=CHANNEL, field="$.orderId", reason=str(exc))
+    except msgspec.DecodeError as exc:
+        return malformed(CHANNEL, exc)
+    try:
+        return order_number(doc.orderId, "$.orderId")
+    except Bad as exc:
+        return Rejection(channel=CHANNEL, field=exc.field, reason=exc.reason)
+
+
+def _decode(payload: bytes) -> tuple[Order, str]:
+    return _order_dec.decode(payload), "$"
+
+
+def _number(o: Order) -> str:
+    return "" if o.orderId is None else str(o.orderId)
+
+
+def _build(o: Order, ctx: NormaliseContext) -> CanonicalOrder:
+    no = order_number(o.orderId, ".orderId")
+    raw_state = o.orderState or ""
+    paid_at = shanghai_ms_opt(o.paymentConfirmTime, ".paymentConfirmTime")
+    cod = (o.payType or "").startswith("1")
+    if raw_state == "TRADE_CANCELED":
+        status: PaymentStatus = "refunded" if paid_at is not None and not cod else "unpaid"
+    else:
+        status = status_of(ORDER_STATE, raw_state, ".orderState")
+        if cod and raw_state != "FINISHED_L":
+            status = "unpaid"
+    total = minor(o.orderPayment, _EXP, ".orderPayment", required=True)
+
+    if not o.itemInfoList:
+        raise Bad(".itemInfoList", "order has no items")
+    lines = []
+    for i, it in enumerate(o.itemInfoList):
+        try:
+            qty = quantity(it.itemTotal, ".itemTotal")
+            sku, channel_sku = pick_sku(ctx, ".outerSkuId", it.outerSkuId, it.skuId, it.wareId)
+            unit = minor(it.jdPrice, _EXP, ".jdPrice", required=True)
+        except Bad as exc:
+            raise at(f".itemInfoList[{i}]", exc) from None
+        lines.append(
+            LineItem(
+                sku=sku,
+                channel_sku=channel_sku,
+                title=it.skuName or "",
+                quantity=qty,
+                unit_price=unit,
+                line_total=unit * qty,  # JD reports discounts per order, not per line
+            )
+        )
+
+    c = o.consigneeInfo or _Consignee()
+    phone, masked = phone_pair(c.mobile or c.telephone, "CN")
+    created = shanghai_ms(o.orderStartTime, ".orderStartTime")
+    return CanonicalOrder(
+        id=global_order_id(CHANNEL, no),
+        channel=CHANNEL,
+        channel_order_no=no,
+        created_at=created,
+        updated_at=shanghai_ms(o.modified, ".modified") if o.modified else created,
+        paid_at=paid_at if status != "unpaid" else None,
+        currency=CURRENCY,
+        total=total,
+        subtotal=minor(o.orderTotalPrice, _EXP, ".orderTotalPrice"),
+        shipping=minor(o.freightPrice, _EXP, ".freightPrice"),
+        discount=minor(o.sellerDiscount, _EXP, ".sellerDiscount"),
+        paid=total if status in ("paid", "refunded") else 0,
+        payment_status=status,
+        channel_status=raw_state,
+        lines=lines,
+        recipient=Recipient(
+            name=c.fullname or "",
+            phone=phone,
+            phone_masked=masked,
+            country="CN",
+            region=c.province or "",
+            city=c.city or "",
+            district=c.county or "",
+            address=c.fullAddress or "",
+        ),
+        buyer_id=o.open_id_buyer or o.pin or "",
+        tags=["cod"] if cod else [],
+        note=o.orderRemark or "",
+    )
+
+
+def normalise(payload: bytes, ctx: NormaliseContext) -> CanonicalOrder | Rejection:
+    return run(CHANNEL, payload, ctx, _decode, _build, _number, order_no)
