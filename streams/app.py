@@ -34,6 +34,7 @@ from streams.envelope import (
     SETTLE_CODEC,
     CanonicalRecord,
     DeadLetter,
+    OrderChange,
     Settle,
     chunks,
     group_by_partition,
@@ -46,10 +47,18 @@ from streams.topics import CANONICAL, CHANGES, DLQ, RAW, SETTLED
 log = logging.getLogger("orderstream.worker")
 
 EPOCH_EXIT_CODE = 75  # the supervisor restarts a worker that exits with this after a new epoch
+TAKE_WITHIN_S = 0.005  # how long an agent waits to fill a batch when the topic is quiet
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _by_partition(messages: list[Any]) -> dict[int, list[Any]]:
+    out: dict[int, list[Any]] = {}
+    for m in messages:
+        out.setdefault(m.partition, []).append(m)
+    return out
 
 
 def _headers(message: Any) -> dict[str, bytes]:
@@ -144,11 +153,17 @@ class Pipeline:
 
     # -- stages ----------------------------------------------------------------------------------
 
-    async def normalise_envelope(self, message: Any) -> None:
+    async def normalise_batch(self, messages: list[Any]) -> None:
+        """Raw messages (journal envelopes or single gateway orders) -> canonical envelopes."""
         t0 = time.perf_counter()
-        records, dead = normalise.decode_raw_message(
-            message.key, message.value, _headers(message), int(message.timestamp * 1000)
-        )
+        records: list[Any] = []
+        dead: list[DeadLetter] = []
+        for m in messages:
+            recs, bad = normalise.decode_raw_message(
+                m.key, m.value, _headers(m), int(m.timestamp * 1000)
+            )
+            records += recs
+            dead += bad
         good, rejected = normalise.normalise_records(records, self.ctx)
         dead += rejected
         futs = await self._send_grouped(
@@ -156,22 +171,42 @@ class Pipeline:
         )
         futs += await self._send_dead(dead)
         await asyncio.gather(*futs)
-        # One metric update per channel per envelope: multiprocess metrics cost ~3 µs a call.
+        # One metric update per channel per batch: multiprocess metrics cost ~3 µs a call.
         for channel, n in Counter(r.order.channel for r in good).items():
             metrics.NORMALISED.labels(channel).inc(n)
         for channel, n in Counter(r.order.channel for r in good if r.origin is None).items():
             metrics.INGESTED.labels(channel, "kafka").inc(n)
         metrics.ENVELOPE_SECONDS.labels(normalise.STAGE).observe(time.perf_counter() - t0)
 
-    async def record_envelope(self, message: Any) -> None:
+    async def record_batch(self, messages: list[Any]) -> None:
         t0 = time.perf_counter()
-        records: list[CanonicalRecord] = CANONICAL_CODEC.decode(message.value)
-        part = message.partition
+        results = await asyncio.gather(
+            *(self._record_partition(p, ms) for p, ms in _by_partition(messages).items())
+        )
+        await self._send_settles([s for settles, _ in results for s in settles])
+        changes = [c for _, cs in results for c in cs]
+        for kind, n in Counter(c.kind for c in changes).items():
+            metrics.RECORDED.labels(kind).inc(n)
+        now = _now_ms()
+        metrics.observe_many(metrics.E2E_SECONDS, [(now - c.received_at) / 1000 for c in changes])
+        metrics.ENVELOPE_SECONDS.labels(order_state.STAGE).observe(time.perf_counter() - t0)
+
+    async def _record_partition(
+        self, part: int, messages: list[Any]
+    ) -> tuple[list[Settle], list[OrderChange]]:
+        """One partition's envelopes: changes out, then state committed, then settles."""
         async with self.stores.using(order_state.STORE, part) as store:
-            if message.offset <= store.applied(CANONICAL, self.epoch):
-                # Applied before a crash; the settles may not have gone out.
-                await self._send_settles(order_state.settles_of(records))
-                return
+            applied = store.applied(CANONICAL, self.epoch)
+            records: list[CanonicalRecord] = []
+            replayed: list[CanonicalRecord] = []
+            for m in messages:
+                # Applied before a crash: only its settles may be missing.
+                (replayed if m.offset <= applied else records).extend(
+                    CANONICAL_CODEC.decode(m.value)
+                )
+            settles = order_state.settles_of(replayed)
+            if not records:
+                return settles, []
             held = store.get_many([r.order.id.encode() for r in records])
             out = order_state.record_envelope(records, held, _now_ms())
             futs = await self._send_grouped(
@@ -182,31 +217,37 @@ class Pipeline:
                 b"changes",
             )
             await asyncio.gather(*futs)
+            last = max(m.offset for m in messages)
             await self.stores.commit(
                 store,
-                ChangelogEntry(
-                    list(out.updates.items()), CANONICAL, Position(self.epoch, message.offset)
-                ),
+                ChangelogEntry(list(out.updates.items()), CANONICAL, Position(self.epoch, last)),
             )
-        await self._send_settles(out.settle_list())
-        for kind, n in Counter(c.kind for c in out.changes).items():
-            metrics.RECORDED.labels(kind).inc(n)
-        metrics.observe_many(metrics.E2E_SECONDS, [ms / 1000 for ms in out.latencies_ms])
-        metrics.ENVELOPE_SECONDS.labels(order_state.STAGE).observe(time.perf_counter() - t0)
+        return settles + out.settle_list(), out.changes
 
-    async def store_dead_letters(self, message: Any) -> None:
-        letters = DLQ_CODEC.decode(message.value)
-        async with self.stores.using(dead_letters.STORE, message.partition) as store:
-            if message.offset <= store.applied(DLQ, self.epoch):
-                settles = dead_letters.store_letters(letters, message.offset)[1]
-                await self._send_settles(settles)
-                return
-            updates, settles = dead_letters.store_letters(letters, message.offset)
-            await self.stores.commit(
-                store,
-                ChangelogEntry(list(updates.items()), DLQ, Position(self.epoch, message.offset)),
-            )
-        await self._send_settles(settles)
+    async def store_dead_letter_batch(self, messages: list[Any]) -> None:
+        settles = await asyncio.gather(
+            *(self._store_dead_partition(p, ms) for p, ms in _by_partition(messages).items())
+        )
+        await self._send_settles([s for group in settles for s in group])
+
+    async def _store_dead_partition(self, part: int, messages: list[Any]) -> list[Settle]:
+        async with self.stores.using(dead_letters.STORE, part) as store:
+            applied = store.applied(DLQ, self.epoch)
+            updates: dict[bytes, bytes] = {}
+            settles: list[Settle] = []
+            fresh = False
+            for m in messages:
+                ups, sts = dead_letters.store_letters(DLQ_CODEC.decode(m.value), m.offset)
+                settles += sts
+                if m.offset > applied:
+                    updates.update(ups)
+                    fresh = True
+            if fresh:
+                last = max(m.offset for m in messages)
+                await self.stores.commit(
+                    store, ChangelogEntry(list(updates.items()), DLQ, Position(self.epoch, last))
+                )
+        return settles
 
     # -- wiring ----------------------------------------------------------------------------------
 
@@ -216,18 +257,28 @@ class Pipeline:
         canonical = app.topic(CANONICAL, partitions=self.partitions)
         dlq = app.topic(DLQ, partitions=self.partitions)
 
-        def agent(topic: Any, name: str, handler: Any) -> None:
+        def agent(topic: Any, name: str, handler: Any, max_events: int) -> None:
+            # take_events acks a batch only when the loop asks for the next one, i.e. after
+            # the handler finished its sends and commits. An exception would still ack it on
+            # the way out, so a failing batch ends the process instead: the supervisor
+            # restarts it and the batch is redelivered.
             async def run(stream: Any) -> None:
-                async for event in stream.events():
-                    await handler(event.message)
+                async for events in stream.take_events(max_events, TAKE_WITHIN_S):
+                    try:
+                        await handler([e.message for e in events])
+                    except Exception:
+                        log.exception("%s failed on a batch: exiting so it is redelivered", name)
+                        os._exit(70)
 
             run.__name__ = name
             run.__qualname__ = name
             app.agent(topic, name=name)(run)
 
-        agent(raw, "normalise", self.normalise_envelope)
-        agent(canonical, "order_state", self.record_envelope)
-        agent(dlq, "dead_letters", self.store_dead_letters)
+        # Raw messages may be single gateway orders, so take many; canonical and dlq messages
+        # are envelopes of up to envelope_max_records each.
+        agent(raw, "normalise", self.normalise_batch, 2000)
+        agent(canonical, "order_state", self.record_batch, 16)
+        agent(dlq, "dead_letters", self.store_dead_letter_batch, 16)
 
         store_of = {CANONICAL: order_state.STORE, DLQ: dead_letters.STORE}
 

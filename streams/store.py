@@ -31,6 +31,7 @@ from streams.topics import changelog_topic
 log = logging.getLogger("orderstream.store")
 
 _META = b"\x00meta:"
+CHANGELOG_CHUNK = 500  # key updates per changelog message (~1 KB each, well under 4 MB)
 _CHANGELOG_POS = _META + b"changelog"
 
 
@@ -44,7 +45,7 @@ class ChangelogEntry(msgspec.Struct, array_like=True):
 
     updates: list[tuple[bytes, bytes | None]]
     input_topic: str
-    input: Position
+    input: Position | None  # None on all but the last chunk of a large commit
 
 
 _pos_enc = msgspec.msgpack.Encoder()
@@ -89,7 +90,8 @@ class PartitionStore:
                 batch.delete(key)
             else:
                 batch.put(key, value)
-        batch.put(_META + b"in:" + entry.input_topic.encode(), _pos_enc.encode(entry.input))
+        if entry.input is not None:
+            batch.put(_META + b"in:" + entry.input_topic.encode(), _pos_enc.encode(entry.input))
         if changelog is not None:
             batch.put(_CHANGELOG_POS, _pos_enc.encode(changelog))
         self.db.write(batch)
@@ -226,9 +228,28 @@ class StoreManager:
         """Changelog first, then the local batch: a crash in between is repaired by replay."""
         changelog: Position | None = None
         if self.send is not None and entry.updates:
-            value = msgspec.msgpack.encode(entry)
-            offset = await self.send(changelog_topic(store.name), store.partition, value)
-            changelog = Position(self.epoch, offset)
+            # Chunks keep each message under the producer's request size; only the last one
+            # carries the input position, so a replay of a partial commit re-processes input.
+            n = CHANGELOG_CHUNK
+            parts = [entry.updates[i : i + n] for i in range(0, len(entry.updates), n)]
+            topic = changelog_topic(store.name)
+            offsets = await asyncio.gather(
+                *(
+                    self.send(
+                        topic,
+                        store.partition,
+                        msgspec.msgpack.encode(
+                            ChangelogEntry(
+                                part,
+                                entry.input_topic,
+                                entry.input if i == len(parts) - 1 else None,
+                            )
+                        ),
+                    )
+                    for i, part in enumerate(parts)
+                )
+            )
+            changelog = Position(self.epoch, max(offsets))
         store.write(entry, changelog)
 
     def close(self, name: str, partition: int) -> None:
