@@ -101,14 +101,11 @@ class IngestAPI:
         if not body.strip():
             metrics.HTTP_REFUSED.labels("empty_body").inc()
             return _error(400, "$", "empty body: send one JSON order, or NDJSON (one per line)")
-        ctype = request.content_type
-        batch = ctype in NDJSON_TYPES or (ctype != "application/json" and b"\n" in body.strip())
-        lines = split_ndjson(body) if batch else [(1, body)]
+        lines, batch = self._split(adapter, request.content_type, body)
         now = time.time_ns() // 1_000_000
         entries: list[JournalEntry] = []
         results: list[Accepted] = []
-        for line_no, payload in lines:
-            found = adapter.order_no(payload)
+        for line_no, payload, found in lines:
             if isinstance(found, Rejection):
                 entries.append(JournalEntry(channel, payload, now, "", (found.field, found.reason)))
                 results.append(
@@ -157,6 +154,28 @@ class IngestAPI:
             content_type="application/x-ndjson",
             headers={"X-Accepted": str(accepted), "X-Rejected": str(rejected)},
         )
+
+    @staticmethod
+    def _split(
+        adapter: Any, ctype: str, body: bytes
+    ) -> tuple[list[tuple[int, bytes, str | Rejection]], bool]:
+        """(line, payload, order no or rejection) per order, and whether the body is a batch.
+
+        NDJSON when the client says so; one document for application/json; otherwise (curl's
+        default form type) one document if it parses as one, else NDJSON if it has lines, so a
+        pretty-printed order and a batch both work without a content type.
+        """
+        if ctype in NDJSON_TYPES:
+            return [(n, ln, adapter.order_no(ln)) for n, ln in split_ndjson(body)], True
+        found = adapter.order_no(body)
+        if (
+            ctype != "application/json"
+            and isinstance(found, Rejection)
+            and found.field == "$"
+            and b"\n" in body.strip()
+        ):
+            return [(n, ln, adapter.order_no(ln)) for n, ln in split_ndjson(body)], True
+        return [(1, body, found)], False
 
     # -- queries ---------------------------------------------------------------------------------
 

@@ -92,7 +92,7 @@ class EmbeddedBroker:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"broker exited with code {self.proc.returncode} at start")
             if port_open(self.host, self.port):
-                log.info("embedded broker (Tansu) listening on %s", self.url)
+                log.info("embedded broker (Tansu, pid %d) listening on %s", self.proc.pid, self.url)
                 return
             time.sleep(0.02)
         self.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 import time
 
@@ -72,9 +73,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
 
     if args.command == "serve":
-        from streams.supervisor import prepare_metrics_dir, serve
+        # prometheus-client picks its value store when first imported: the multiprocess
+        # directory must be set before anything imports it.
+        metrics_dir = settings.data_path / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        from streams.supervisor import serve
 
-        prepare_metrics_dir(settings)
         serve(settings)
     else:
         from streams.worker import run_worker

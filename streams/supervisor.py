@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -237,13 +236,6 @@ class Supervisor:
         for w in self.workers:
             w.start()
         log.info("recovered onto broker epoch %s", self.epoch)
-
-
-def prepare_metrics_dir(settings: Settings) -> None:
-    path = settings.data_path / "metrics"
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
 
 
 def serve(settings: Settings) -> None:

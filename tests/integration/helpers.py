@@ -1,0 +1,28 @@
+"""Payload makers for integration tests: real fixture shapes with fresh order numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from core.channels import ADAPTERS
+from core.model import global_order_id
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+SHOPIFY = json.loads((FIXTURES / "shopify" / "paid_webhook.json").read_bytes())
+
+
+def shopify_order(number: int, **changes: object) -> bytes:
+    """The Shopify webhook fixture with another order id (and optional field changes)."""
+    doc = dict(SHOPIFY, id=number, **changes)
+    return json.dumps(doc).encode()
+
+
+def expected_id(channel: str, payload: bytes) -> str:
+    number = ADAPTERS[channel].order_no(payload)
+    assert isinstance(number, str), number
+    return global_order_id(channel, number)
+
+
+def fixture_files() -> list[tuple[str, Path]]:
+    return sorted((p.parent.name, p) for p in FIXTURES.glob("*/*.json"))

@@ -1,0 +1,156 @@
+"""Ingest end to end: HTTP and Kafka in, canonical order and state out, bad input dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import msgspec
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from tests.integration.conftest import Service
+from tests.integration.helpers import expected_id, fixture_files, shopify_order
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize(("channel", "path"), fixture_files(), ids=lambda v: getattr(v, "stem", v))
+def test_each_channel_end_to_end(service: Service, channel: str, path) -> None:
+    payload = path.read_bytes()
+    resp = service.post_order(channel, payload)
+    assert resp.status == 202, resp.body
+    body = resp.json()
+    assert body["status"] == "accepted"
+    assert body["id"] == expected_id(channel, payload)
+    found = service.wait_order(body["id"])
+    assert found["id"] == body["id"]
+    assert found["order"]["channel"] == channel
+    assert found["order"]["channel_order_no"] == body["order_no"]
+    assert found["state"] in ("pending_payment", "paid", "refunded")
+    assert found["order"]["lines"], "canonical order has its lines"
+
+
+def test_ndjson_batch_answers_one_result_per_line(service: Service) -> None:
+    good = [shopify_order(9_100_000 + i) for i in range(3)]
+    resp = service.post_batch("shopify", [good[0], b'{"id": 1, oops', good[1], good[2]])
+    assert resp.status == 202
+    assert resp.headers["X-Accepted"] == "3"
+    assert resp.headers["X-Rejected"] == "1"
+    lines = resp.lines()
+    assert [ln["status"] for ln in lines] == ["accepted", "rejected", "accepted", "accepted"]
+    assert lines[1]["line"] == 2
+    assert "malformed JSON" in lines[1]["reason"]
+    for ln, payload in zip([lines[0], lines[2], lines[3]], good, strict=True):
+        assert ln["id"] == expected_id("shopify", payload)
+        assert service.wait_order(ln["id"])["state"] == "paid"
+
+
+def test_malformed_json_is_400_and_dead_lettered(service: Service) -> None:
+    bad = b'{"id": 77, "line_items": [}'
+    resp = service.post_order("shopify", bad)
+    assert resp.status == 400
+    err = resp.json()["error"]
+    assert err["field"] == "$"
+    assert "malformed JSON" in err["reason"]
+    for _ in range(100):
+        letters = service.request("GET", "/v1/dead-letters?limit=1000").json()
+        match = [d for d in letters if d["payload"] == bad.decode()]
+        if match:
+            break
+        asyncio.run(asyncio.sleep(0.1))
+    assert match, "the refused payload is in the dead letters with its reason"
+    assert match[0]["stage"] == "ingest"
+    assert "malformed JSON" in match[0]["reason"]
+
+
+def test_unnormalisable_payload_goes_to_dlq_with_field_and_reason(service: Service) -> None:
+    payload = shopify_order(9_200_001, total_price="12.345.6")
+    resp = service.post_order("shopify", payload)
+    assert resp.status == 202  # syntactically fine: accepted, then dead-lettered by normalise
+    found = service.wait_order(resp.json()["id"])
+    assert found["state"] == "dead_lettered"
+    letter = found["dead_letter"]
+    assert letter["stage"] == "normalise"
+    assert letter["field"] == "$.total_price"
+    assert letter["reason"]
+    assert json.loads(letter["payload"])["id"] == 9_200_001
+
+
+def test_missing_or_unknown_channel_is_refused(service: Service) -> None:
+    resp = service.request("POST", "/v1/orders", shopify_order(1))
+    assert resp.status == 400
+    assert resp.json()["error"]["field"] == "header X-Channel"
+    resp = service.post_order("ebay", shopify_order(1))
+    assert resp.status == 400
+    assert "unknown channel" in resp.json()["error"]["reason"]
+
+
+def test_gateway_producing_to_orders_raw(service: Service) -> None:
+    single = shopify_order(9_300_001)
+    batch = [shopify_order(9_300_100 + i) for i in range(5)]
+
+    async def produce() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=f"127.0.0.1:{service.broker_port}")
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                "orders.raw", single, key=b"shopify:9300001", headers=[("channel", b"shopify")]
+            )
+            await producer.send_and_wait(
+                "orders.raw", b"\n".join(batch), headers=[("channel", b"shopify")]
+            )
+            # no header: the channel comes from the key prefix
+            await producer.send_and_wait(
+                "orders.raw", shopify_order(9_300_200), key=b"shopify:9300200"
+            )
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce())
+    for payload in [single, *batch, shopify_order(9_300_200)]:
+        found = service.wait_order(expected_id("shopify", payload))
+        assert found["order"]["channel"] == "shopify"
+
+
+def test_redelivered_newer_copy_updates_stale_copy_does_not(service: Service) -> None:
+    first = shopify_order(
+        9_400_001, financial_status="pending", updated_at="2026-11-23T10:05:00-05:00"
+    )
+    oid = service.post_order("shopify", first).json()["id"]
+    assert service.wait_order(oid)["state"] == "pending_payment"
+    newer = shopify_order(
+        9_400_001, financial_status="paid", updated_at="2026-11-23T10:09:00-05:00"
+    )
+    service.post_order("shopify", newer)
+    for _ in range(100):
+        found = service.wait_order(oid)
+        if found["version"] == 2:
+            break
+        asyncio.run(asyncio.sleep(0.1))
+    assert found["state"] == "paid" and found["version"] == 2
+    stale = shopify_order(
+        9_400_001, financial_status="pending", updated_at="2026-11-23T10:06:00-05:00"
+    )
+    service.post_order("shopify", stale)
+    service.wait_drained()
+    found = service.wait_order(oid)
+    assert (found["state"], found["version"]) == ("paid", 2)
+
+
+def test_metrics_exposition(service: Service) -> None:
+    resp = service.request("GET", "/metrics")
+    assert resp.status == 200
+    text = resp.body.decode()
+    assert 'orderstream_ingested_total{channel="shopify",transport="http"}' in text
+    assert "orderstream_journal_depth" in text
+    assert "orderstream_end_to_end_seconds_bucket" in text
+
+
+def test_health_lists_workers_and_partitions(service: Service) -> None:
+    health = service.health()
+    assert health["embedded"] is True
+    assert len(health["workers"]) == 2
+    assigned = {tp for w in health["workers"] for tp in w.get("assigned", [])}
+    assert {f"orders.canonical:{p}" for p in range(4)} <= assigned
+    assert msgspec.json.decode(msgspec.json.encode(health))  # plain JSON
