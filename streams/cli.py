@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> None:
         level=getattr(logging, {"warn": "WARNING"}.get(level.upper(), level.upper()), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",
     )
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    # aiokafka logs every reconnect attempt at ERROR (ten a second while a broker is down);
+    # the supervisor and forwarder log outages and recoveries once, in their own words.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
     if args.command == "broker":
         from streams.broker import EmbeddedBroker

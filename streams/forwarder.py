@@ -8,6 +8,7 @@ global id, so a re-sent order is recognised, not recorded twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -33,6 +34,7 @@ from streams.topics import DLQ, RAW, SETTLED
 log = logging.getLogger("orderstream.forwarder")
 
 READ_BATCH = 5000  # entries read from the journal per round
+SEND_TIMEOUT_S = 30.0  # a hung broker must not hold the forwarder forever
 
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:
@@ -77,7 +79,6 @@ class Forwarder:
         self.journal = journal
         self.settings = settings
         self.cursor = 0  # highest seq the broker acknowledged in this epoch
-        self.paused = asyncio.Event()  # set = paused (broker down or epoch being recovered)
         self._wakeup = asyncio.Event()
         self.producer: AIOKafkaProducer | None = None
         self.forwarded = 0
@@ -121,7 +122,7 @@ class Forwarder:
     async def run(self) -> None:
         backoff = 0.2
         while True:
-            if self.paused.is_set() or self.cursor >= self.journal.durable_seq:
+            if self.cursor >= self.journal.durable_seq:
                 self._wakeup.clear()
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), 0.5)
@@ -140,11 +141,11 @@ class Forwarder:
                     self.producer = make_producer(self.settings)
                     await self.producer.start()
                 t0 = time.perf_counter()
-                await self._send(entries)
+                await asyncio.wait_for(self._send(entries), SEND_TIMEOUT_S)
                 metrics.FORWARD_SECONDS.observe(time.perf_counter() - t0)
             except (TimeoutError, KafkaError, OSError) as exc:
                 log.warning("forwarding failed (%s); retrying in %.1fs", exc, backoff)
-                await self._drop_producer()
+                self.abandon()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -153,16 +154,11 @@ class Forwarder:
             self.forwarded += len(entries)
             metrics.FORWARDED.inc(len(entries))
 
-    async def _drop_producer(self) -> None:
+    def abandon(self) -> None:
+        """Drop the producer (closed in the background); the next round makes a new one."""
         if self.producer is not None:
-            try:
-                await asyncio.wait_for(self.producer.stop(), 5)
-            except Exception:  # a dead broker may make stop() itself fail
-                log.debug("producer stop failed", exc_info=True)
+            close_in_background(self.producer)
             self.producer = None
-
-    async def stop(self) -> None:
-        await self._drop_producer()
 
 
 class SettleListener:
@@ -191,7 +187,7 @@ class SettleListener:
                 batch = await self.consumer.getmany(tp, timeout_ms=500)
             except (KafkaError, OSError) as exc:
                 log.warning("settle listener: %s; reconnecting", exc)
-                await self.reset()
+                self.abandon()
                 await asyncio.sleep(0.5)
                 continue
             for msgs in batch.values():
@@ -201,11 +197,54 @@ class SettleListener:
                             self.settled += self.journal.settle(settle.seqs)
             metrics.JOURNAL_DEPTH.set(self.journal.depth)
 
-    async def reset(self) -> None:
-        """Drop the consumer; the next round re-reads ``ingest.settled`` from its beginning."""
+    def abandon(self) -> None:
+        """Drop the consumer (closed in the background; against a dead broker its stop() can
+        hang); the next round re-reads ``ingest.settled`` from its beginning."""
         if self.consumer is not None:
-            try:
-                await asyncio.wait_for(self.consumer.stop(), 5)
-            except Exception:
-                log.debug("consumer stop failed", exc_info=True)
+            close_in_background(self.consumer)
             self.consumer = None
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+async def force_close(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    """Close a client without waiting for in-flight requests.
+
+    aiokafka's stop() flushes pending batches (producer) or waits on the running fetch
+    (consumer), which never ends against a hung broker. Worse, a client left alive retries its
+    batches against the *next* broker on the same address and races our topic creation there
+    (Tansu then loses acknowledged messages, design.md). So its tasks are cancelled and its
+    connections closed through aiokafka's internals; the journal still holds every entry.
+    """
+    with contextlib.suppress(Exception):
+        if isinstance(client, AIOKafkaProducer):
+            client._closed = True
+            if client._sender is not None:
+                await client._sender.close()
+            await client.client.close()
+        else:
+            client._closed = True
+            if client._coordinator is not None:
+                await client._coordinator.close()
+            if client._fetcher is not None:
+                await client._fetcher.close()
+            await client._client.close()
+
+
+def close_in_background(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    async def close() -> None:
+        try:
+            await asyncio.wait_for(force_close(client), 10)
+        except (Exception, asyncio.CancelledError):
+            log.debug("closing a Kafka client failed", exc_info=True)
+
+    task = asyncio.get_running_loop().create_task(close())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+async def wait_closed(timeout: float = 10.0) -> None:
+    """Wait for clients being closed in the background (before a broker restart)."""
+    if _closing:
+        await asyncio.wait(set(_closing), timeout=timeout)

@@ -152,7 +152,8 @@ class IngestJournal:
 
     def settle(self, seqs: list[int]) -> int:
         """Delete entries a terminal stage recorded; repeats (after a replay) are harmless."""
-        keys = [_key(s) for s in seqs]
+        # A replay can put the same entry twice in one settle: count each entry once.
+        keys = [_key(s) for s in set(seqs)]
         present = self.db.get(keys)
         batch = WriteBatch(raw_mode=True)
         n = 0

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import aiohttp
@@ -25,7 +26,7 @@ from streams import metrics
 from streams.api import IngestAPI
 from streams.broker import EmbeddedBroker, free_port
 from streams.cluster import ClusterError, ensure_cluster, probe_epoch, wait_for_broker
-from streams.forwarder import Forwarder, SettleListener
+from streams.forwarder import Forwarder, SettleListener, wait_closed
 from streams.journal import IngestJournal
 from streams.settings import Settings
 from streams.topics import all_topics
@@ -71,6 +72,10 @@ class WorkerProcess:
         if not self.alive():
             return
         assert self.proc is not None
+        if timeout <= 0:
+            self.proc.kill()
+            self.proc.wait()
+            return
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout)
@@ -89,6 +94,7 @@ class Supervisor:
         self.workers: list[WorkerProcess] = []
         self.stopping = asyncio.Event()
         self.journal: IngestJournal | None = None
+        self._io_tasks: list[asyncio.Task[None]] = []
 
     async def run(self) -> None:
         s = self.settings
@@ -131,9 +137,8 @@ class Supervisor:
         log.info("HTTP API listening on http://%s:%d", s.http_host, s.http_port)
         for w in self.workers:
             w.start()
+        self._start_io(forwarder, settler)
         tasks = [
-            asyncio.create_task(forwarder.run(), name="forwarder"),
-            asyncio.create_task(settler.run(), name="settle-listener"),
             asyncio.create_task(self._watch(forwarder, settler, api), name="watch"),
             asyncio.create_task(self._announce_ready(), name="ready"),
         ]
@@ -142,20 +147,46 @@ class Supervisor:
         finally:
             log.info("stopping: HTTP API, workers, broker")
             await runner.cleanup()  # stop accepting first; what was accepted is in the journal
+            await self._stop_io(forwarder, settler)
             for t in tasks:
                 t.cancel()
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
-            await forwarder.stop()
-            await settler.reset()
             await asyncio.get_running_loop().run_in_executor(None, self._stop_children)
             await self.journal.close()
             log.info("stopped")
 
+    def _start_io(self, forwarder: Forwarder, settler: SettleListener) -> None:
+        self._io_tasks = [
+            asyncio.create_task(forwarder.run(), name="forwarder"),
+            asyncio.create_task(settler.run(), name="settle-listener"),
+        ]
+
+    async def _stop_io(self, forwarder: Forwarder, settler: SettleListener) -> None:
+        """Cancel the journal's broker I/O and abandon its clients.
+
+        Against a dead or hung broker, a pending send or fetch may never finish, and aiokafka's
+        stop() waits for it; so the tasks are cancelled and the clients closed in the
+        background. Nothing is lost: the journal keeps every entry until it is settled.
+        """
+        for t in self._io_tasks:
+            t.cancel()
+        await asyncio.wait(self._io_tasks, timeout=5)
+        forwarder.abandon()
+        settler.abandon()
+        await wait_closed()
+
+    async def _stop_workers(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(None, w.stop, timeout) for w in self.workers))
+
     def _stop_children(self) -> None:
-        for w in self.workers:
-            w.stop()
+        threads = [threading.Thread(target=w.stop) for w in self.workers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
         if self.broker is not None:
             self.broker.stop()
 
@@ -185,6 +216,18 @@ class Supervisor:
 
     async def _watch(self, forwarder: Forwarder, settler: SettleListener, api: IngestAPI) -> None:
         """Restart what died; recover from a fresh broker epoch."""
+        while True:
+            try:
+                await self._watch_once(forwarder, settler, api)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("supervision round failed; retrying")
+                await asyncio.sleep(1.0)
+
+    async def _watch_once(
+        self, forwarder: Forwarder, settler: SettleListener, api: IngestAPI
+    ) -> None:
         s = self.settings
         last_probe = 0.0
         while True:
@@ -218,21 +261,21 @@ class Supervisor:
         journal replays everything not yet recorded, and workers start again.
         """
         s = self.settings
-        forwarder.paused.set()
-        log.warning("broker %s lost its state: recovering", "died" if broker_died else "restarted")
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, lambda: [w.stop() for w in self.workers])
-        await forwarder.stop()
-        await settler.reset()
+        why = "died" if broker_died else "came back empty (new epoch)"
+        log.warning("broker %s: recovering", why)
+        # With the broker gone a worker cannot commit anything, and its state survives SIGKILL
+        # by design: kill at once. Otherwise give it a short graceful stop.
+        await self._stop_workers(timeout=0.0 if broker_died else 5.0)
+        await self._stop_io(forwarder, settler)
         if broker_died and self.broker is not None:
             await asyncio.sleep(1.0)
-            self.broker.start()
+            await asyncio.get_running_loop().run_in_executor(None, self.broker.start)
         await wait_for_broker(s.bootstrap_servers, timeout=300)
         self.epoch = await ensure_cluster(s.bootstrap_servers, all_topics(s.partitions, s.app_id))
         api.status["epoch"] = self.epoch
         metrics.BROKER_EPOCHS.inc()
         forwarder.replay()
-        forwarder.paused.clear()
+        self._start_io(forwarder, settler)
         for w in self.workers:
             w.start()
         log.info("recovered onto broker epoch %s", self.epoch)

@@ -92,7 +92,7 @@ class Service:
             ],
             cwd=ROOT,
             env=env,
-            stdout=open(self.log_path, "ab"),  # noqa: SIM115
+            stdout=open(self.log_path, "ab"),
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
@@ -128,7 +128,9 @@ class Service:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-                raise AssertionError(f"serve did not stop in {timeout}s:\n{self.log()[-3000:]}")
+                raise AssertionError(
+                    f"serve did not stop in {timeout}s:\n{self.log()[-3000:]}"
+                ) from None
         time.sleep(0.2)
         leftover = [p for group in pids.values() for p in group if pid_alive(p)]
         for p in leftover:
