@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml setup.py ext/_kernels.pyx
 install: $(STAMP)
 
 serve: $(STAMP)
-	$(VENV)/bin/orderstream serve $(ARGS)
+	$(VENV)/bin/orderstream serve --config orderstream.toml $(ARGS)
 
 # pytest exits 5 when it collected nothing: that is a failure here, never a pass.
 test: $(STAMP)
