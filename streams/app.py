@@ -100,8 +100,10 @@ class Pipeline:
             producer_linger_ms=2,
             producer_acks=-1,
             consumer_max_fetch_size=4 * 1024 * 1024,
-            stream_buffer_maxsize=32,  # envelopes of ~100 KB: bound memory, not events
-            broker_max_poll_records=64,
+            # Bounds memory in messages: envelopes are ~100-250 KB, but a gateway may send one
+            # order per message on orders.raw, where a small buffer starves the agent.
+            stream_buffer_maxsize=256,
+            broker_max_poll_records=500,
             stream_wait_empty=False,
         )
         self.stores = StoreManager(

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 
@@ -47,11 +48,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "broker":
         from streams.broker import EmbeddedBroker
 
+        def stop_on_term(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, stop_on_term)  # stop the broker too, never orphan it
         broker = EmbeddedBroker(args.port)
         broker.start()
         try:
             while broker.alive():
                 time.sleep(0.5)
+            sys.exit(f"orderstream: broker exited with code {broker.proc.returncode}")
         except KeyboardInterrupt:
             pass
         finally:
