@@ -54,6 +54,13 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _log_send_failure(fut: Any) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning(
+            "a settle message was not delivered (%s); replay will settle again", fut.exception()
+        )
+
+
 def _by_partition(messages: list[Any]) -> dict[int, list[Any]]:
     out: dict[int, list[Any]] = {}
     for m in messages:
@@ -150,8 +157,15 @@ class Pipeline:
         return await self._send_grouped(DLQ, letters, keys, DLQ_CODEC, b"dlq")
 
     async def _send_settles(self, settles: list[Settle]) -> None:
+        """Queue settles without waiting for the broker.
+
+        The state they confirm is already committed; a settle lost in a crash only keeps the
+        journal entry until the next replay, when the order stage recognises it and settles it
+        again. Not waiting saves a broker round trip per batch.
+        """
         if settles:
-            await (await self._send(SETTLED, 0, SETTLE_CODEC.encode(settles), b"settle"))
+            fut = await self._send(SETTLED, 0, SETTLE_CODEC.encode(settles), b"settle")
+            fut.add_done_callback(_log_send_failure)
 
     # -- stages ----------------------------------------------------------------------------------
 
@@ -218,11 +232,11 @@ class Pipeline:
                 CHANGES_CODEC,
                 b"changes",
             )
-            await asyncio.gather(*futs)
             last = max(m.offset for m in messages)
             await self.stores.commit(
                 store,
                 ChangelogEntry(list(out.updates.items()), CANONICAL, Position(self.epoch, last)),
+                outputs=futs,
             )
         return settles + out.settle_list(), out.changes
 

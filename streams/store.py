@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -224,9 +225,20 @@ class StoreManager:
                     start,
                 )
 
-    async def commit(self, store: PartitionStore, entry: ChangelogEntry) -> None:
-        """Changelog first, then the local batch: a crash in between is repaired by replay."""
+    async def commit(
+        self,
+        store: PartitionStore,
+        entry: ChangelogEntry,
+        outputs: Sequence[Awaitable[Any]] = (),
+    ) -> None:
+        """Changelog and the stage's outputs first, then the local batch.
+
+        ``outputs`` are the stage's pending sends: they and the changelog travel to the broker
+        together (one round trip, not two), and the local batch is written only once all are
+        acknowledged, so a crash in between is repaired by redelivery or changelog replay.
+        """
         changelog: Position | None = None
+        pending_outputs = asyncio.gather(*outputs)
         if self.send is not None and entry.updates:
             # Chunks keep each message under the producer's request size; only the last one
             # carries the input position, so a replay of a partial commit re-processes input.
@@ -250,6 +262,7 @@ class StoreManager:
                 )
             )
             changelog = Position(self.epoch, max(offsets))
+        await pending_outputs
         store.write(entry, changelog)
 
     def close(self, name: str, partition: int) -> None:
