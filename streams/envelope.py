@@ -60,6 +60,7 @@ class OrderChange(msgspec.Struct, kw_only=True):
     order_id: str
     channel: str
     kind: str  # "created" | "updated"
+    version: int  # the order's version after this change: consumers dedupe on (order_id, version)
     state: str
     payment_status: str
     received_at: int  # when the newest version was accepted: end-to-end latency starts here

@@ -51,6 +51,7 @@ def record_envelope(
                     order_id=oid,
                     channel=new.order.channel,
                     kind=kind,
+                    version=new.version,
                     state=new.state,
                     payment_status=new.order.payment_status,
                     received_at=rec.received_at,
