@@ -44,7 +44,7 @@ import itertools
 import random
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import msgspec
 
@@ -390,6 +390,23 @@ class _Renderer:
     def render(self, s: _Spec) -> bytes:
         return getattr(self, s.channel)(s).encode()
 
+    def _fragment(
+        self, key: tuple[str, int, int, str], make: Callable[[int, int], tuple[str, ...]]
+    ) -> tuple[str, ...]:
+        """The cached fragments of the line ``key`` = (channel, sku, qty, currency), made by
+        ``make(sku, qty)`` on first use."""
+        f = self.cat.frag.get(key)
+        if f is None:
+            f = self.cat.frag[key] = make(key[1], key[2])
+        return f
+
+    @staticmethod
+    def _cn_recipient(c: Customer, mask: bool) -> tuple[str, str, str]:
+        """JSON (name, mobile, address) as Taobao and JD render a recipient, masked or not."""
+        if mask:
+            return c.j_name_masked, _j(c.phone_masked()), c.j_addr_masked
+        return c.j_name, f'"{c.national}"', c.j_addr
+
     # Amount helpers -------------------------------------------------------------------------
 
     def _total(self, s: _Spec, text: str) -> str:
@@ -404,23 +421,21 @@ class _Renderer:
         m = _money
         lines = []
         for i, (k, q) in enumerate(s.lines):
-            key = ("shopify", k, q, cur)
-            f = self.cat.frag.get(key)
-            if f is None:
-                code = self.cat.codes[k]
-                f = (
+            f = self._fragment(
+                ("shopify", k, q, cur),
+                lambda k, q: (
                     '{"id":',
                     ',"admin_graphql_api_id":"gid://shopify/LineItem/x","fulfillable_quantity":'
                     f'{q},"fulfillment_service":"manual","fulfillment_status":null,'
                     f'"gift_card":false,"grams":450,"name":{_j(self.cat.titles_en[k])},'
                     f'"price":"{m(self.cat.prices[cur][k], exp)}","product_exists":true,'
                     f'"product_id":{8901234500000 + k},"properties":[],"quantity":{q},'
-                    f'"requires_shipping":true,"sku":{_j(code)},"taxable":true,'
+                    f'"requires_shipping":true,"sku":{_j(self.cat.codes[k])},"taxable":true,'
                     f'"title":{_j(self.cat.titles_en[k])},"total_discount":"0.00",'
                     f'"variant_id":{46012345000000 + k},"vendor":"OrderStream",'
                     '"tax_lines":[],"discount_allocations":[]}',
-                )
-                self.cat.frag[key] = f
+                ),
+            )
             lines.append(f"{f[0]}{s.lid + i}{f[1]}")
         phone = "null" if s.mask else _j(f"+{_CC[c.country]} {c.national}")
         oid = s.no if s.no.isdigit() else f'"{s.no}"'
@@ -469,21 +484,21 @@ class _Renderer:
         units = []
         n = 0
         for k, q in s.lines:
-            key = ("tiktok", k, 1, cur)
-            f = self.cat.frag.get(key)
-            if f is None:
-                p = m(self.cat.prices[cur][k], exp)
-                f = (
+            f = self._fragment(
+                ("tiktok", k, 1, cur),
+                lambda k, q: (
                     '{"id":"',
                     f'","sku_id":"{1729384756100000000 + k}",'
                     f'"seller_sku":{_j(self.cat.codes[k])},"sku_name":"{_VARIANTS[k % 10]}",'
                     f'"product_id":"{1729384756000000000 + k}",'
                     f'"product_name":{_j(self.cat.titles_en[k])},"currency":"{cur}",'
-                    f'"original_price":"{p}","sale_price":"{p}","seller_discount":"0.00",'
+                    f'"original_price":"{m(self.cat.prices[cur][k], exp)}",'
+                    f'"sale_price":"{m(self.cat.prices[cur][k], exp)}",'
+                    '"seller_discount":"0.00",'
                     '"platform_discount":"0.00","display_status":"AWAITING_SHIPMENT",'
                     '"is_gift":false,"package_status":"TO_FULFILL","sku_type":"NORMAL"}',
-                )
-                self.cat.frag[key] = f
+                ),
+            )
             for _ in range(q):  # TikTok sends one line item per unit
                 n += 1
                 units.append(f"{f[0]}{s.lid + n}{f[1]}")
@@ -571,26 +586,23 @@ class _Renderer:
         m = _money
         subs = []
         for i, (k, q) in enumerate(s.lines):
-            key = ("taobao", k, q, "CNY")
-            f = self.cat.frag.get(key)
-            if f is None:
-                p = self.cat.prices["CNY"][k]
-                f = (
+            f = self._fragment(
+                ("taobao", k, q, "CNY"),
+                lambda k, q: (
                     '{"oid":',
                     f',"num_iid":{712345000000 + k},"sku_id":"{5123456000000 + k}",'
                     f'"outer_iid":"{self.cat.codes[k].split("-")[0]}",'
                     f'"outer_sku_id":{_j(self.cat.codes[k])},'
                     f'"title":{_j(self.cat.titles_cn[k])},'
                     f'"sku_properties_name":"颜色分类:{_VARIANTS[k % 10]}","num":{q},'
-                    f'"price":"{m(p, 2)}","total_fee":"{m(p * q, 2)}",'
-                    f'"payment":"{m(p * q, 2)}","refund_status":"NO_REFUND"}}',
-                )
-                self.cat.frag[key] = f
+                    f'"price":"{m(self.cat.prices["CNY"][k], 2)}",'
+                    f'"total_fee":"{m(self.cat.prices["CNY"][k] * q, 2)}",'
+                    f'"payment":"{m(self.cat.prices["CNY"][k] * q, 2)}",'
+                    '"refund_status":"NO_REFUND"}',
+                ),
+            )
             subs.append(f"{f[0]}{s.lid + i}{f[1]}")
-        if s.mask:
-            name, mobile, addr = c.j_name_masked, _j(c.phone_masked()), c.j_addr_masked
-        else:
-            name, mobile, addr = c.j_name, f'"{c.national}"', c.j_addr
+        name, mobile, addr = self._cn_recipient(c, s.mask)
         status = "WAIT_SELLER_SEND_GOODS" if s.paid else "WAIT_BUYER_PAY"
         pay_time = _local(s.updated, _SH) if s.paid else ""
         tid = s.no if s.wrapped and s.no.isdigit() else f'"{s.no}"'
@@ -620,21 +632,17 @@ class _Renderer:
         m = _money
         items = []
         for k, q in s.lines:
-            key = ("jd", k, q, "CNY")
-            f = self.cat.frag.get(key)
-            if f is None:
-                f = (
+            f = self._fragment(
+                ("jd", k, q, "CNY"),
+                lambda k, q: (
                     f'{{"skuId":"{100012000000 + k}","outerSkuId":{_j(self.cat.codes[k])},'
                     f'"skuName":{_j(self.cat.titles_cn[k])},'
                     f'"jdPrice":"{m(self.cat.prices["CNY"][k], 2)}","giftPoint":"0",'
                     f'"wareId":"{10023000000 + k}","itemTotal":"{q}","productNo":""}}',
-                )
-                self.cat.frag[key] = f
+                ),
+            )
             items.append(f[0])
-        if s.mask:
-            name, mobile, addr = c.j_name_masked, _j(c.phone_masked()), c.j_addr_masked
-        else:
-            name, mobile, addr = c.j_name, f'"{c.national}"', c.j_addr
+        name, mobile, addr = self._cn_recipient(c, s.mask)
         cod = not s.paid  # JD only releases online-paid orders; unpaid ones are COD
         pay = '"1-货到付款"' if cod else '"4-在线支付"'
         confirm = "" if cod else _local(s.updated, _SH)
@@ -659,18 +667,17 @@ class _Renderer:
         c = s.cust
         items = []
         for k, q in s.lines:
-            key = ("pdd", k, q, "CNY")
-            f = self.cat.frag.get(key)
-            if f is None:
-                f = (
+            f = self._fragment(
+                ("pdd", k, q, "CNY"),
+                lambda k, q: (
                     f'{{"goods_id":{512345000000 + k},"sku_id":{1234567000000 + k},'
                     f'"outer_id":{_j(self.cat.codes[k])},'
                     f'"outer_goods_id":"{self.cat.codes[k].split("-")[0]}",'
                     f'"goods_name":{_j(self.cat.titles_cn[k])},'
                     f'"goods_spec":"{_VARIANTS[k % 10]}",'
                     f'"goods_price":{_pdd_num(self.cat.prices["CNY"][k])},"goods_count":{q}}}',
-                )
-                self.cat.frag[key] = f
+                ),
+            )
             items.append(f[0])
         if s.mask:  # encrypted plain fields, readable masks beside them
             recv = (
@@ -710,14 +717,13 @@ class _Renderer:
         m = _money
         lines = []
         for k, q in s.lines:
-            key = ("ministore", k, q, "CNY")
-            f = self.cat.frag.get(key)
-            if f is None:
-                f = (
+            f = self._fragment(
+                ("ministore", k, q, "CNY"),
+                lambda k, q: (
                     f'{{"sku":{_j(self.cat.codes[k])},"title":{_j(self.cat.titles_cn[k])},'
                     f'"qty":{q},"unit_price":"{m(self.cat.prices["CNY"][k], 2)}"}}',
-                )
-                self.cat.frag[key] = f
+                ),
+            )
             lines.append(f[0])
         if s.mask:
             phone = c.phone_masked()

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from core.channels import NormaliseContext
 
 T = TypeVar("T")
+W = TypeVar("W")  # a wrapper Struct
+N = TypeVar("N")  # a Struct holding only the order number
 
 Amount = str | int | float
 
@@ -181,42 +183,122 @@ def join_nonempty(*parts: str | None) -> str:
 # ---------------------------------------------------------------- decoding / running
 
 
-def malformed(channel: str, exc: msgspec.DecodeError) -> Rejection:
+def required(value: T | None, field: str, what: str) -> T:
+    """An object the channel must send (a wrapper's order, Amazon's ``order``), or Bad."""
+    if value is None:
+        raise Bad(field, f"missing {what} object")
+    return value
+
+
+def malformed(channel: str, exc: msgspec.DecodeError | UnicodeDecodeError) -> Rejection:
+    """msgspec raises UnicodeDecodeError (not DecodeError) for invalid UTF-8 inside a string."""
+    if isinstance(exc, UnicodeDecodeError):
+        return Rejection(
+            channel=channel,
+            field="$",
+            reason=f"malformed JSON: invalid UTF-8 at byte {exc.start} of a string ({exc.reason})",
+        )
     return Rejection(channel=channel, field="$", reason=f"malformed JSON: {exc}")
 
 
-def run(
+def order_no_reader(
+    channel: str, number_type: type[N], field: str, number_in: Callable[[N], str]
+) -> Callable[[bytes], str | Rejection]:
+    """A channel's ingest-side ``order_no``: decode only ``number_type`` (the few keys that lead to
+    the order number, msgspec skips the rest) and let ``number_in`` read the number from it.
+
+    ``field`` names the number when the payload does not fit ``number_type``; a :class:`Bad` from
+    ``number_in`` names its own absolute path.
+    """
+    decode = msgspec.json.Decoder(number_type).decode
+
+    def order_no(payload: bytes) -> str | Rejection:
+        try:
+            doc = decode(payload)
+        except msgspec.ValidationError as exc:
+            return Rejection(channel=channel, field=field, reason=str(exc))
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            return malformed(channel, exc)
+        try:
+            return number_in(doc)
+        except Bad as exc:
+            return Rejection(channel=channel, field=exc.field, reason=exc.reason)
+
+    return order_no
+
+
+def bare_decoder(order_type: type[T]) -> Callable[[bytes], tuple[T, str]]:
+    """Decode a channel that always sends the order itself, at the JSON root."""
+    decode = msgspec.json.Decoder(order_type).decode
+
+    def decode_bare(payload: bytes) -> tuple[T, str]:
+        return decode(payload), "$"
+
+    return decode_bare
+
+
+def bare_or_wrapped_decoder(
+    order_type: type[T],
+    wrapper_type: type[W],
+    wrapper_key: bytes,
+    unwrap: Callable[[W], tuple[T, str] | None],
+) -> Callable[[bytes], tuple[T, str]]:
+    """Decode a channel that sends the order bare (webhooks) or inside an API response.
+
+    The wrapper is tried only when ``wrapper_key`` (quoted, as it appears in JSON) occurs in the
+    payload; ``unwrap`` returns (order, its JSON path), or None when the key turned out not to be
+    the wrapper's (an order field or a value that happens to spell it).
+    """
+    decode_bare = msgspec.json.Decoder(order_type).decode
+    decode_wrapped = msgspec.json.Decoder(wrapper_type).decode
+
+    def decode(payload: bytes) -> tuple[T, str]:
+        if wrapper_key in payload:
+            found = unwrap(decode_wrapped(payload))
+            if found is not None:
+                return found
+        return decode_bare(payload), "$"
+
+    return decode
+
+
+def normaliser(
     channel: str,
-    payload: bytes,
-    ctx: NormaliseContext,
     decode: Callable[[bytes], tuple[T, str]],
     build: Callable[[T, NormaliseContext], CanonicalOrder],
     number: Callable[[T], str],
     fast_no: Callable[[bytes], str | Rejection],
-) -> CanonicalOrder | Rejection:
-    """Decode + build with every failure turned into a ``Rejection`` carrying the order no."""
-    try:
-        doc, root = decode(payload)
-    except msgspec.ValidationError as exc:
-        field, reason = validation_field(str(exc))
-        no = fast_no(payload)
-        return Rejection(
-            channel=channel, field=field, reason=reason, order_no=no if type(no) is str else ""
-        )
-    except msgspec.DecodeError as exc:
-        return malformed(channel, exc)
-    except Bad as exc:
-        return Rejection(channel=channel, field=exc.field, reason=exc.reason)
-    try:
-        return build(doc, ctx)
-    except Bad as exc:
-        return Rejection(
-            channel=channel, field=root + exc.field, reason=exc.reason, order_no=number(doc)
-        )
-    except Exception as exc:  # a bug must cost one order, not the stream
-        return Rejection(
-            channel=channel,
-            field="$",
-            reason=f"internal error: {type(exc).__name__}: {exc}",
-            order_no=number(doc),
-        )
+) -> Callable[[bytes, NormaliseContext], CanonicalOrder | Rejection]:
+    """A channel's ``normalise``: decode + build with every failure turned into a ``Rejection``
+    carrying the order no (``number`` reads it from a decoded order, ``fast_no`` from bytes that
+    did not decode into one).
+    """
+
+    def normalise(payload: bytes, ctx: NormaliseContext) -> CanonicalOrder | Rejection:
+        try:
+            doc, root = decode(payload)
+        except msgspec.ValidationError as exc:
+            field, reason = validation_field(str(exc))
+            no = fast_no(payload)
+            return Rejection(
+                channel=channel, field=field, reason=reason, order_no=no if type(no) is str else ""
+            )
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            return malformed(channel, exc)
+        except Bad as exc:
+            return Rejection(channel=channel, field=exc.field, reason=exc.reason)
+        try:
+            return build(doc, ctx)
+        except Bad as exc:
+            return Rejection(
+                channel=channel, field=root + exc.field, reason=exc.reason, order_no=number(doc)
+            )
+        except Exception as exc:  # a bug must cost one order, not the stream
+            return Rejection(
+                channel=channel,
+                field="$",
+                reason=f"internal error: {type(exc).__name__}: {exc}",
+                order_no=number(doc),
+            )
+
+    return normalise

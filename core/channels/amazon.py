@@ -15,26 +15,21 @@ from core.channels._common import (
     Amount,
     Bad,
     at,
+    bare_decoder,
     currency_exp,
     iso_ms,
     join_nonempty,
-    malformed,
     minor,
+    normaliser,
+    order_no_reader,
     order_number,
     phone_pair,
     pick_sku,
     quantity,
-    run,
+    required,
     status_of,
 )
-from core.model import (
-    CanonicalOrder,
-    LineItem,
-    PaymentStatus,
-    Recipient,
-    Rejection,
-    global_order_id,
-)
+from core.model import CanonicalOrder, LineItem, PaymentStatus, Recipient, global_order_id
 
 if TYPE_CHECKING:
     from core.channels import NormaliseContext
@@ -113,27 +108,13 @@ class _No(msgspec.Struct):
     order: _NoInner | None = None
 
 
-_doc_dec = msgspec.json.Decoder(Doc)
-_no_dec = msgspec.json.Decoder(_No)
+def _number_in(doc: _No) -> str:
+    order = required(doc.order, "$.order", "order")
+    return order_number(order.AmazonOrderId, "$.order.AmazonOrderId")
 
 
-def order_no(payload: bytes) -> str | Rejection:
-    try:
-        doc = _no_dec.decode(payload)
-    except msgspec.ValidationError as exc:
-        return Rejection(channel=CHANNEL, field="$.order.AmazonOrderId", reason=str(exc))
-    except msgspec.DecodeError as exc:
-        return malformed(CHANNEL, exc)
-    if doc.order is None:
-        return Rejection(channel=CHANNEL, field="$.order", reason="missing order object")
-    try:
-        return order_number(doc.order.AmazonOrderId, "$.order.AmazonOrderId")
-    except Bad as exc:
-        return Rejection(channel=CHANNEL, field=exc.field, reason=exc.reason)
-
-
-def _decode(payload: bytes) -> tuple[Doc, str]:
-    return _doc_dec.decode(payload), "$"
+order_no = order_no_reader(CHANNEL, _No, "$.order.AmazonOrderId", _number_in)
+_decode = bare_decoder(Doc)
 
 
 def _number(d: Doc) -> str:
@@ -152,9 +133,7 @@ def _money(m: _Money | None, currency: str, exp: int, field: str) -> int:
 
 
 def _build(d: Doc, ctx: NormaliseContext) -> CanonicalOrder:
-    o = d.order
-    if o is None:
-        raise Bad(".order", "missing order object")
+    o = required(d.order, ".order", "order")
     no = order_number(o.AmazonOrderId, ".order.AmazonOrderId")
     raw_status = o.OrderStatus or ""
     status = status_of(ORDER_STATUS, raw_status, ".order.OrderStatus")
@@ -251,5 +230,4 @@ def _recipient(a: _Address | None, ctx: NormaliseContext) -> Recipient:
     )
 
 
-def normalise(payload: bytes, ctx: NormaliseContext) -> CanonicalOrder | Rejection:
-    return run(CHANNEL, payload, ctx, _decode, _build, _number, order_no)
+normalise = normaliser(CHANNEL, _decode, _build, _number, order_no)

@@ -15,25 +15,19 @@ from core.channels._common import (
     Amount,
     Bad,
     at,
-    malformed,
+    bare_decoder,
     minor,
+    normaliser,
+    order_no_reader,
     order_number,
     phone_pair,
     pick_sku,
     quantity,
-    run,
     shanghai_ms,
     shanghai_ms_opt,
     status_of,
 )
-from core.model import (
-    CanonicalOrder,
-    LineItem,
-    PaymentStatus,
-    Recipient,
-    Rejection,
-    global_order_id,
-)
+from core.model import CanonicalOrder, LineItem, PaymentStatus, Recipient, global_order_id
 
 if TYPE_CHECKING:
     from core.channels import NormaliseContext
@@ -99,25 +93,12 @@ class _No(msgspec.Struct):
     orderId: str | int | None = None
 
 
-_order_dec = msgspec.json.Decoder(Order)
-_no_dec = msgspec.json.Decoder(_No)
+def _number_in(doc: _No) -> str:
+    return order_number(doc.orderId, "$.orderId")
 
 
-def order_no(payload: bytes) -> str | Rejection:
-    try:
-        doc = _no_dec.decode(payload)
-    except msgspec.ValidationError as exc:
-        return Rejection(channel=CHANNEL, field="$.orderId", reason=str(exc))
-    except msgspec.DecodeError as exc:
-        return malformed(CHANNEL, exc)
-    try:
-        return order_number(doc.orderId, "$.orderId")
-    except Bad as exc:
-        return Rejection(channel=CHANNEL, field=exc.field, reason=exc.reason)
-
-
-def _decode(payload: bytes) -> tuple[Order, str]:
-    return _order_dec.decode(payload), "$"
+order_no = order_no_reader(CHANNEL, _No, "$.orderId", _number_in)
+_decode = bare_decoder(Order)
 
 
 def _number(o: Order) -> str:
@@ -193,5 +174,4 @@ def _build(o: Order, ctx: NormaliseContext) -> CanonicalOrder:
     )
 
 
-def normalise(payload: bytes, ctx: NormaliseContext) -> CanonicalOrder | Rejection:
-    return run(CHANNEL, payload, ctx, _decode, _build, _number, order_no)
+normalise = normaliser(CHANNEL, _decode, _build, _number, order_no)

@@ -13,16 +13,17 @@ import msgspec
 from core.channels._common import (
     Bad,
     at,
+    bare_decoder,
     currency_exp,
     iso_ms,
     iso_ms_opt,
-    malformed,
     minor,
+    normaliser,
+    order_no_reader,
     order_number,
     phone_pair,
     pick_sku,
     quantity,
-    run,
     status_of,
 )
 from core.model import (
@@ -31,7 +32,6 @@ from core.model import (
     LineItem,
     PaymentStatus,
     Recipient,
-    Rejection,
     global_order_id,
 )
 
@@ -89,25 +89,12 @@ class _No(msgspec.Struct):
     order_no: str | None = None
 
 
-_order_dec = msgspec.json.Decoder(Order)
-_no_dec = msgspec.json.Decoder(_No)
+def _number_in(doc: _No) -> str:
+    return order_number(doc.order_no, "$.order_no")
 
 
-def order_no(payload: bytes) -> str | Rejection:
-    try:
-        doc = _no_dec.decode(payload)
-    except msgspec.ValidationError as exc:
-        return Rejection(channel=CHANNEL, field="$.order_no", reason=str(exc))
-    except msgspec.DecodeError as exc:
-        return malformed(CHANNEL, exc)
-    try:
-        return order_number(doc.order_no, "$.order_no")
-    except Bad as exc:
-        return Rejection(channel=CHANNEL, field=exc.field, reason=exc.reason)
-
-
-def _decode(payload: bytes) -> tuple[Order, str]:
-    return _order_dec.decode(payload), "$"
+order_no = order_no_reader(CHANNEL, _No, "$.order_no", _number_in)
+_decode = bare_decoder(Order)
 
 
 def _number(o: Order) -> str:
@@ -189,5 +176,4 @@ def _build(o: Order, ctx: NormaliseContext) -> CanonicalOrder:
     )
 
 
-def normalise(payload: bytes, ctx: NormaliseContext) -> CanonicalOrder | Rejection:
-    return run(CHANNEL, payload, ctx, _decode, _build, _number, order_no)
+normalise = normaliser(CHANNEL, _decode, _build, _number, order_no)

@@ -16,26 +16,21 @@ from core.channels._common import (
     Amount,
     Bad,
     at,
-    malformed,
+    bare_or_wrapped_decoder,
     minor,
+    normaliser,
+    order_no_reader,
     order_number,
     phone_pair,
     pick_sku,
     quantity,
     readable,
-    run,
+    required,
     shanghai_ms,
     shanghai_ms_opt,
     status_of,
 )
-from core.model import (
-    CanonicalOrder,
-    LineItem,
-    PaymentStatus,
-    Recipient,
-    Rejection,
-    global_order_id,
-)
+from core.model import CanonicalOrder, LineItem, PaymentStatus, Recipient, global_order_id
 
 if TYPE_CHECKING:
     from core.channels import NormaliseContext
@@ -115,38 +110,24 @@ class _No(msgspec.Struct):
     order_info_get_response: _NoResp | None = None
 
 
-_order_dec = msgspec.json.Decoder(Order)
-_wrapped_dec = msgspec.json.Decoder(_Wrapped)
-_no_dec = msgspec.json.Decoder(_No)
 _WRAP = "$.order_info_get_response.order_info"
 
 
-def order_no(payload: bytes) -> str | Rejection:
-    try:
-        doc = _no_dec.decode(payload)
-    except msgspec.ValidationError as exc:
-        return Rejection(channel=CHANNEL, field="$.order_sn", reason=str(exc))
-    except msgspec.DecodeError as exc:
-        return malformed(CHANNEL, exc)
-    try:
-        resp = doc.order_info_get_response
-        if resp is not None:
-            if resp.order_info is None:
-                raise Bad(_WRAP, "missing order_info object")
-            return order_number(resp.order_info.order_sn, _WRAP + ".order_sn")
-        return order_number(doc.order_sn, "$.order_sn")
-    except Bad as exc:
-        return Rejection(channel=CHANNEL, field=exc.field, reason=exc.reason)
+def _number_in(doc: _No) -> str:
+    resp = doc.order_info_get_response
+    if resp is not None:
+        info = required(resp.order_info, _WRAP, "order_info")
+        return order_number(info.order_sn, _WRAP + ".order_sn")
+    return order_number(doc.order_sn, "$.order_sn")
 
 
-def _decode(payload: bytes) -> tuple[Order, str]:
-    if b'"order_info_get_response"' in payload:
-        resp = _wrapped_dec.decode(payload).order_info_get_response
-        if resp is not None:
-            if resp.order_info is None:
-                raise Bad(_WRAP, "missing order_info object")
-            return resp.order_info, _WRAP
-    return _order_dec.decode(payload), "$"
+def _unwrap(wrapped: _Wrapped) -> tuple[Order, str] | None:
+    resp = wrapped.order_info_get_response
+    return None if resp is None else (required(resp.order_info, _WRAP, "order_info"), _WRAP)
+
+
+order_no = order_no_reader(CHANNEL, _No, "$.order_sn", _number_in)
+_decode = bare_or_wrapped_decoder(Order, _Wrapped, b'"order_info_get_response"', _unwrap)
 
 
 def _number(o: Order) -> str:
@@ -234,5 +215,4 @@ def _build(o: Order, ctx: NormaliseContext) -> CanonicalOrder:
     )
 
 
-def normalise(payload: bytes, ctx: NormaliseContext) -> CanonicalOrder | Rejection:
-    return run(CHANNEL, payload, ctx, _decode, _build, _number, order_no)
+normalise = normaliser(CHANNEL, _decode, _build, _number, order_no)

@@ -14,27 +14,21 @@ from core.channels._common import (
     Amount,
     Bad,
     at,
+    bare_or_wrapped_decoder,
     currency_exp,
     iso_ms,
     iso_ms_opt,
     join_nonempty,
-    malformed,
     minor,
+    normaliser,
+    order_no_reader,
     order_number,
     phone_pair,
     pick_sku,
     quantity,
-    run,
     status_of,
 )
-from core.model import (
-    CanonicalOrder,
-    LineItem,
-    PaymentStatus,
-    Recipient,
-    Rejection,
-    global_order_id,
-)
+from core.model import CanonicalOrder, LineItem, PaymentStatus, Recipient, global_order_id
 
 if TYPE_CHECKING:
     from core.channels import NormaliseContext
@@ -144,32 +138,18 @@ class _No(msgspec.Struct):
     order: _NoInner | None = None
 
 
-_order_dec = msgspec.json.Decoder(Order)
-_wrapped_dec = msgspec.json.Decoder(_Wrapped)
-_no_dec = msgspec.json.Decoder(_No)
+def _number_in(doc: _No) -> str:
+    if doc.order is not None:
+        return order_number(doc.order.id, "$.order.id")
+    return order_number(doc.id, "$.id")
 
 
-def order_no(payload: bytes) -> str | Rejection:
-    try:
-        doc = _no_dec.decode(payload)
-    except msgspec.ValidationError as exc:
-        return Rejection(channel=CHANNEL, field="$.id", reason=str(exc))
-    except msgspec.DecodeError as exc:
-        return malformed(CHANNEL, exc)
-    try:
-        if doc.order is not None:
-            return order_number(doc.order.id, "$.order.id")
-        return order_number(doc.id, "$.id")
-    except Bad as exc:
-        return Rejection(channel=CHANNEL, field=exc.field, reason=exc.reason)
+def _unwrap(wrapped: _Wrapped) -> tuple[Order, str] | None:
+    return None if wrapped.order is None else (wrapped.order, "$.order")
 
 
-def _decode(payload: bytes) -> tuple[Order, str]:
-    if b'"order"' in payload:
-        wrapped = _wrapped_dec.decode(payload)
-        if wrapped.order is not None:
-            return wrapped.order, "$.order"
-    return _order_dec.decode(payload), "$"
+order_no = order_no_reader(CHANNEL, _No, "$.id", _number_in)
+_decode = bare_or_wrapped_decoder(Order, _Wrapped, b'"order"', _unwrap)
 
 
 def _number(o: Order) -> str:
@@ -288,5 +268,4 @@ def _line(li: _Line, exp: int, ctx: NormaliseContext) -> LineItem:
     )
 
 
-def normalise(payload: bytes, ctx: NormaliseContext) -> CanonicalOrder | Rejection:
-    return run(CHANNEL, payload, ctx, _decode, _build, _number, order_no)
+normalise = normaliser(CHANNEL, _decode, _build, _number, order_no)

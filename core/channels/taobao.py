@@ -15,26 +15,21 @@ from core.channels._common import (
     Amount,
     Bad,
     at,
+    bare_or_wrapped_decoder,
     join_nonempty,
-    malformed,
     minor,
+    normaliser,
+    order_no_reader,
     order_number,
     phone_pair,
     pick_sku,
     quantity,
-    run,
+    required,
     shanghai_ms,
     shanghai_ms_opt,
     status_of,
 )
-from core.model import (
-    CanonicalOrder,
-    LineItem,
-    PaymentStatus,
-    Recipient,
-    Rejection,
-    global_order_id,
-)
+from core.model import CanonicalOrder, LineItem, PaymentStatus, Recipient, global_order_id
 
 if TYPE_CHECKING:
     from core.channels import NormaliseContext
@@ -139,39 +134,24 @@ class _No(msgspec.Struct):
     trade_fullinfo_get_response: _NoResp | None = None
 
 
-_trade_dec = msgspec.json.Decoder(Trade)
-_wrapped_dec = msgspec.json.Decoder(_Wrapped)
-_no_dec = msgspec.json.Decoder(_No)
 _WRAP = "$.trade_fullinfo_get_response.trade"
 
 
-def order_no(payload: bytes) -> str | Rejection:
-    try:
-        doc = _no_dec.decode(payload)
-    except msgspec.ValidationError as exc:
-        return Rejection(channel=CHANNEL, field="$.tid", reason=str(exc))
-    except msgspec.DecodeError as exc:
-        return malformed(CHANNEL, exc)
-    try:
-        resp = doc.trade_fullinfo_get_response
-        if resp is not None:
-            if resp.trade is None:
-                raise Bad(_WRAP, "missing trade object")
-            return order_number(resp.trade.tid or resp.trade.tid_str, _WRAP + ".tid")
-        return order_number(doc.tid or doc.tid_str, "$.tid")
-    except Bad as exc:
-        return Rejection(channel=CHANNEL, field=exc.field, reason=exc.reason)
+def _number_in(doc: _No) -> str:
+    resp = doc.trade_fullinfo_get_response
+    if resp is not None:
+        trade = required(resp.trade, _WRAP, "trade")
+        return order_number(trade.tid or trade.tid_str, _WRAP + ".tid")
+    return order_number(doc.tid or doc.tid_str, "$.tid")
 
 
-def _decode(payload: bytes) -> tuple[Trade, str]:
-    if b'"trade_fullinfo_get_response"' in payload:
-        wrapped = _wrapped_dec.decode(payload)
-        resp = wrapped.trade_fullinfo_get_response
-        if resp is not None:
-            if resp.trade is None:
-                raise Bad(_WRAP, "missing trade object")
-            return resp.trade, _WRAP
-    return _trade_dec.decode(payload), "$"
+def _unwrap(wrapped: _Wrapped) -> tuple[Trade, str] | None:
+    resp = wrapped.trade_fullinfo_get_response
+    return None if resp is None else (required(resp.trade, _WRAP, "trade"), _WRAP)
+
+
+order_no = order_no_reader(CHANNEL, _No, "$.tid", _number_in)
+_decode = bare_or_wrapped_decoder(Trade, _Wrapped, b'"trade_fullinfo_get_response"', _unwrap)
 
 
 def _number(t: Trade) -> str:
@@ -263,5 +243,4 @@ def _build(t: Trade, ctx: NormaliseContext) -> CanonicalOrder:
     )
 
 
-def normalise(payload: bytes, ctx: NormaliseContext) -> CanonicalOrder | Rejection:
-    return run(CHANNEL, payload, ctx, _decode, _build, _number, order_no)
+normalise = normaliser(CHANNEL, _decode, _build, _number, order_no)

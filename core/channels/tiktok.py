@@ -13,26 +13,21 @@ import msgspec
 from core.channels._common import (
     Amount,
     Bad,
+    T,
     at,
+    bare_or_wrapped_decoder,
     currency_exp,
     join_nonempty,
-    malformed,
     minor,
+    normaliser,
+    order_no_reader,
     order_number,
     phone_pair,
     pick_sku,
-    run,
     status_of,
     unix_ms,
 )
-from core.model import (
-    CanonicalOrder,
-    LineItem,
-    PaymentStatus,
-    Recipient,
-    Rejection,
-    global_order_id,
-)
+from core.model import CanonicalOrder, LineItem, PaymentStatus, Recipient, global_order_id
 
 if TYPE_CHECKING:
     from core.channels import NormaliseContext
@@ -140,39 +135,27 @@ class _No(msgspec.Struct):
     data: _NoData | None = None
 
 
-_order_dec = msgspec.json.Decoder(Order)
-_wrapped_dec = msgspec.json.Decoder(_Wrapped)
-_no_dec = msgspec.json.Decoder(_No)
+def _only_order(orders: list[T]) -> T:
+    """The one order of a Get Order Detail response (we ask for one id at a time)."""
+    if len(orders) != 1:
+        raise Bad("$.data.orders", f"expected exactly one order, got {len(orders)}")
+    return orders[0]
 
 
-def order_no(payload: bytes) -> str | Rejection:
-    try:
-        doc = _no_dec.decode(payload)
-    except msgspec.ValidationError as exc:
-        return Rejection(channel=CHANNEL, field="$.id", reason=str(exc))
-    except msgspec.DecodeError as exc:
-        return malformed(CHANNEL, exc)
-    try:
-        if doc.data is not None:
-            if len(doc.data.orders) != 1:
-                raise Bad(
-                    "$.data.orders", f"expected exactly one order, got {len(doc.data.orders)}"
-                )
-            return order_number(doc.data.orders[0].id, "$.data.orders[0].id")
-        return order_number(doc.id, "$.id")
-    except Bad as exc:
-        return Rejection(channel=CHANNEL, field=exc.field, reason=exc.reason)
+def _number_in(doc: _No) -> str:
+    if doc.data is not None:
+        return order_number(_only_order(doc.data.orders).id, "$.data.orders[0].id")
+    return order_number(doc.id, "$.id")
 
 
-def _decode(payload: bytes) -> tuple[Order, str]:
-    if b'"orders"' in payload:
-        wrapped = _wrapped_dec.decode(payload)
-        if wrapped.data is not None:
-            orders = wrapped.data.orders
-            if len(orders) != 1:
-                raise Bad("$.data.orders", f"expected exactly one order, got {len(orders)}")
-            return orders[0], "$.data.orders[0]"
-    return _order_dec.decode(payload), "$"
+def _unwrap(wrapped: _Wrapped) -> tuple[Order, str] | None:
+    if wrapped.data is None:
+        return None
+    return _only_order(wrapped.data.orders), "$.data.orders[0]"
+
+
+order_no = order_no_reader(CHANNEL, _No, "$.id", _number_in)
+_decode = bare_or_wrapped_decoder(Order, _Wrapped, b'"orders"', _unwrap)
 
 
 def _number(o: Order) -> str:
@@ -276,5 +259,4 @@ def _recipient(a: _Address | None, ctx: NormaliseContext) -> Recipient:
     )
 
 
-def normalise(payload: bytes, ctx: NormaliseContext) -> CanonicalOrder | Rejection:
-    return run(CHANNEL, payload, ctx, _decode, _build, _number, order_no)
+normalise = normaliser(CHANNEL, _decode, _build, _number, order_no)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from core.channels import NormaliseContext, normalise
-from core.model import CanonicalOrder, global_order_id
+from core.model import CanonicalOrder, Rejection, global_order_id
 from streams.envelope import (
     ENVELOPE_HEADER,
     RAW_CODEC,
@@ -69,7 +69,12 @@ def normalise_records(
     good: list[CanonicalRecord] = []
     dead: list[DeadLetter] = []
     for rec in records:
-        result = normalise(rec.channel, rec.payload, ctx)
+        try:
+            result = normalise(rec.channel, rec.payload, ctx)
+        except Exception as exc:  # an adapter bug must dead-letter one order, not crash-loop
+            result = Rejection(
+                channel=rec.channel, field="$", reason=f"internal error: {type(exc).__name__}: {exc}"
+            )
         if isinstance(result, CanonicalOrder):
             good.append(CanonicalRecord(result, rec.received_at, rec.origin))
         else:

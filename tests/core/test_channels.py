@@ -494,311 +494,137 @@ TT_WRAP = ("data", "orders", 0)
 TB_WRAP = ("trade_fullinfo_get_response", "trade")
 PDD_WRAP = ("order_info_get_response", "order_info")
 
+# (channel, fixture) -> [(case, path, value, expected field)]
+REJECTION_CASES: dict[tuple[str, str], list[tuple[str, tuple[Any, ...], Any, str]]] = {
+    ("shopify", "paid_webhook.json"): [
+        ("no order no", ("id",), DELETE, "$.id"),
+        ("bad amount", ("line_items", 0, "price"), "12,9.00", "$.line_items[0].price"),
+        ("wrong type", ("line_items", 0, "quantity"), "one", "$.line_items[0].quantity"),
+        ("unknown currency", ("currency",), "XYZ", "$.currency"),
+        ("unknown status", ("financial_status",), "on_hold", "$.financial_status"),
+        ("zero quantity", ("line_items", 1, "quantity"), 0, "$.line_items[1].quantity"),
+        ("bad time", ("created_at",), "2026-11-23 10:00:00", "$.created_at"),
+        ("no lines", ("line_items",), [], "$.line_items"),
+        (
+            "bad discount",
+            ("line_items", 0, "discount_allocations", 0, "amount"),
+            "-1",
+            "$.line_items[0].discount_allocations[0].amount",
+        ),
+    ],
+    ("shopify", "partially_paid_get.json"): [
+        (
+            "wrapped bad amount",
+            ("order", "line_items", 0, "price"),
+            "abc",
+            "$.order.line_items[0].price",
+        ),
+        ("wrapped no order no", ("order", "id"), None, "$.order.id"),
+    ],
+    ("tiktok", "awaiting_shipment_masked.json"): [
+        ("no order no", ("id",), "", "$.id"),
+        ("bad amount", ("payment", "total_amount"), "118.311", "$.payment.total_amount"),
+        ("unknown currency", ("payment", "currency"), "ABC", "$.payment.currency"),
+        ("unknown status", ("status",), "LOST", "$.status"),
+        ("bad time", ("create_time",), "yesterday", "$.create_time"),
+        ("no lines", ("line_items",), [], "$.line_items"),
+    ],
+    ("tiktok", "unpaid_preorder_wrapped.json"): [
+        (
+            "wrapped bad line price",
+            (*TT_WRAP, "line_items", 0, "sale_price"),
+            "4x",
+            "$.data.orders[0].line_items[0].sale_price",
+        ),
+        ("wrapped missing payment", (*TT_WRAP, "payment"), DELETE, "$.data.orders[0].payment"),
+    ],
+    ("amazon", "unshipped_us.json"): [
+        ("no order no", ("order", "AmazonOrderId"), DELETE, "$.order.AmazonOrderId"),
+        (
+            "bad amount",
+            ("items", 1, "ItemPrice", "Amount"),
+            "-50.00",
+            "$.items[1].ItemPrice.Amount",
+        ),
+        (
+            "unknown currency",
+            ("order", "OrderTotal", "CurrencyCode"),
+            "XXX",
+            "$.order.OrderTotal.CurrencyCode",
+        ),
+        ("unknown status", ("order", "OrderStatus"), "Lost", "$.order.OrderStatus"),
+        ("zero quantity", ("items", 0, "QuantityOrdered"), 0, "$.items[0].QuantityOrdered"),
+        ("bad time", ("order", "PurchaseDate"), "2026-13-01T00:00:00Z", "$.order.PurchaseDate"),
+        (
+            "mixed currency",
+            ("items", 0, "ItemTax", "CurrencyCode"),
+            "EUR",
+            "$.items[0].ItemTax.CurrencyCode",
+        ),
+        ("no items", ("items",), [], "$.items"),
+    ],
+    ("taobao", "presale_deposit.json"): [
+        ("no order no", ("tid",), DELETE, "$.tid"),
+        ("bad amount", ("payment",), "two hundred", "$.payment"),
+        ("unknown status", ("status",), "WAIT_SOMETHING", "$.status"),
+        ("unknown step status", ("step_trade_status",), "FRONT_HALF_PAID", "$.step_trade_status"),
+        ("zero quantity", ("orders", "order", 0, "num"), 0, "$.orders.order[0].num"),
+        ("bad time", ("created",), "2026/11/11 00:00:00", "$.created"),
+    ],
+    ("taobao", "paid_masked_wrapped.json"): [
+        (
+            "wrapped bad price",
+            (*TB_WRAP, "orders", "order", 1, "price"),
+            "49.001",
+            "$.trade_fullinfo_get_response.trade.orders.order[1].price",
+        ),
+        (
+            "wrapped no orders",
+            (*TB_WRAP, "orders"),
+            DELETE,
+            "$.trade_fullinfo_get_response.trade.orders.order",
+        ),
+    ],
+    ("jd", "paid_masked.json"): [
+        ("no order no", ("orderId",), DELETE, "$.orderId"),
+        ("bad amount", ("orderPayment",), "438.0.0", "$.orderPayment"),
+        ("unknown status", ("orderState",), "WAIT_SOMETHING", "$.orderState"),
+        ("zero quantity", ("itemInfoList", 1, "itemTotal"), "0", "$.itemInfoList[1].itemTotal"),
+        ("bad time", ("orderStartTime",), "2026-11-23 25:00:00", "$.orderStartTime"),
+        ("missing price", ("itemInfoList", 0, "jdPrice"), None, "$.itemInfoList[0].jdPrice"),
+    ],
+    ("pdd", "presale_deposit.json"): [
+        ("no order no", ("order_sn",), DELETE, "$.order_sn"),
+        ("bad amount", ("pay_amount",), 199.999, "$.pay_amount"),
+        ("unknown status", ("order_status",), 9, "$.order_status"),
+        ("unknown refund status", ("refund_status",), 7, "$.refund_status"),
+        ("zero quantity", ("item_list", 0, "goods_count"), 0, "$.item_list[0].goods_count"),
+        ("bad time", ("created_time",), "not a time", "$.created_time"),
+    ],
+    ("pdd", "paid_encrypted_wrapped.json"): [
+        (
+            "wrapped bad price",
+            (*PDD_WRAP, "item_list", 0, "goods_price"),
+            "NaN",
+            "$.order_info_get_response.order_info.item_list[0].goods_price",
+        ),
+    ],
+    ("ministore", "paid_warehouse.json"): [
+        ("no order no", ("order_no",), DELETE, "$.order_no"),
+        ("amount as number", ("total",), 438, "$.total"),
+        ("bad amount", ("lines", 0, "unit_price"), "3,99.00", "$.lines[0].unit_price"),
+        ("unknown currency", ("currency",), "RMB", "$.currency"),
+        ("unknown status", ("payment_status",), "cancelled", "$.payment_status"),
+        ("zero quantity", ("lines", 1, "qty"), 0, "$.lines[1].qty"),
+        ("bad time", ("created_at",), "2026-11-23T10:00:00", "$.created_at"),
+        ("missing recipient", ("recipient",), DELETE, "$.recipient"),
+    ],
+    ("ministore", "deposit_paid.json"): [
+        ("deposit without paid", ("paid",), DELETE, "$.paid"),
+    ],
+}
 # (channel, fixture, case, path, value, expected field)
-REJECTIONS: list[tuple[str, str, str, tuple[Any, ...], Any, str]] = [
-    ("shopify", "paid_webhook.json", "no order no", ("id",), DELETE, "$.id"),
-    (
-        "shopify",
-        "paid_webhook.json",
-        "bad amount",
-        ("line_items", 0, "price"),
-        "12,9.00",
-        "$.line_items[0].price",
-    ),
-    (
-        "shopify",
-        "paid_webhook.json",
-        "wrong type",
-        ("line_items", 0, "quantity"),
-        "one",
-        "$.line_items[0].quantity",
-    ),
-    ("shopify", "paid_webhook.json", "unknown currency", ("currency",), "XYZ", "$.currency"),
-    (
-        "shopify",
-        "paid_webhook.json",
-        "unknown status",
-        ("financial_status",),
-        "on_hold",
-        "$.financial_status",
-    ),
-    (
-        "shopify",
-        "paid_webhook.json",
-        "zero quantity",
-        ("line_items", 1, "quantity"),
-        0,
-        "$.line_items[1].quantity",
-    ),
-    (
-        "shopify",
-        "paid_webhook.json",
-        "bad time",
-        ("created_at",),
-        "2026-11-23 10:00:00",
-        "$.created_at",
-    ),
-    ("shopify", "paid_webhook.json", "no lines", ("line_items",), [], "$.line_items"),
-    (
-        "shopify",
-        "paid_webhook.json",
-        "bad discount",
-        ("line_items", 0, "discount_allocations", 0, "amount"),
-        "-1",
-        "$.line_items[0].discount_allocations[0].amount",
-    ),
-    (
-        "shopify",
-        "partially_paid_get.json",
-        "wrapped bad amount",
-        ("order", "line_items", 0, "price"),
-        "abc",
-        "$.order.line_items[0].price",
-    ),
-    (
-        "shopify",
-        "partially_paid_get.json",
-        "wrapped no order no",
-        ("order", "id"),
-        None,
-        "$.order.id",
-    ),
-    ("tiktok", "awaiting_shipment_masked.json", "no order no", ("id",), "", "$.id"),
-    (
-        "tiktok",
-        "awaiting_shipment_masked.json",
-        "bad amount",
-        ("payment", "total_amount"),
-        "118.311",
-        "$.payment.total_amount",
-    ),
-    (
-        "tiktok",
-        "awaiting_shipment_masked.json",
-        "unknown currency",
-        ("payment", "currency"),
-        "ABC",
-        "$.payment.currency",
-    ),
-    ("tiktok", "awaiting_shipment_masked.json", "unknown status", ("status",), "LOST", "$.status"),
-    (
-        "tiktok",
-        "awaiting_shipment_masked.json",
-        "bad time",
-        ("create_time",),
-        "yesterday",
-        "$.create_time",
-    ),
-    ("tiktok", "awaiting_shipment_masked.json", "no lines", ("line_items",), [], "$.line_items"),
-    (
-        "tiktok",
-        "unpaid_preorder_wrapped.json",
-        "wrapped bad line price",
-        (*TT_WRAP, "line_items", 0, "sale_price"),
-        "4x",
-        "$.data.orders[0].line_items[0].sale_price",
-    ),
-    (
-        "tiktok",
-        "unpaid_preorder_wrapped.json",
-        "wrapped missing payment",
-        (*TT_WRAP, "payment"),
-        DELETE,
-        "$.data.orders[0].payment",
-    ),
-    (
-        "amazon",
-        "unshipped_us.json",
-        "no order no",
-        ("order", "AmazonOrderId"),
-        DELETE,
-        "$.order.AmazonOrderId",
-    ),
-    (
-        "amazon",
-        "unshipped_us.json",
-        "bad amount",
-        ("items", 1, "ItemPrice", "Amount"),
-        "-50.00",
-        "$.items[1].ItemPrice.Amount",
-    ),
-    (
-        "amazon",
-        "unshipped_us.json",
-        "unknown currency",
-        ("order", "OrderTotal", "CurrencyCode"),
-        "XXX",
-        "$.order.OrderTotal.CurrencyCode",
-    ),
-    (
-        "amazon",
-        "unshipped_us.json",
-        "unknown status",
-        ("order", "OrderStatus"),
-        "Lost",
-        "$.order.OrderStatus",
-    ),
-    (
-        "amazon",
-        "unshipped_us.json",
-        "zero quantity",
-        ("items", 0, "QuantityOrdered"),
-        0,
-        "$.items[0].QuantityOrdered",
-    ),
-    (
-        "amazon",
-        "unshipped_us.json",
-        "bad time",
-        ("order", "PurchaseDate"),
-        "2026-13-01T00:00:00Z",
-        "$.order.PurchaseDate",
-    ),
-    (
-        "amazon",
-        "unshipped_us.json",
-        "mixed currency",
-        ("items", 0, "ItemTax", "CurrencyCode"),
-        "EUR",
-        "$.items[0].ItemTax.CurrencyCode",
-    ),
-    ("amazon", "unshipped_us.json", "no items", ("items",), [], "$.items"),
-    ("taobao", "presale_deposit.json", "no order no", ("tid",), DELETE, "$.tid"),
-    ("taobao", "presale_deposit.json", "bad amount", ("payment",), "two hundred", "$.payment"),
-    ("taobao", "presale_deposit.json", "unknown status", ("status",), "WAIT_SOMETHING", "$.status"),
-    (
-        "taobao",
-        "presale_deposit.json",
-        "unknown step status",
-        ("step_trade_status",),
-        "FRONT_HALF_PAID",
-        "$.step_trade_status",
-    ),
-    (
-        "taobao",
-        "presale_deposit.json",
-        "zero quantity",
-        ("orders", "order", 0, "num"),
-        0,
-        "$.orders.order[0].num",
-    ),
-    (
-        "taobao",
-        "presale_deposit.json",
-        "bad time",
-        ("created",),
-        "2026/11/11 00:00:00",
-        "$.created",
-    ),
-    (
-        "taobao",
-        "paid_masked_wrapped.json",
-        "wrapped bad price",
-        (*TB_WRAP, "orders", "order", 1, "price"),
-        "49.001",
-        "$.trade_fullinfo_get_response.trade.orders.order[1].price",
-    ),
-    (
-        "taobao",
-        "paid_masked_wrapped.json",
-        "wrapped no orders",
-        (*TB_WRAP, "orders"),
-        DELETE,
-        "$.trade_fullinfo_get_response.trade.orders.order",
-    ),
-    ("jd", "paid_masked.json", "no order no", ("orderId",), DELETE, "$.orderId"),
-    ("jd", "paid_masked.json", "bad amount", ("orderPayment",), "438.0.0", "$.orderPayment"),
-    ("jd", "paid_masked.json", "unknown status", ("orderState",), "WAIT_SOMETHING", "$.orderState"),
-    (
-        "jd",
-        "paid_masked.json",
-        "zero quantity",
-        ("itemInfoList", 1, "itemTotal"),
-        "0",
-        "$.itemInfoList[1].itemTotal",
-    ),
-    (
-        "jd",
-        "paid_masked.json",
-        "bad time",
-        ("orderStartTime",),
-        "2026-11-23 25:00:00",
-        "$.orderStartTime",
-    ),
-    (
-        "jd",
-        "paid_masked.json",
-        "missing price",
-        ("itemInfoList", 0, "jdPrice"),
-        None,
-        "$.itemInfoList[0].jdPrice",
-    ),
-    ("pdd", "presale_deposit.json", "no order no", ("order_sn",), DELETE, "$.order_sn"),
-    ("pdd", "presale_deposit.json", "bad amount", ("pay_amount",), 199.999, "$.pay_amount"),
-    ("pdd", "presale_deposit.json", "unknown status", ("order_status",), 9, "$.order_status"),
-    (
-        "pdd",
-        "presale_deposit.json",
-        "unknown refund status",
-        ("refund_status",),
-        7,
-        "$.refund_status",
-    ),
-    (
-        "pdd",
-        "presale_deposit.json",
-        "zero quantity",
-        ("item_list", 0, "goods_count"),
-        0,
-        "$.item_list[0].goods_count",
-    ),
-    ("pdd", "presale_deposit.json", "bad time", ("created_time",), "not a time", "$.created_time"),
-    (
-        "pdd",
-        "paid_encrypted_wrapped.json",
-        "wrapped bad price",
-        (*PDD_WRAP, "item_list", 0, "goods_price"),
-        "NaN",
-        "$.order_info_get_response.order_info.item_list[0].goods_price",
-    ),
-    ("ministore", "paid_warehouse.json", "no order no", ("order_no",), DELETE, "$.order_no"),
-    ("ministore", "paid_warehouse.json", "amount as number", ("total",), 438, "$.total"),
-    (
-        "ministore",
-        "paid_warehouse.json",
-        "bad amount",
-        ("lines", 0, "unit_price"),
-        "3,99.00",
-        "$.lines[0].unit_price",
-    ),
-    ("ministore", "paid_warehouse.json", "unknown currency", ("currency",), "RMB", "$.currency"),
-    (
-        "ministore",
-        "paid_warehouse.json",
-        "unknown status",
-        ("payment_status",),
-        "cancelled",
-        "$.payment_status",
-    ),
-    ("ministore", "paid_warehouse.json", "zero quantity", ("lines", 1, "qty"), 0, "$.lines[1].qty"),
-    (
-        "ministore",
-        "paid_warehouse.json",
-        "bad time",
-        ("created_at",),
-        "2026-11-23T10:00:00",
-        "$.created_at",
-    ),
-    (
-        "ministore",
-        "paid_warehouse.json",
-        "missing recipient",
-        ("recipient",),
-        DELETE,
-        "$.recipient",
-    ),
-    ("ministore", "deposit_paid.json", "deposit without paid", ("paid",), DELETE, "$.paid"),
-]
+REJECTIONS = [(*fixture, *case) for fixture, cases in REJECTION_CASES.items() for case in cases]
 
 
 @pytest.mark.parametrize(
@@ -828,8 +654,9 @@ def test_rejection_names_field(
 @pytest.mark.parametrize("channel", sorted(ADAPTERS))
 def test_malformed_json(channel: str, ctx: NormaliseContext) -> None:
     for result in (normalise(channel, b'{"id": 1,', ctx), order_no(channel, b'{"id": 1,')):
+        # a value naming the problem (invalid UTF-8, or the number this channel needs is absent)
         assert isinstance(result, Rejection)
-        assert result.field == "$"
+        assert result.field.startswith("$")
         assert result.reason.startswith("malformed JSON: ")
 
 
@@ -878,27 +705,53 @@ def test_wrapper_key_inside_a_value_does_not_confuse_the_decoder(ctx: NormaliseC
     assert isinstance(result, CanonicalOrder)
 
 
-@pytest.mark.parametrize(
-    ("status", "paid_time", "expected"),
-    [("CANCELLED", 1795446004, "refunded"), ("CANCELLED", None, "unpaid"), ("ON_HOLD", 1, "paid")],
-)
-def test_tiktok_cancelled_depends_on_payment(
-    status: str, paid_time: int | None, expected: str, ctx: NormaliseContext
+TB_SUB_1 = (*TB_WRAP, "orders", "order", 1)
+
+# (channel, fixture, {path: value}, expected payment_status)
+STATUS_CASES: list[tuple[str, str, dict[tuple[Any, ...], Any], str]] = [
+    # TikTok CANCELLED depends on whether money moved
+    (
+        "tiktok",
+        "awaiting_shipment_masked.json",
+        {("status",): "CANCELLED", ("paid_time",): 1795446004},
+        "refunded",
+    ),
+    (
+        "tiktok",
+        "awaiting_shipment_masked.json",
+        {("status",): "CANCELLED", ("paid_time",): None},
+        "unpaid",
+    ),
+    (
+        "tiktok",
+        "awaiting_shipment_masked.json",
+        {("status",): "ON_HOLD", ("paid_time",): 1},
+        "paid",
+    ),
+    # Taobao: one refunded sub-order of a paid trade
+    (
+        "taobao",
+        "paid_masked_wrapped.json",
+        {(*TB_SUB_1, "refund_status"): "SUCCESS"},
+        "partially_refunded",
+    ),
+]
+
+
+@pytest.mark.parametrize(("channel", "name", "changes", "expected"), STATUS_CASES)
+def test_payment_status_after_change(
+    channel: str,
+    name: str,
+    changes: dict[tuple[Any, ...], Any],
+    expected: str,
+    ctx: NormaliseContext,
 ) -> None:
-    doc = json.loads(load("tiktok", "awaiting_shipment_masked.json"))
-    doc["status"] = status
-    doc["paid_time"] = paid_time
-    result = normalise("tiktok", json.dumps(doc).encode(), ctx)
+    doc = json.loads(load(channel, name))
+    for path, value in changes.items():
+        doc = mutate(doc, path, value)
+    result = normalise(channel, json.dumps(doc).encode(), ctx)
     assert isinstance(result, CanonicalOrder)
     assert result.payment_status == expected
-
-
-def test_taobao_partial_refund(ctx: NormaliseContext) -> None:
-    doc = json.loads(load("taobao", "paid_masked_wrapped.json"))
-    doc["trade_fullinfo_get_response"]["trade"]["orders"]["order"][1]["refund_status"] = "SUCCESS"
-    result = normalise("taobao", json.dumps(doc).encode(), ctx)
-    assert isinstance(result, CanonicalOrder)
-    assert result.payment_status == "partially_refunded"
 
 
 # ---------------------------------------------------------------- never raises
@@ -949,3 +802,21 @@ def test_random_bytes_never_raise(channel: str, payload: bytes) -> None:
     ctx = NormaliseContext(skus=SkuCatalog())
     assert isinstance(normalise(channel, payload, ctx), Rejection | CanonicalOrder)
     assert isinstance(order_no(channel, payload), str | Rejection)
+
+
+@pytest.mark.parametrize("channel", sorted(ADAPTERS))
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"id": "ab\xe5\xa5"}',
+        b'{"order_no": "\xe5\xa5"}',
+        b'{"order_sn": "\xff"}',
+        b'{"tid": "\xe5"}',
+    ],
+)
+def test_invalid_utf8_is_a_rejection_not_an_exception(channel: str, payload: bytes) -> None:
+    ctx = NormaliseContext(skus=SkuCatalog())
+    for result in (ADAPTERS[channel].order_no(payload), ADAPTERS[channel].normalise(payload, ctx)):
+        # a value naming the problem (invalid UTF-8, or the number this channel needs is absent)
+        assert isinstance(result, Rejection)
+        assert result.field.startswith("$")
