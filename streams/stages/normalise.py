@@ -72,9 +72,8 @@ def normalise_records(
         try:
             result = normalise(rec.channel, rec.payload, ctx)
         except Exception as exc:  # an adapter bug must dead-letter one order, not crash-loop
-            result = Rejection(
-                channel=rec.channel, field="$", reason=f"internal error: {type(exc).__name__}: {exc}"
-            )
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            result = Rejection(channel=rec.channel, field="$", reason=reason)
         if isinstance(result, CanonicalOrder):
             good.append(CanonicalRecord(result, rec.received_at, rec.origin))
         else:
