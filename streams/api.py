@@ -38,6 +38,26 @@ class Accepted(msgspec.Struct, omit_defaults=True):
 _json = msgspec.json.Encoder()
 
 
+class _Children(dict):  # type: ignore[type-arg]
+    """A metric's labelled children, looked up once each (labels() takes a lock every call).
+
+    Filled on first use, as labels() would: a series appears once it is first counted.
+    """
+
+    def __init__(self, metric: Any, *fixed: str) -> None:
+        super().__init__()
+        self.metric = metric
+        self.fixed = fixed
+
+    def __missing__(self, label: str) -> Any:
+        child = self[label] = self.metric.labels(label, *self.fixed)
+        return child
+
+
+_REFUSED = _Children(metrics.HTTP_REFUSED)
+_INGESTED = _Children(metrics.INGESTED, "http")
+
+
 def _error(status: int, field: str, reason: str, **extra: Any) -> web.Response:
     body = {"error": {"field": field, "reason": reason}, **extra}
     return web.Response(status=status, body=_json.encode(body), content_type="application/json")
@@ -45,7 +65,7 @@ def _error(status: int, field: str, reason: str, **extra: Any) -> web.Response:
 
 def split_ndjson(body: bytes) -> list[tuple[int, bytes]]:
     """(line number, line) for each non-blank line; line numbers are 1-based like editors."""
-    return [(i, ln) for i, ln in enumerate(body.split(b"\n"), 1) if ln.strip()]
+    return [(i, ln) for i, ln in enumerate(body.split(b"\n"), 1) if ln and not ln.isspace()]
 
 
 class IngestAPI:
@@ -89,26 +109,28 @@ class IngestAPI:
     async def post_orders(self, request: web.Request) -> web.Response:
         channel = request.headers.get("X-Channel", "").strip().lower()
         if not channel:
-            metrics.HTTP_REFUSED.labels("no_channel").inc()
+            _REFUSED["no_channel"].inc()
             return _error(400, "header X-Channel", f"required; one of {sorted(ADAPTERS)}")
         adapter = ADAPTERS.get(channel)
         if adapter is None:
-            metrics.HTTP_REFUSED.labels("unknown_channel").inc()
+            _REFUSED["unknown_channel"].inc()
             return _error(
                 400, "header X-Channel", f"unknown channel {channel!r}; one of {sorted(ADAPTERS)}"
             )
         body = await request.read()
         if not body.strip():
-            metrics.HTTP_REFUSED.labels("empty_body").inc()
+            _REFUSED["empty_body"].inc()
             return _error(400, "$", "empty body: send one JSON order, or NDJSON (one per line)")
         lines, batch = self._split(adapter, request.content_type, body)
         now = time.time_ns() // 1_000_000
         entries: list[JournalEntry] = []
         results: list[Accepted] = []
+        add_entry, add_result = entries.append, results.append
+        accepted = 0
         for line_no, payload, found in lines:
             if isinstance(found, Rejection):
-                entries.append(JournalEntry(channel, payload, now, "", (found.field, found.reason)))
-                results.append(
+                add_entry(JournalEntry(channel, payload, now, "", (found.field, found.reason)))
+                add_result(
                     Accepted(
                         "rejected",
                         line=line_no if batch else None,
@@ -118,27 +140,27 @@ class IngestAPI:
                 )
             else:
                 oid = global_order_id(channel, found)
-                entries.append(JournalEntry(channel, payload, now, oid))
-                results.append(Accepted("accepted", id=oid, order_no=found))
+                add_entry(JournalEntry(channel, payload, now, oid))
+                add_result(Accepted("accepted", id=oid, order_no=found))
+                accepted += 1
         try:
             await self.journal.append(entries)
         except JournalFull as exc:
-            metrics.HTTP_REFUSED.labels("journal_full").inc()
+            _REFUSED["journal_full"].inc()
             resp = _error(503, "journal", f"{exc}; retry later, nothing of this request was kept")
             resp.headers["Retry-After"] = str(self.retry_after_s)
             return resp
         except Exception as exc:  # disk error: nothing was kept, so never answer 202
             log.error("journal append failed: %s", exc)
-            metrics.HTTP_REFUSED.labels("journal_error").inc()
+            _REFUSED["journal_error"].inc()
             resp = _error(503, "journal", f"could not store the request durably: {exc}")
             resp.headers["Retry-After"] = str(self.retry_after_s)
             return resp
         self.on_accept()
-        accepted = sum(1 for r in results if r.status == "accepted")
         rejected = len(results) - accepted
-        metrics.INGESTED.labels(channel, "http").inc(accepted)
+        _INGESTED[channel].inc(accepted)
         if rejected:
-            metrics.HTTP_REFUSED.labels("unparseable_order").inc(rejected)
+            _REFUSED["unparseable_order"].inc(rejected)
         status = 202 if accepted else 400
         if not batch:
             r = results[0]
@@ -147,7 +169,7 @@ class IngestAPI:
                     status=202, body=_json.encode(r), content_type="application/json"
                 )
             return _error(400, r.field or "$", r.reason or "", dead_lettered=True)
-        out = b"\n".join(_json.encode(r) for r in results) + b"\n"
+        out = _json.encode_lines(results)  # one JSON document per line, each ending in \n
         return web.Response(
             status=status,
             body=out,

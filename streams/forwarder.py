@@ -34,7 +34,13 @@ from streams.topics import DLQ, RAW, SETTLED
 log = logging.getLogger("orderstream.forwarder")
 
 READ_BATCH = 5000  # entries read from the journal per round
-SEND_TIMEOUT_S = 30.0  # a hung broker must not hold the forwarder forever
+SEND_TIMEOUT_S = 30.0
+# Under sustained load (entries arrived while the previous round was in flight), wait this long
+# before reading unless a full round is already waiting: rounds of a few records cost the
+# forwarder, the broker and every stage a fixed overhead per envelope, which at one order per
+# request dominated. After an idle spell the first entries go at once.
+COALESCE_S = 0.03
+COALESCE_RECORDS = 2000  # a hung broker must not hold the forwarder forever
 
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:
@@ -121,14 +127,19 @@ class Forwarder:
 
     async def run(self) -> None:
         backoff = 0.2
+        busy = False  # the previous round found entries waiting: more are on their way
         while True:
             if self.cursor >= self.journal.durable_seq:
+                busy = False
                 self._wakeup.clear()
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), 0.5)
                 except TimeoutError:
                     pass
                 continue
+            if busy and self.journal.durable_seq - self.cursor < COALESCE_RECORDS:
+                await asyncio.sleep(COALESCE_S)
+            busy = True
             durable = self.journal.durable_seq
             entries = [
                 e for e in self.journal.read_after(self.cursor, READ_BATCH) if e[0] <= durable
