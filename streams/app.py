@@ -24,7 +24,7 @@ from core.channels import NormaliseContext
 from core.order_state import record_decoder
 from core.skus import SkuCatalog
 from ext import kafka_partition
-from streams import metrics
+from streams import faust_tuning, metrics
 from streams.cluster import probe_epoch
 from streams.envelope import (
     CANONICAL_CODEC,
@@ -45,6 +45,7 @@ from streams.store import ChangelogEntry, Position, StoreManager
 from streams.topics import CANONICAL, CHANGES, DLQ, RAW, SETTLED
 
 log = logging.getLogger("orderstream.worker")
+faust_tuning.apply()
 
 EPOCH_EXIT_CODE = 75  # the supervisor restarts a worker that exits with this after a new epoch
 TAKE_WITHIN_S = 0.005  # how long an agent waits to fill a batch when the topic is quiet

@@ -190,7 +190,7 @@ class SettleListener:
                         bootstrap_servers=self.settings.bootstrap_servers,
                         group_id=None,
                         enable_auto_commit=False,
-                        fetch_max_wait_ms=100,
+                        fetch_max_wait_ms=20,  # Tansu holds fetches this long, data or not
                     )
                     await self.consumer.start()
                     self.consumer.assign([tp])
