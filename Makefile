@@ -28,7 +28,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench.kernels
-	$(VENV)/bin/python -m bench.flood --spawn
+	$(VENV)/bin/python -m bench.stages --orders 100000
+	$(VENV)/bin/python -m bench.flood --spawn --orders 100000
 
 clean:
 	rm -rf $(VENV) build *.egg-info ext/*.so ext/_kernels.c
