@@ -112,7 +112,3 @@ def global_order_id(channel: str, channel_order_no: str) -> str:
         f"{channel}\x1f{channel_order_no}".encode(), digest_size=12
     ).hexdigest()
     return f"os_{digest}"
-
-
-order_encoder = msgspec.msgpack.Encoder()
-order_decoder = msgspec.msgpack.Decoder(CanonicalOrder)

@@ -216,9 +216,14 @@ class IngestAPI:
 
     async def get_order(self, request: web.Request) -> web.Response:
         oid = request.match_info["order_id"]
-        for status, body in await self._workers(f"/internal/orders/{oid}"):
+        answers = await self._workers(f"/internal/orders/{oid}")
+        for status, body in answers:
             if status == 200:
                 return web.Response(body=body, content_type="application/json")
+        if any(status != 404 for status, _ in answers):
+            resp = _error(503, "order_id", "a worker that may hold this order is not answering")
+            resp.headers["Retry-After"] = "1"
+            return resp
         return _error(
             404,
             "order_id",

@@ -47,7 +47,7 @@ from streams.topics import CANONICAL, CHANGES, DLQ, RAW, SETTLED
 log = logging.getLogger("orderstream.worker")
 faust_tuning.apply()
 
-EPOCH_EXIT_CODE = 75  # the supervisor restarts a worker that exits with this after a new epoch
+EPOCH_EXIT_CODE = 75  # exit code of a worker that saw a new broker epoch (it is restarted)
 TAKE_WITHIN_S = 0.005  # how long an agent waits to fill a batch when the topic is quiet
 
 
@@ -195,10 +195,21 @@ class Pipeline:
             metrics.INGESTED.labels(channel, "kafka").inc(n)
         metrics.ENVELOPE_SECONDS.labels(normalise.STAGE).observe(time.perf_counter() - t0)
 
+    def _owned_batches(self, topic: str, messages: list[Any]) -> dict[int, list[Any]]:
+        """Group by partition, dropping partitions revoked since the batch was taken.
+
+        Their events are redelivered to the new owner; processing them here would reopen a
+        store this worker no longer owns (and hold its lock against the owner).
+        """
+        return {p: ms for p, ms in _by_partition(messages).items() if self._owned(topic, p)}
+
     async def record_batch(self, messages: list[Any]) -> None:
         t0 = time.perf_counter()
         results = await asyncio.gather(
-            *(self._record_partition(p, ms) for p, ms in _by_partition(messages).items())
+            *(
+                self._record_partition(p, ms)
+                for p, ms in self._owned_batches(CANONICAL, messages).items()
+            )
         )
         await self._send_settles([s for settles, _ in results for s in settles])
         changes = [c for _, cs in results for c in cs]
@@ -243,7 +254,10 @@ class Pipeline:
 
     async def store_dead_letter_batch(self, messages: list[Any]) -> None:
         settles = await asyncio.gather(
-            *(self._store_dead_partition(p, ms) for p, ms in _by_partition(messages).items())
+            *(
+                self._store_dead_partition(p, ms)
+                for p, ms in self._owned_batches(DLQ, messages).items()
+            )
         )
         await self._send_settles([s for group in settles for s in group])
 
@@ -276,13 +290,17 @@ class Pipeline:
 
         def agent(topic: Any, name: str, handler: Any, max_events: int) -> None:
             # take_events acks a batch only when the loop asks for the next one, i.e. after
-            # the handler finished its sends and commits. An exception would still ack it on
-            # the way out, so a failing batch ends the process instead: the supervisor
-            # restarts it and the batch is redelivered.
+            # the handler finished its sends and commits. An exception - or the cancellation
+            # of a graceful stop - would still ack it on the way out (the generator's finally),
+            # so an unfinished batch ends the process instead: state survives that by design,
+            # the supervisor restarts the worker and the batch is redelivered.
             async def run(stream: Any) -> None:
                 async for events in stream.take_events(max_events, TAKE_WITHIN_S):
                     try:
                         await handler([e.message for e in events])
+                    except asyncio.CancelledError:
+                        log.warning("%s stopped mid-batch: exiting so it is redelivered", name)
+                        os._exit(70)
                     except Exception:
                         log.exception("%s failed on a batch: exiting so it is redelivered", name)
                         os._exit(70)

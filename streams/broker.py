@@ -6,7 +6,7 @@ of the service treats each broker start as a new *epoch* (see ``streams.cluster`
 
 from __future__ import annotations
 
-import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -17,6 +17,22 @@ import time
 from pathlib import Path
 
 log = logging.getLogger("orderstream.broker")
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In the child before exec: SIGKILL it if the supervisor dies, however it dies.
+
+    Children run in their own session (Ctrl-C reaches only the supervisor, which stops them in
+    order), so nothing else would stop them after a SIGKILL or OOM kill of the supervisor.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:  # not Linux: best effort
+        pass
 
 
 def tansu_binary() -> Path:
@@ -84,6 +100,7 @@ class EmbeddedBroker:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,  # Ctrl-C in the terminal goes to us; we stop it in order
+            preexec_fn=die_with_parent,
         )
         if out is not subprocess.DEVNULL:
             out.close()
@@ -110,9 +127,3 @@ class EmbeddedBroker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-
-    async def wait(self) -> int:
-        assert self.proc is not None
-        while self.proc.poll() is None:
-            await asyncio.sleep(0.2)
-        return self.proc.returncode

@@ -25,6 +25,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", choices=["debug", "info", "warn", "error"])
 
 
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level={"warn": logging.WARNING}.get(level, getattr(logging, level.upper(), logging.INFO)),
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",
+    )
+    # aiokafka logs every reconnect attempt at ERROR (ten a second while a broker is down);
+    # the supervisor and forwarder log outages and recoveries once, in their own words.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="orderstream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -36,16 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--port", type=int, default=19092)
     args = parser.parse_args(argv)
 
-    level = os.environ.get("ORDERSTREAM_LOG_LEVEL", getattr(args, "log_level", None) or "info")
-    logging.basicConfig(
-        level=getattr(logging, {"warn": "WARNING"}.get(level.upper(), level.upper()), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",
-    )
-    # aiokafka logs every reconnect attempt at ERROR (ten a second while a broker is down);
-    # the supervisor and forwarder log outages and recoveries once, in their own words.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-
     if args.command == "broker":
+        _configure_logging("info")
         from streams.broker import EmbeddedBroker
 
         def stop_on_term(signum: int, frame: object) -> None:
@@ -79,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as exc:
         print(f"orderstream: {exc}", file=sys.stderr)
         sys.exit(2)
+    _configure_logging(settings.log_level)  # TOML < environment < flag, like every setting
 
     if args.command == "serve":
         # prometheus-client picks its value store when first imported: the multiprocess

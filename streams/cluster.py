@@ -39,7 +39,9 @@ async def create_topics(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
         missing = [s for s in specs if s.name not in existing]
         created = []
         if missing:
-            resp = await admin.create_topics([NewTopic(s.name, s.partitions, 1) for s in missing])
+            resp = await admin.create_topics(
+                [NewTopic(s.name, s.partitions, 1, topic_configs=s.configs) for s in missing]
+            )
             for name, code, msg in resp.topic_errors:
                 if code == 0:
                     created.append(name)
@@ -58,8 +60,16 @@ async def create_topics(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
         await admin.close()
 
 
-async def read_epoch(bootstrap: str) -> str | None:
-    """The epoch marker, or None when the broker has none (fresh broker or no topic yet)."""
+class EpochUnread(KafkaError):
+    """The epoch topic exists but no record came back in time: slow broker, or still empty.
+
+    Never to be taken for "fresh broker": under a flood a slow fetch would otherwise trigger a
+    full recovery (workers killed, journal replayed).
+    """
+
+
+async def read_epoch(bootstrap: str, attempts: int = 4) -> str | None:
+    """The epoch marker; None when the epoch topic does not exist (a fresh broker)."""
     admin = await _admin(bootstrap)
     try:
         if EPOCH not in set(await admin.list_topics()):
@@ -74,12 +84,12 @@ async def read_epoch(bootstrap: str) -> str | None:
         tp = TopicPartition(EPOCH, 0)
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
-        for _ in range(4):  # an empty topic answers each fetch after fetch_max_wait_ms
+        for _ in range(attempts):  # an empty topic answers each fetch after fetch_max_wait_ms
             batch = await consumer.getmany(tp, timeout_ms=100, max_records=1)
             for msgs in batch.values():
                 if msgs:
                     return msgs[0].value.decode()
-        return None
+        raise EpochUnread(f"{EPOCH} exists but returned no marker")
     finally:
         await consumer.stop()
 
@@ -87,17 +97,23 @@ async def read_epoch(bootstrap: str) -> str | None:
 async def ensure_cluster(bootstrap: str, specs: list[TopicSpec]) -> str:
     """Create every topic, then agree on the epoch: the first marker record written wins."""
     await create_topics(bootstrap, specs)
-    epoch = await read_epoch(bootstrap)
-    if epoch is not None:
-        return epoch
+    try:
+        epoch = await read_epoch(bootstrap)
+        if epoch:
+            return epoch
+    except EpochUnread:
+        pass  # empty (or slow: a second marker is harmless, the first one written wins)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
         await producer.send_and_wait(EPOCH, uuid.uuid4().hex.encode(), partition=0)
     finally:
         await producer.stop()
-    epoch = await read_epoch(bootstrap)
-    if epoch is None:
+    try:
+        epoch = await read_epoch(bootstrap, attempts=50)
+    except EpochUnread:
+        epoch = None
+    if not epoch:
         raise ClusterError("wrote the broker epoch marker but cannot read it back")
     log.info("new broker epoch %s", epoch)
     return epoch

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 
+import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
@@ -35,6 +36,7 @@ log = logging.getLogger("orderstream.forwarder")
 
 READ_BATCH = 5000  # entries read from the journal per round
 SEND_TIMEOUT_S = 30.0
+REFORWARD_AFTER_S = 120.0  # an unsettled entry this old (and not moving) is forwarded again
 # Under sustained load (entries arrived while the previous round was in flight), wait this long
 # before reading unless a full round is already waiting: rounds of a few records cost the
 # forwarder, the broker and every stage a fixed overhead per envelope, which at one order per
@@ -87,7 +89,7 @@ class Forwarder:
         self.cursor = 0  # highest seq the broker acknowledged in this epoch
         self._wakeup = asyncio.Event()
         self.producer: AIOKafkaProducer | None = None
-        self.forwarded = 0
+        self._stuck: tuple[int | None, float] = (None, 0.0)  # oldest unsettled seq, seen since
 
     def notify(self) -> None:
         self._wakeup.set()
@@ -129,6 +131,7 @@ class Forwarder:
         backoff = 0.2
         busy = False  # the previous round found entries waiting: more are on their way
         while True:
+            self._reforward_if_stuck()
             if self.cursor >= self.journal.durable_seq:
                 busy = False
                 self._wakeup.clear()
@@ -162,8 +165,31 @@ class Forwarder:
                 continue
             backoff = 0.2
             self.cursor = entries[-1][0]
-            self.forwarded += len(entries)
             metrics.FORWARDED.inc(len(entries))
+
+    def _reforward_if_stuck(self) -> None:
+        """Re-send from the oldest unsettled entry when it has not settled for a long time.
+
+        Forwarding is acknowledged by the broker, but a record can still fail to be recorded
+        (a settle lost in a worker crash, a message the embedded broker dropped); without this
+        such an entry would wait for the next restart or broker epoch. A backlog that is being
+        worked through moves its oldest entry, so only a truly stuck one triggers this.
+        """
+        oldest = self.journal.oldest_live()
+        now = time.monotonic()
+        if oldest is None or oldest > self.cursor:
+            self._stuck = (None, now)
+            return
+        if oldest != self._stuck[0]:
+            self._stuck = (oldest, now)
+        elif now - self._stuck[1] > REFORWARD_AFTER_S:
+            log.warning(
+                "journal entry %d unsettled for %.0fs: forwarding again",
+                oldest,
+                now - self._stuck[1],
+            )
+            self.cursor = oldest - 1
+            self._stuck = (oldest, now)
 
     def abandon(self) -> None:
         """Drop the producer (closed in the background); the next round makes a new one."""
@@ -179,7 +205,6 @@ class SettleListener:
         self.journal = journal
         self.settings = settings
         self.consumer: AIOKafkaConsumer | None = None
-        self.settled = 0
 
     async def run(self) -> None:
         tp = TopicPartition(SETTLED, 0)
@@ -203,10 +228,14 @@ class SettleListener:
                 continue
             for msgs in batch.values():
                 for msg in msgs:
-                    for settle in SETTLE_CODEC.decode(msg.value):
+                    try:
+                        settles = SETTLE_CODEC.decode(msg.value)
+                    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                        log.error("skipping undecodable settle at offset %d: %s", msg.offset, exc)
+                        continue
+                    for settle in settles:
                         if settle.journal == self.journal.id:
-                            self.settled += self.journal.settle(settle.seqs)
-            metrics.JOURNAL_DEPTH.set(self.journal.depth)
+                            self.journal.settle(settle.seqs)
 
     def abandon(self) -> None:
         """Drop the consumer (closed in the background; against a dead broker its stop() can

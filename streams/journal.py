@@ -131,6 +131,11 @@ class IngestJournal:
             live.extend(bytes(gap))
         live.extend(b"\x01" * n)
 
+    def oldest_live(self) -> int | None:
+        """The oldest entry still waiting to be recorded, if any."""
+        i = self._live.find(1)
+        return None if i < 0 else self._live_base + i
+
     def _compact_live(self) -> None:
         live = self._live
         if live and not live[0]:
@@ -268,10 +273,6 @@ class IngestJournal:
             self.depth -= n
             self._compact_live()
         return n
-
-    def get(self, seq: int) -> JournalEntry | None:
-        raw = self.db.get(_key(seq))
-        return None if raw is None else self._dec.decode(raw)
 
     async def close(self) -> None:
         self._closed = True

@@ -64,6 +64,16 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 "must be empty (embedded) or kafka://host:port[,host:port]",
             ),
             (
+                self.log_level in ("debug", "info", "warn", "error"),
+                "log_level",
+                "must be debug, info, warn or error",
+            ),
+            (
+                self.sku_aliases == "" or Path(self.sku_aliases).is_file(),
+                "sku_aliases",
+                f"no such file: {self.sku_aliases} (relative paths are from the working directory)",
+            ),
+            (
                 self.heartbeat_interval_s * 3 <= self.session_timeout_s,
                 "heartbeat_interval_s",
                 "must be at most a third of session_timeout_s",

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from streams import metrics
 from streams.api import IngestAPI
-from streams.broker import EmbeddedBroker, free_port
+from streams.broker import EmbeddedBroker, die_with_parent, free_port
 from streams.cluster import ClusterError, ensure_cluster, probe_epoch, wait_for_broker
 from streams.forwarder import Forwarder, SettleListener, wait_closed
 from streams.journal import IngestJournal
@@ -50,7 +50,9 @@ class WorkerProcess:
         self.web_port = web_port
         self.settings = settings
         self.proc: subprocess.Popen[bytes] | None = None
-        self.restarts = 0
+        self.restarts = 0  # quick successive failures, for the restart backoff
+        self.started_at = 0.0
+        self.next_start = 0.0  # when a dead worker may start again; 0 = not scheduled
 
     @property
     def url(self) -> str:
@@ -58,10 +60,12 @@ class WorkerProcess:
 
     def start(self) -> None:
         env = dict(os.environ, **settings_env(self.settings))
+        self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker", "--web-port", str(self.web_port)],
             env=env,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         log.info("worker %d started (pid %d, internal web %s)", self.index, self.proc.pid, self.url)
 
@@ -244,11 +248,28 @@ class Supervisor:
                 if broker_died or (reachable and epoch != self.epoch):
                     await self._recover_epoch(forwarder, settler, api, broker_died)
                     continue
+            for t in self._io_tasks:
+                if t.done() and not t.cancelled():
+                    # Never let the journal's I/O stop silently while the API keeps saying 202.
+                    log.error("%s stopped: %r; restarting it", t.get_name(), t.exception())
+                    self._start_io(forwarder, settler)
+                    break
             for w in self.workers:
-                if not w.alive() and not self.stopping.is_set():
+                if w.alive() or self.stopping.is_set():
+                    continue
+                if w.next_start == 0.0:  # the exit was just noticed
+                    # Back off when a worker keeps dying soon after start (bad config, port
+                    # taken); a worker that ran for a while restarts at once.
+                    quick = now - w.started_at < 30
+                    w.restarts = w.restarts + 1 if quick else 0
+                    delay = min(0.5 * 2**w.restarts, 30.0) if quick else 0.0
+                    w.next_start = now + delay
                     code = w.proc.returncode if w.proc else None
-                    w.restarts += 1
-                    log.warning("worker %d exited (code %s): restarting", w.index, code)
+                    log.warning(
+                        "worker %d exited (code %s): restarting in %.1fs", w.index, code, delay
+                    )
+                if now >= w.next_start:
+                    w.next_start = 0.0
                     w.start()
 
     async def _recover_epoch(
@@ -269,7 +290,9 @@ class Supervisor:
         await self._stop_io(forwarder, settler)
         if broker_died and self.broker is not None:
             await asyncio.sleep(1.0)
-            await asyncio.get_running_loop().run_in_executor(None, self.broker.start)
+            # On the loop's own thread: PR_SET_PDEATHSIG fires when the *thread* that started
+            # the child exits, so a pool thread must not start it (it blocks ~0.1 s).
+            self.broker.start()
         await wait_for_broker(s.bootstrap_servers, timeout=300)
         self.epoch = await ensure_cluster(s.bootstrap_servers, all_topics(s.partitions, s.app_id))
         api.status["epoch"] = self.epoch

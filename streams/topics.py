@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import msgspec
 
-RAW = "orders.raw"  # gateways and the ingest journal; key channel:order_no
+# gateways (keyed channel:order_no, or not keyed) and journal envelopes (partition = murmur2 of the
+# global id); normalise is stateless, so where a raw record lands does not matter
+RAW = "orders.raw"
 CANONICAL = "orders.canonical"  # normalised orders; partition = kafka_partition(global id)
 DLQ = "orders.dlq"  # dead letters with stage, field, reason and the original bytes
 CHANGES = "orders.changes"  # every recorded change of an order, for sync and benchmarks
@@ -19,6 +21,7 @@ EPOCH = "orderstream.epoch"  # one marker record per broker lifetime
 class TopicSpec(msgspec.Struct, frozen=True):
     name: str
     partitions: int
+    configs: dict[str, str] = {}
 
 
 def hot_topics() -> tuple[str, ...]:
@@ -34,10 +37,12 @@ STORES = ("orders", "dead_letters")
 
 def all_topics(partitions: int, app_id: str) -> list[TopicSpec]:
     specs = [TopicSpec(name, partitions) for name in hot_topics()]
-    specs += [TopicSpec(changelog_topic(s), partitions) for s in STORES]
+    specs += [TopicSpec(changelog_topic(s), partitions, {"retention.ms": "-1"}) for s in STORES]
     specs += [
         TopicSpec(SETTLED, 1),
-        TopicSpec(EPOCH, 1),
+        # On a real cluster a default 7-day retention would delete the marker and fake a new
+        # epoch; changelogs must keep every update a takeover may need to replay.
+        TopicSpec(EPOCH, 1, {"retention.ms": "-1"}),
         # Faust's assignor elects a leader through this topic; declaring it ourselves keeps
         # Tansu from auto-creating it with the wrong count.
         TopicSpec(f"{app_id}-__assignor-__leader", 1),

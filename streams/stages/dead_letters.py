@@ -21,13 +21,16 @@ letter_decoder = msgspec.msgpack.Decoder(DeadLetter)
 
 
 def letter_keys(letter: DeadLetter, offset: int, index: int) -> list[bytes]:
-    """Time-ordered key (unique per input position) plus, when known, the order-id key."""
-    keys = [
-        BY_TIME
-        + letter.received_at.to_bytes(8, "big")
-        + offset.to_bytes(8, "big")
-        + index.to_bytes(4, "big")
-    ]
+    """Time-ordered key plus, when known, the order-id key.
+
+    A journaled letter is identified by its journal entry, so a replay overwrites it rather
+    than storing it twice; a gateway's letter by its input position.
+    """
+    if letter.origin is not None:
+        unique = letter.origin.journal.encode() + letter.origin.seq.to_bytes(8, "big")
+    else:
+        unique = offset.to_bytes(8, "big") + index.to_bytes(4, "big")
+    keys = [BY_TIME + letter.received_at.to_bytes(8, "big") + unique]
     if letter.order_no and letter.channel:
         keys.append(BY_ID + global_order_id(letter.channel, letter.order_no).encode())
     return keys

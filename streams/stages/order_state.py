@@ -20,13 +20,12 @@ STORE = "orders"
 class EnvelopeOutcome:
     """What one envelope produced: state updates, change events, journal settles."""
 
-    __slots__ = ("changes", "latencies_ms", "settles", "updates")
+    __slots__ = ("changes", "settles", "updates")
 
     def __init__(self) -> None:
         self.updates: dict[bytes, bytes] = {}
         self.changes: list[OrderChange] = []
         self.settles: dict[str, list[int]] = defaultdict(list)
-        self.latencies_ms: list[int] = []
 
     def settle_list(self) -> list[Settle]:
         return [Settle(j, seqs) for j, seqs in self.settles.items()]
@@ -58,7 +57,6 @@ def record_envelope(
                     recorded_at=now,
                 )
             )
-            out.latencies_ms.append(now - rec.received_at)
         if rec.origin is not None:
             out.settles[rec.origin.journal].append(rec.origin.seq)
     return out

@@ -37,7 +37,7 @@ def test_recent_reads_match_rocksdb(tmp_path: Path) -> None:
         assert j.read_after(0, 100) == j._read_db(0, 100)
         assert j.read_after(14, 100) == j._read_db(14, 100)
         assert j.read_after(15, 100) == [] and not j._recent
-        assert j.get(3) == _entries(3, "0")[2]
+        assert j._read_db(2, 1) == [(3, _entries(3, "0")[2])]
         await j.close()
 
     _run(main())
