@@ -345,7 +345,7 @@ async def _order_pass(
                     store,
                     ChangelogEntry(list(out.updates.items()), CANONICAL, Position(EPOCH, offset)),
                 )
-            settles = out.settle_list()
+            settles = out.settles
             if settles:
                 SETTLE_CODEC.encode(settles)
             kinds = Counter(ch.kind for ch in out.changes)

@@ -250,7 +250,7 @@ class Pipeline:
                 ChangelogEntry(list(out.updates.items()), CANONICAL, Position(self.epoch, last)),
                 outputs=futs,
             )
-        return settles + out.settle_list(), out.changes
+        return settles + out.settles, out.changes
 
     async def store_dead_letter_batch(self, messages: list[Any]) -> None:
         settles = await asyncio.gather(

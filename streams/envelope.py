@@ -7,7 +7,7 @@ order, so per-key order within a partition holds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Generic, TypeVar
 
 import msgspec
@@ -70,6 +70,15 @@ class OrderChange(msgspec.Struct, kw_only=True):
 class Settle(msgspec.Struct, array_like=True):
     journal: str
     seqs: list[int]
+
+
+def settles_for(origins: Iterable[Origin | None]) -> list[Settle]:
+    """Journal seqs grouped by journal: what a terminal stage tells the journals it recorded."""
+    by_journal: dict[str, list[int]] = {}
+    for origin in origins:
+        if origin is not None:
+            by_journal.setdefault(origin.journal, []).append(origin.seq)
+    return [Settle(j, seqs) for j, seqs in by_journal.items()]
 
 
 class Envelope(msgspec.Struct, Generic[T], array_like=True):

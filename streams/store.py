@@ -36,6 +36,10 @@ CHANGELOG_CHUNK = 500  # key updates per changelog message (~1 KB each, well und
 _CHANGELOG_POS = _META + b"changelog"
 
 
+def _input_key(topic: str) -> bytes:
+    return _META + b"in:" + topic.encode()
+
+
 class Position(msgspec.Struct, array_like=True, frozen=True):
     epoch: str
     offset: int
@@ -83,7 +87,7 @@ class PartitionStore:
 
     def applied(self, topic: str, epoch: str) -> int:
         """Highest input offset of ``topic`` applied in ``epoch``; -1 when none."""
-        pos = self._meta(_META + b"in:" + topic.encode())
+        pos = self._meta(_input_key(topic))
         return pos.offset if pos is not None and pos.epoch == epoch else -1
 
     def changelog_position(self) -> Position | None:
@@ -97,7 +101,7 @@ class PartitionStore:
             else:
                 batch.put(key, value)
         if entry.input is not None:
-            batch.put(_META + b"in:" + entry.input_topic.encode(), _pos_enc.encode(entry.input))
+            batch.put(_input_key(entry.input_topic), _pos_enc.encode(entry.input))
         if changelog is not None:
             batch.put(_CHANGELOG_POS, _pos_enc.encode(changelog))
         self.db.write(batch, _SYNC)

@@ -182,15 +182,18 @@ class Supervisor:
         await wait_closed()
 
     async def _stop_workers(self, timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(None, w.stop, timeout) for w in self.workers))
+        await asyncio.get_running_loop().run_in_executor(None, self._stop_all_workers, timeout)
 
-    def _stop_children(self) -> None:
-        threads = [threading.Thread(target=w.stop) for w in self.workers]
+    def _stop_all_workers(self, timeout: float = 15.0) -> None:
+        """In parallel: each gets its own graceful-stop window."""
+        threads = [threading.Thread(target=w.stop, args=(timeout,)) for w in self.workers]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+
+    def _stop_children(self) -> None:
+        self._stop_all_workers()
         if self.broker is not None:
             self.broker.stop()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from core.model import global_order_id
-from streams.envelope import DeadLetter, Settle
+from streams.envelope import DeadLetter, Settle, settles_for
 
 STORE = "dead_letters"
 BY_ID = b"id:"
@@ -40,11 +40,8 @@ def store_letters(
     letters: list[DeadLetter], offset: int
 ) -> tuple[dict[bytes, bytes], list[Settle]]:
     updates: dict[bytes, bytes] = {}
-    settles: dict[str, list[int]] = {}
     for i, letter in enumerate(letters):
         value = letter_encoder.encode(letter)
         for key in letter_keys(letter, offset, i):
             updates[key] = value
-        if letter.origin is not None:
-            settles.setdefault(letter.origin.journal, []).append(letter.origin.seq)
-    return updates, [Settle(j, s) for j, s in settles.items()]
+    return updates, settles_for(letter.origin for letter in letters)

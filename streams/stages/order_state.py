@@ -8,10 +8,8 @@ recorded; a crash anywhere before that is repaired by redelivery or replay.
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 from core.order_state import OrderRecord, record_decoder, record_encoder, record_order
-from streams.envelope import CanonicalRecord, OrderChange, Settle
+from streams.envelope import CanonicalRecord, OrderChange, Settle, settles_for
 
 STAGE = "order_state"
 STORE = "orders"
@@ -25,10 +23,7 @@ class EnvelopeOutcome:
     def __init__(self) -> None:
         self.updates: dict[bytes, bytes] = {}
         self.changes: list[OrderChange] = []
-        self.settles: dict[str, list[int]] = defaultdict(list)
-
-    def settle_list(self) -> list[Settle]:
-        return [Settle(j, seqs) for j, seqs in self.settles.items()]
+        self.settles: list[Settle] = []
 
 
 def record_envelope(
@@ -57,15 +52,10 @@ def record_envelope(
                     recorded_at=now,
                 )
             )
-        if rec.origin is not None:
-            out.settles[rec.origin.journal].append(rec.origin.seq)
+    out.settles = settles_of(records)
     return out
 
 
 def settles_of(records: list[CanonicalRecord]) -> list[Settle]:
-    """Settles for an envelope already applied before a crash: re-sending them is harmless."""
-    by_journal: dict[str, list[int]] = defaultdict(list)
-    for rec in records:
-        if rec.origin is not None:
-            by_journal[rec.origin.journal].append(rec.origin.seq)
-    return [Settle(j, seqs) for j, seqs in by_journal.items()]
+    """Every record settles its journal entry, recorded now, before, or found stale."""
+    return settles_for(r.origin for r in records)
