@@ -52,9 +52,9 @@ from aiokafka import codec as kcodec
 from bench.flood import fmt, machine_info
 from bench.orders import DEFAULT_MIX, GeneratedOrder, OrderGenerator, ndjson_batches, parse_mix
 from core.channels import ADAPTERS, NormaliseContext, normalise, order_no
+from core.framing import split_ndjson
 from core.model import CanonicalOrder, Rejection, global_order_id
 from core.skus import SkuCatalog
-from streams.api import split_ndjson
 from streams.envelope import (
     CANONICAL_CODEC,
     CHANGES_CODEC,

@@ -17,13 +17,12 @@ import msgspec
 from aiohttp import web
 
 from core.channels import ADAPTERS
+from core.framing import split_orders
 from core.model import Rejection, global_order_id
 from streams import metrics
 from streams.journal import IngestJournal, JournalEntry, JournalFull
 
 log = logging.getLogger("orderstream.api")
-
-NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 
 
 class Accepted(msgspec.Struct, omit_defaults=True):
@@ -61,11 +60,6 @@ _INGESTED = _Children(metrics.INGESTED, "http")
 def _error(status: int, field: str, reason: str, **extra: Any) -> web.Response:
     body = {"error": {"field": field, "reason": reason}, **extra}
     return web.Response(status=status, body=_json.encode(body), content_type="application/json")
-
-
-def split_ndjson(body: bytes) -> list[tuple[int, bytes]]:
-    """(line number, line) for each non-blank line; line numbers are 1-based like editors."""
-    return [(i, ln) for i, ln in enumerate(body.split(b"\n"), 1) if ln and not ln.isspace()]
 
 
 class IngestAPI:
@@ -121,7 +115,8 @@ class IngestAPI:
         if not body.strip():
             _REFUSED["empty_body"].inc()
             return _error(400, "$", "empty body: send one JSON order, or NDJSON (one per line)")
-        lines, batch = self._split(adapter, request.content_type, body)
+        framed, batch = split_orders(body, request.content_type)
+        lines = [(n, payload, adapter.order_no(payload)) for n, payload in framed]
         now = time.time_ns() // 1_000_000
         entries: list[JournalEntry] = []
         results: list[Accepted] = []
@@ -176,28 +171,6 @@ class IngestAPI:
             content_type="application/x-ndjson",
             headers={"X-Accepted": str(accepted), "X-Rejected": str(rejected)},
         )
-
-    @staticmethod
-    def _split(
-        adapter: Any, ctype: str, body: bytes
-    ) -> tuple[list[tuple[int, bytes, str | Rejection]], bool]:
-        """(line, payload, order no or rejection) per order, and whether the body is a batch.
-
-        NDJSON when the client says so; one document for application/json; otherwise (curl's
-        default form type) one document if it parses as one, else NDJSON if it has lines, so a
-        pretty-printed order and a batch both work without a content type.
-        """
-        if ctype in NDJSON_TYPES:
-            return [(n, ln, adapter.order_no(ln)) for n, ln in split_ndjson(body)], True
-        found = adapter.order_no(body)
-        if (
-            ctype != "application/json"
-            and isinstance(found, Rejection)
-            and found.field == "$"
-            and b"\n" in body.strip()
-        ):
-            return [(n, ln, adapter.order_no(ln)) for n, ln in split_ndjson(body)], True
-        return [(1, body, found)], False
 
     # -- queries ---------------------------------------------------------------------------------
 

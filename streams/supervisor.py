@@ -239,7 +239,6 @@ class Supervisor:
         last_probe = 0.0
         while True:
             await asyncio.sleep(0.25)
-            metrics.JOURNAL_DEPTH.set(self.journal.depth if self.journal else 0)
             broker_died = self.broker is not None and not self.broker.alive()
             now = time.monotonic()
             if broker_died or now - last_probe > 2.0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from core.channels import NormaliseContext, normalise
+from core.framing import split_orders
 from core.model import CanonicalOrder, Rejection, global_order_id
 from streams.envelope import (
     ENVELOPE_HEADER,
@@ -38,8 +39,9 @@ def gateway_records(
             payload=value,
             received_at=timestamp_ms,
         )
-    lines = [ln for ln in value.split(b"\n") if ln.strip()] if b"\n" in value.strip() else [value]
-    return [RawRecord(channel, line, timestamp_ms) for line in lines], None
+    content_type = (headers.get("content-type") or b"").decode("ascii", "replace").lower()
+    lines, _ = split_orders(value, content_type)
+    return [RawRecord(channel, line, timestamp_ms) for _, line in lines], None
 
 
 def decode_raw_message(

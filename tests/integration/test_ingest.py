@@ -89,6 +89,7 @@ def test_missing_or_unknown_channel_is_refused(service: Service) -> None:
 def test_gateway_producing_to_orders_raw(service: Service) -> None:
     single = shopify_order(9_300_001)
     batch = [shopify_order(9_300_100 + i) for i in range(5)]
+    pretty = json.dumps(json.loads(shopify_order(9_300_300)), indent=2).encode()
 
     async def produce() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=f"127.0.0.1:{service.broker_port}")
@@ -100,6 +101,8 @@ def test_gateway_producing_to_orders_raw(service: Service) -> None:
             await producer.send_and_wait(
                 "orders.raw", b"\n".join(batch), headers=[("channel", b"shopify")]
             )
+            # a pretty-printed order is one order, not one per line
+            await producer.send_and_wait("orders.raw", pretty, headers=[("channel", b"shopify")])
             # no header: the channel comes from the key prefix
             await producer.send_and_wait(
                 "orders.raw", shopify_order(9_300_200), key=b"shopify:9300200"
@@ -108,7 +111,7 @@ def test_gateway_producing_to_orders_raw(service: Service) -> None:
             await producer.stop()
 
     asyncio.run(produce())
-    for payload in [single, *batch, shopify_order(9_300_200)]:
+    for payload in [single, *batch, pretty, shopify_order(9_300_200)]:
         found = service.wait_order(expected_id("shopify", payload))
         assert found["order"]["channel"] == "shopify"
 
