@@ -25,6 +25,7 @@ from ext import _twin
 CHANNELS = ("shopify", "amazon", "tiktok", "tmall", "jd", "shopee", "lazada", "ebay")
 ENVELOPE = 500  # records per envelope handed to kafka_partitions
 PARTITIONS = 48
+WINDOW_MS = 180_000
 
 
 def _phone(rng: random.Random) -> tuple[str, str]:
@@ -64,12 +65,73 @@ def _sku(rng: random.Random) -> str:
     )
 
 
+_CN_NAMES = ["张伟", "王芳", "李**", "刘洋", "陈*"]
+_CN_STREETS = ["人民路{}号 28栋2325室", "中山路{}号", "天府大道2**号", "珞喻路{}号 5栋1939室"]
+_EN_NAMES = ["Jane Brown", "José Álvarez", "Olivia Martin", "Noah S***"]
+
+
+def _recipient(rng: random.Random) -> tuple[str, ...]:
+    """(name, address, country, region, city, district, postcode, masked phone) as channels send
+    them: mostly CJK or ASCII (the kernel's fast paths), some accented (the NFKC path)."""
+    n = rng.randrange(1, 999)
+    if rng.random() < 0.6:
+        street = rng.choice(_CN_STREETS).format(n)
+        return (
+            rng.choice(_CN_NAMES),
+            street,
+            "CN",
+            "北京市",
+            "北京市",
+            "海淀区",
+            "",
+            "138****5678",
+        )
+    return (
+        rng.choice(_EN_NAMES),
+        f"{n} Pine Rd, Apt {n % 80}",
+        "US",
+        "CA",
+        "Mountain View",
+        "",
+        "94043",
+        "",
+    )
+
+
+def _window_columns(
+    rng: random.Random, n: int
+) -> tuple[list[bytes], list[int], list[int], list[int]]:
+    """One envelope's near-duplicate check: n held entries then n batch orders, ~2% repeats."""
+    keys = [f"+86138{rng.randrange(10**8):08d}".encode() for _ in range(2 * n)]
+    amounts = [rng.randrange(100, 10**6) for _ in range(2 * n)]
+    items = [rng.getrandbits(64) for _ in range(2 * n)]
+    created = sorted(1_795_363_200_000 + rng.randrange(600_000) for _ in range(2 * n))
+    for i in range(n, 2 * n):
+        if rng.random() < 0.02:
+            j = rng.randrange(i)
+            keys[i], amounts[i], items[i] = keys[j], amounts[j], items[j]
+    return keys, amounts, items, created
+
+
 def make_batch(n: int, seed: int = 42) -> dict[str, list]:
     rng = random.Random(seed)
     keys = [f"{rng.choice(CHANNELS)}:{rng.randrange(10**9, 10**10)}".encode() for _ in range(n)]
     phones = [_phone(rng) for _ in range(n)]
     skus = [_sku(rng) for _ in range(n)]
-    return {"keys": keys, "phones": phones, "skus": skus}
+    recipients = [_recipient(rng) for _ in range(n)]
+    carts = []
+    for _ in range(n):
+        lines = [f"SKU-{rng.randrange(2000):05d}" for _ in range(rng.choice((1, 1, 2, 3, 4)))]
+        carts.append((lines, [rng.choice((1, 1, 2, 3)) for _ in lines]))
+    windows = [_window_columns(rng, ENVELOPE) for _ in range(max(1, n // ENVELOPE))]
+    return {
+        "keys": keys,
+        "phones": phones,
+        "skus": skus,
+        "recipients": recipients,
+        "carts": carts,
+        "windows": windows,
+    }
 
 
 def _cases(impl: ModuleType, batch: dict[str, list]) -> dict[str, Callable[[], object]]:
@@ -83,11 +145,23 @@ def _cases(impl: ModuleType, batch: dict[str, list]) -> dict[str, Callable[[], o
         impl.normalize_phone,
         impl.sku_key,
     )
+    rf, smf, ndm = (
+        impl.recipient_fingerprint,
+        impl.sku_multiset_fingerprint,
+        impl.near_duplicate_matches,
+    )
+    recipients, carts, windows = batch["recipients"], batch["carts"], batch["windows"]
     return {
         "kafka_partition": lambda: list(map(kp, keys, repeat(PARTITIONS))),
         "kafka_partitions": lambda: [kps(env, PARTITIONS) for env in envelopes],
         "normalize_phone": lambda: list(map(ph, raws, countries)),
         "sku_key": lambda: list(map(sk, skus)),
+        "recipient_fingerprint": lambda: list(map(rf, recipients)),
+        "sku_multiset_fingerprint": lambda: [smf(s, q) for s, q in carts],
+        # per batch order: each call checks ENVELOPE orders against ENVELOPE held entries
+        "near_duplicate_matches": lambda: [
+            ndm(k, a, i, c, ENVELOPE, WINDOW_MS) for k, a, i, c in windows
+        ],
     }
 
 
@@ -118,8 +192,9 @@ def run(n: int, repeats: int) -> dict:
     for name, twin_fn in twin_cases.items():
         if kernels is not None and kernel_cases[name]() != twin_fn():
             raise SystemExit(f"{name}: kernel and twin disagree on the benchmark batch")
-        twin_ns = _best_ns(twin_fn, repeats) / n
-        kernel_ns = _best_ns(kernel_cases[name], repeats) / n if kernels is not None else None
+        ops = len(batch["windows"]) * ENVELOPE if name == "near_duplicate_matches" else n
+        twin_ns = _best_ns(twin_fn, repeats) / ops
+        kernel_ns = _best_ns(kernel_cases[name], repeats) / ops if kernels is not None else None
         rows.append(
             {
                 "kernel": name,
@@ -150,12 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     if not report["compiled"]:
         print("ext._kernels is not built: showing the twin only (pip install -e . builds it)")
     print(f"n={args.n}, best of {args.repeats}, Python {report['python']}")
-    print(f"{'kernel':<18} {'cython ns/op':>13} {'twin ns/op':>11} {'speedup':>8}")
+    print(f"{'kernel':<26} {'cython ns/op':>13} {'twin ns/op':>11} {'speedup':>8}")
     for row in report["results"]:
         k = row["ns_per_op_cython"]
         ratio = row["speedup"]
         print(
-            f"{row['kernel']:<18} {('-' if k is None else f'{k:.1f}'):>13} "
+            f"{row['kernel']:<26} {('-' if k is None else f'{k:.1f}'):>13} "
             f"{row['ns_per_op_twin']:>11.1f} {('-' if ratio is None else f'{ratio:.1f}x'):>8}"
         )
     if args.json is not None:

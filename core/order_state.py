@@ -2,8 +2,15 @@
 
 Merge rule for re-deliveries (gateways retry webhooks for hours): the channel's ``updated_at``
 decides. A copy newer than what is held replaces the order data (e.g. paid after pending); an
-older or equal copy is stale and changes nothing, so a retry storm never rolls an order back and
-a replay after a broker restart records nothing twice.
+older or equal copy is a duplicate (rule ``exact_channel``): it is noted on the order (count and
+the last few copies) and changes nothing else, so a retry storm never rolls an order back.
+
+A copy is identified by where it was accepted (``ref``: journal entry, or gateway topic
+position). The same ref arriving again is a replay after a crash or a broker restart, not a
+duplicate, and records nothing - so at-least-once delivery never inflates duplicate counts.
+
+The dedup stages decide how a *new* order starts: a cross-channel duplicate is recorded in
+state ``duplicate`` (never fulfilled), a suspected near-duplicate is ``held`` for review.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ from typing import Literal
 import msgspec
 
 from core.model import CanonicalOrder
+from core.saga import ReservationSaga
+from core.sla import Deadline
 
 OrderStateName = Literal[
     "pending_payment",
@@ -26,6 +35,8 @@ OrderStateName = Literal[
     "refund_requested",
     "refunded",
     "held",
+    "duplicate",
+    "out_of_stock",
 ]
 
 # Only payment decides the state on arrival; later states come from fulfilment events.
@@ -41,6 +52,18 @@ _STATE_FOR_PAYMENT: dict[str, OrderStateName] = {
 _PAYMENT_DRIVEN: frozenset[str] = frozenset({"pending_payment", "paid"})
 
 
+MAX_COPIES_KEPT = 16  # the last copies shown on the order; the count keeps the total
+
+
+class DuplicateCopy(msgspec.Struct, frozen=True, array_like=True):
+    """A later copy of this very order (same channel + order no) that changed nothing."""
+
+    received_at: int
+    channel_updated_at: int
+    ref: str
+    rule: str = "exact_channel"
+
+
 class OrderRecord(msgspec.Struct, kw_only=True):
     order: CanonicalOrder
     state: OrderStateName
@@ -48,28 +71,89 @@ class OrderRecord(msgspec.Struct, kw_only=True):
     recorded_at: int  # epoch ms of the first recording
     changed_at: int  # epoch ms of the last recorded change
     received_at: int  # when the newest version was accepted at the door
+    ref: str = ""  # where the first copy was accepted (journal entry or gateway position)
+    duplicate_of: str = ""  # for a duplicate / suspected order: the original's global id
+    duplicate_rule: str = ""  # "exact_cross_channel" | "near_duplicate"
+    hold_reason: str = ""  # why the order is held, e.g. "near_duplicate"
+    duplicate_count: int = 0  # later copies of this order that changed nothing
+    duplicates: list[DuplicateCopy] = []
+    copy_refs: list[str] = []  # refs of every recorded version: a replay of one records nothing
+    reservation: ReservationSaga | None = None  # the order's stock reservation (core.saga)
+    # state machine bookkeeping (core.order_flow): what earlier transitions told us to keep
+    state_since: int = 0  # when the current state's SLA clock started
+    resume_state: str = ""  # held / refund_requested: where to go back to
+    last_carrier_at: int = 0
+    deadlines: list[Deadline] = []  # armed SLA deadlines (their index keys are derived)
+    recent_events: list[str] = []  # ids of recently applied events: a redelivery is a no-op
+    audit_seq: int = 0  # next audit entry's sequence number
+    priority: str = "normal"  # "high": the priority lane (rules)
+    labels: list[str] = []  # tags added by rules (the channel's own tags stay on the order)
+    tracking_no: str = ""
+    carrier: str = ""
 
 
 def initial_state(order: CanonicalOrder) -> OrderStateName:
     return _STATE_FOR_PAYMENT[order.payment_status]
 
 
+ChangeKind = Literal["created", "updated", "duplicate_received"]
+MAX_REFS_KEPT = 64  # replays come within hours; a longer tail only costs bytes per order
+
+
+def start_state(
+    incoming: CanonicalOrder, verdict_kind: str, original_id: str, rule: str
+) -> dict[str, str]:
+    """State and dedup fields of a new order, from the dedup stages' verdict."""
+    if verdict_kind == "duplicate":
+        return {"state": "duplicate", "duplicate_of": original_id, "duplicate_rule": rule}
+    if verdict_kind == "suspected":
+        return {
+            "state": "held",
+            "hold_reason": rule,
+            "duplicate_of": original_id,
+            "duplicate_rule": rule,
+        }
+    return {"state": initial_state(incoming)}
+
+
 def record_order(
-    held: OrderRecord | None, incoming: CanonicalOrder, received_at: int, now: int
-) -> tuple[OrderRecord, Literal["created", "updated"]] | None:
-    """The new record and what happened, or None when ``incoming`` is stale or a repeat."""
+    held: OrderRecord | None,
+    incoming: CanonicalOrder,
+    received_at: int,
+    now: int,
+    *,
+    ref: str = "",
+    verdict_kind: str = "new",
+    original_id: str = "",
+    rule: str = "",
+) -> tuple[OrderRecord, ChangeKind] | None:
+    """The new record and what happened, or None when ``incoming`` is a replay of a known copy."""
     if held is None:
         rec = OrderRecord(
             order=incoming,
-            state=initial_state(incoming),
             version=1,
             recorded_at=now,
             changed_at=now,
             received_at=received_at,
+            ref=ref,
+            copy_refs=[ref] if ref else [],
+            **start_state(incoming, verdict_kind, original_id, rule),  # type: ignore[arg-type]
         )
         return rec, "created"
-    if incoming.updated_at <= held.order.updated_at:
+    if ref and ref in held.copy_refs:
         return None
+    refs = [*held.copy_refs, ref][-MAX_REFS_KEPT:] if ref else held.copy_refs
+    if incoming.updated_at <= held.order.updated_at:
+        copy = DuplicateCopy(received_at, incoming.updated_at, ref)
+        rec = msgspec.structs.replace(
+            held,
+            version=held.version + 1,
+            changed_at=now,
+            duplicate_count=held.duplicate_count + 1,
+            duplicates=[*held.duplicates, copy][-MAX_COPIES_KEPT:],
+            copy_refs=refs,
+        )
+        return rec, "duplicate_received"
     state = held.state
     if state in _PAYMENT_DRIVEN:
         state = initial_state(incoming)
@@ -80,6 +164,7 @@ def record_order(
         version=held.version + 1,
         changed_at=now,
         received_at=received_at,
+        copy_refs=refs,
     )
     return rec, "updated"
 

@@ -19,12 +19,23 @@ __all__ = [
     "IMPLEMENTATION",
     "kafka_partition",
     "kafka_partitions",
+    "near_duplicate_matches",
     "normalize_phone",
+    "recipient_fingerprint",
     "sku_key",
+    "sku_multiset_fingerprint",
 ]
 
 _log = logging.getLogger("orderstream.ext")
-_API = ("kafka_partition", "kafka_partitions", "normalize_phone", "sku_key")
+_API = (
+    "kafka_partition",
+    "kafka_partitions",
+    "near_duplicate_matches",
+    "normalize_phone",
+    "recipient_fingerprint",
+    "sku_key",
+    "sku_multiset_fingerprint",
+)
 
 
 def _select() -> ModuleType:
@@ -59,5 +70,8 @@ IMPLEMENTATION: str = "cython" if COMPILED else "python"
 
 kafka_partition = _impl.kafka_partition
 kafka_partitions = _impl.kafka_partitions
+near_duplicate_matches = _impl.near_duplicate_matches
 normalize_phone = _impl.normalize_phone
+recipient_fingerprint = _impl.recipient_fingerprint
 sku_key = _impl.sku_key
+sku_multiset_fingerprint = _impl.sku_multiset_fingerprint

@@ -10,10 +10,11 @@ imported from the twin so the two cannot drift apart.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.list cimport PyList_CheckExact
+from cpython.long cimport PyLong_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.number cimport PyNumber_Index
-from libc.stdint cimport uint32_t
-from libc.string cimport memcpy, memmove
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.string cimport memcmp, memcpy, memmove
 
 import unicodedata
 
@@ -25,6 +26,7 @@ cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object o)
     object PyUnicode_FromKindAndData(int kind, const void* buffer, Py_ssize_t size)
     object PyUnicode_DecodeASCII(const char* s, Py_ssize_t size, const char* errors)
+    const char* PyUnicode_AsUTF8AndSize(object o, Py_ssize_t* size) except NULL
     int PyUnicode_1BYTE_KIND
     int PyUnicode_4BYTE_KIND
 
@@ -456,3 +458,256 @@ def sku_key(str text not None):
     finally:
         if buf != stack:
             PyMem_Free(buf)
+
+
+# ----------------------------------------------------------------------------------------------
+# Dedup fingerprints
+# ----------------------------------------------------------------------------------------------
+
+cdef uint64_t FNV_OFFSET = _twin.FNV64_OFFSET
+cdef uint64_t FNV_PRIME = _twin.FNV64_PRIME
+cdef unsigned char _KEEP[0x10000]
+cdef object _keeps = _twin.fingerprint_keeps
+
+
+cdef void _build_keep() except *:
+    cdef Py_ssize_t o
+    for o in range(0x10000):
+        _KEEP[o] = 1 if _keeps(chr(o)) else 0
+
+
+_build_keep()
+
+
+cdef inline bint _keep(Py_UCS4 ch) except -1:
+    if ch < 0x10000:
+        return _KEEP[ch]
+    return 1 if _keeps(chr(ch)) else 0  # astral planes: rare enough to ask the twin
+
+
+cdef inline uint64_t _fnv_byte(uint64_t h, uint32_t b) noexcept nogil:
+    return (h ^ b) * FNV_PRIME
+
+
+cdef inline uint64_t _fnv_utf8(uint64_t h, Py_UCS4 ch) noexcept nogil:
+    # Feeds the UTF-8 encoding of ch (never a surrogate: those are not kept).
+    cdef uint32_t c = <uint32_t>ch
+    if c < 0x80:
+        return _fnv_byte(h, c)
+    if c < 0x800:
+        h = _fnv_byte(h, 0xC0 | (c >> 6))
+        return _fnv_byte(h, 0x80 | (c & 0x3F))
+    if c < 0x10000:
+        h = _fnv_byte(h, 0xE0 | (c >> 12))
+        h = _fnv_byte(h, 0x80 | ((c >> 6) & 0x3F))
+        return _fnv_byte(h, 0x80 | (c & 0x3F))
+    h = _fnv_byte(h, 0xF0 | (c >> 18))
+    h = _fnv_byte(h, 0x80 | ((c >> 12) & 0x3F))
+    h = _fnv_byte(h, 0x80 | ((c >> 6) & 0x3F))
+    return _fnv_byte(h, 0x80 | (c & 0x3F))
+
+
+cdef uint64_t _fingerprint_part(uint64_t h, str text) except? 0:
+    cdef Py_UCS4 ch
+    cdef bint fast = True
+    cdef str norm
+    if not PyUnicode_IS_ASCII(text):
+        for ch in text:
+            if ch >= 128 and not _sku_stable(ch):
+                fast = False
+                break
+    if fast:
+        # ASCII plus CJK/kana/Hangul that NFKC and casefold leave alone (see _sku_stable).
+        for ch in text:
+            if c'A' <= ch <= c'Z':
+                ch = <Py_UCS4>(<uint32_t>ch + 32)
+            if _KEEP[ch]:
+                h = _fnv_utf8(h, ch)
+        return h
+    norm = _normalize("NFKC", text).casefold()
+    for ch in norm:
+        if _keep(ch):
+            h = _fnv_utf8(h, ch)
+    return h
+
+
+def recipient_fingerprint(parts):
+    """64-bit FNV-1a of the normalised parts (see the twin for the rules)."""
+    cdef uint64_t h = FNV_OFFSET
+    for part in parts:
+        if not isinstance(part, str):
+            raise TypeError(f"parts must be str, not {type(part)!r}")
+        h = _fingerprint_part(h, <str>part)
+        h = _fnv_byte(h, 0xFF)
+    return h
+
+
+cdef inline uint64_t _mix64(uint64_t x) noexcept nogil:
+    x = (x ^ (x >> 30)) * <uint64_t>0xBF58476D1CE4E5B9
+    x = (x ^ (x >> 27)) * <uint64_t>0x94D049BB133111EB
+    return x ^ (x >> 31)
+
+
+cdef inline uint64_t _fnv_bytes(const char* data, Py_ssize_t n) noexcept nogil:
+    cdef uint64_t h = FNV_OFFSET
+    cdef Py_ssize_t i
+    for i in range(n):
+        h = (h ^ <unsigned char>data[i]) * FNV_PRIME
+    return h
+
+
+cdef enum:
+    STACK_LINES = 32
+
+
+def sku_multiset_fingerprint(skus, quantities):
+    """Order-independent fingerprint of (sku, merged quantity) pairs (see the twin)."""
+    cdef Py_ssize_t n = len(skus)
+    if len(quantities) != n:
+        raise ValueError(f"{n} skus but {len(quantities)} quantities")
+    cdef const char* sp_stack[STACK_LINES]
+    cdef Py_ssize_t sl_stack[STACK_LINES]
+    cdef uint64_t q_stack[STACK_LINES]
+    cdef const char** sp = sp_stack
+    cdef Py_ssize_t* sl = sl_stack
+    cdef uint64_t* qs = q_stack
+    cdef Py_ssize_t i, j, m = 0, size
+    cdef const char* data
+    cdef uint64_t fp = 0
+    cdef object q
+    cdef list keep_alive = []  # the str objects whose UTF-8 buffers sp points into
+    if n > STACK_LINES:
+        sp = <const char**>PyMem_Malloc(n * sizeof(const char*))
+        sl = <Py_ssize_t*>PyMem_Malloc(n * sizeof(Py_ssize_t))
+        qs = <uint64_t*>PyMem_Malloc(n * sizeof(uint64_t))
+        if sp == NULL or sl == NULL or qs == NULL:
+            PyMem_Free(sp)
+            PyMem_Free(sl)
+            PyMem_Free(qs)
+            raise MemoryError()
+    try:
+        for i in range(n):
+            sku = skus[i]
+            if not isinstance(sku, str):
+                raise TypeError(f"skus must be str, not {type(sku)!r}")
+            data = PyUnicode_AsUTF8AndSize(sku, &size)
+            keep_alive.append(sku)
+            q = PyNumber_Index(quantities[i])
+            if q < 0 or q > 0xFFFFFFFF:
+                raise ValueError(f"quantity must be in 0..{0xFFFFFFFF}, got {q}")
+            for j in range(m):  # merge with an earlier line of the same SKU
+                if sl[j] == size and memcmp(sp[j], data, size) == 0:
+                    qs[j] += <uint64_t>q
+                    break
+            else:
+                sp[m] = data
+                sl[m] = size
+                qs[m] = <uint64_t>q
+                m += 1
+        for j in range(m):
+            if qs[j]:
+                fp += _mix64(_fnv_bytes(sp[j], sl[j]) ^ _mix64(qs[j]))
+        return fp
+    finally:
+        if sp != sp_stack:
+            PyMem_Free(sp)
+            PyMem_Free(sl)
+            PyMem_Free(qs)
+
+
+cdef inline uint64_t _absdiff(int64_t a, int64_t b) noexcept nogil:
+    return <uint64_t>a - <uint64_t>b if a >= b else <uint64_t>b - <uint64_t>a
+
+
+cdef inline uint64_t _as_u64(object v) except? 0xFFFFFFFFFFFFFFFF:
+    if PyLong_CheckExact(v):
+        return <uint64_t>v
+    return <uint64_t>PyNumber_Index(v)
+
+
+cdef inline int64_t _as_i64(object v) except? -1:
+    if PyLong_CheckExact(v):
+        return <int64_t>v
+    return <int64_t>PyNumber_Index(v)
+
+
+def near_duplicate_matches(keys, amounts, items, created, start, window_ms):
+    """First earlier near-duplicate of each record from ``start`` on, or -1 (see the twin).
+
+    One pass in record order over a hash table of groups (key, amount, items): each group is a
+    chain of its records in record order, so the first match found walking it is the earliest.
+    """
+    cdef list kl = keys if PyList_CheckExact(keys) else list(keys)
+    cdef list al = amounts if PyList_CheckExact(amounts) else list(amounts)
+    cdef list il = items if PyList_CheckExact(items) else list(items)
+    cdef list cl = created if PyList_CheckExact(created) else list(created)
+    cdef Py_ssize_t n = len(kl)
+    if len(al) != n or len(il) != n or len(cl) != n:
+        raise ValueError("keys, amounts, items and created must have the same length")
+    cdef object first_o = PyNumber_Index(start)
+    if first_o < 0 or first_o > n:
+        raise ValueError(f"start must be in 0..{n}, got {first_o}")
+    cdef Py_ssize_t first = first_o
+    cdef int64_t window = PyNumber_Index(window_ms)
+    if window < 0:
+        raise ValueError(f"window_ms must be >= 0, got {window}")
+    cdef list out = [-1] * (n - first)
+    cdef Py_ssize_t size = 16
+    while size < 2 * n:
+        size <<= 1
+    cdef size_t per_record = (3 * sizeof(uint64_t) + sizeof(int64_t) + sizeof(const char*)
+                              + 2 * sizeof(Py_ssize_t))
+    cdef char* mem = <char*>PyMem_Malloc(n * per_record + size * (sizeof(uint64_t)
+                                                                + 2 * sizeof(Py_ssize_t)))
+    if mem == NULL:
+        raise MemoryError()
+    cdef uint64_t* gh = <uint64_t*>mem  # group hash per record
+    cdef uint64_t* am = gh + n
+    cdef uint64_t* it = am + n
+    cdef int64_t* ts = <int64_t*>(it + n)
+    cdef const char** kp = <const char**>(ts + n)
+    cdef Py_ssize_t* kn = <Py_ssize_t*>(kp + n)
+    cdef Py_ssize_t* nxt = kn + n  # next record of the same slot chain, -1 = end
+    cdef uint64_t* slot_hash = <uint64_t*>(nxt + n)
+    cdef Py_ssize_t* head = <Py_ssize_t*>(slot_hash + size)  # first record of a slot, -1 = free
+    cdef Py_ssize_t* tail = head + size
+    cdef Py_ssize_t i, q, s, mask = size - 1
+    cdef object key
+    try:
+        for i in range(n):
+            key = kl[i]
+            if not PyBytes_CheckExact(key):
+                raise TypeError(f"keys must be bytes, not {type(key)!r}")
+            am[i] = _as_u64(al[i])
+            it[i] = _as_u64(il[i])
+            ts[i] = _as_i64(cl[i])
+            kp[i] = PyBytes_AS_STRING(key)
+            kn[i] = PyBytes_GET_SIZE(key)
+            gh[i] = _mix64(_fnv_bytes(kp[i], kn[i]) ^ _mix64(am[i] ^ _mix64(it[i])))
+        for s in range(size):
+            head[s] = -1
+        for i in range(n):
+            s = <Py_ssize_t>(gh[i] & <uint64_t>mask)
+            while head[s] != -1 and slot_hash[s] != gh[i]:  # linear probing by group hash
+                s = (s + 1) & mask
+            if head[s] == -1:
+                slot_hash[s] = gh[i]
+                head[s] = i
+                tail[s] = i
+                nxt[i] = -1
+                continue
+            if i >= first:
+                q = head[s]
+                while q != -1:  # records of this group hash, in record order
+                    if (am[q] == am[i] and it[q] == it[i] and kn[q] == kn[i]
+                            and _absdiff(ts[i], ts[q]) <= <uint64_t>window
+                            and memcmp(kp[q], kp[i], kn[i]) == 0):
+                        out[i - first] = q
+                        break
+                    q = nxt[q]
+            nxt[tail[s]] = i
+            nxt[i] = -1
+            tail[s] = i
+        return out
+    finally:
+        PyMem_Free(mem)

@@ -13,22 +13,29 @@ from __future__ import annotations
 import operator
 import struct
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 __all__ = [
     "CALLING_CODES",
+    "FNV64_OFFSET",
+    "FNV64_PRIME",
     "KERNEL_API",
     "PHONE_SEPARATORS",
     "SKU_DROP",
+    "fingerprint_keeps",
+    "fingerprint_text",
     "kafka_partition",
     "kafka_partitions",
+    "near_duplicate_matches",
     "normalize_phone",
+    "recipient_fingerprint",
     "sku_key",
+    "sku_multiset_fingerprint",
 ]
 
 #: Bumped whenever the kernel API or semantics change, so a stale compiled ``_kernels`` left over
 #: from an older checkout is detected by ``ext/__init__.py`` instead of silently disagreeing.
-KERNEL_API = 1
+KERNEL_API = 2
 
 # --------------------------------------------------------------------------------------------
 # Kafka default partitioner (org.apache.kafka.common.utils.Utils.murmur2 + toPositive)
@@ -275,3 +282,146 @@ def sku_key(text: str) -> str:
     if text.isascii():
         return text.lower().translate(_SKU_DELETE_ASCII)
     return unicodedata.normalize("NFKC", text).casefold().translate(_SKU_DELETE)
+
+
+# --------------------------------------------------------------------------------------------
+# Dedup fingerprints (stored in RocksDB and compared across processes: never Python's hash())
+# --------------------------------------------------------------------------------------------
+
+FNV64_OFFSET = 0xCBF29CE484222325
+FNV64_PRIME = 0x100000001B3
+_M64 = 0xFFFFFFFFFFFFFFFF
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+_PART_END = 0xFF  # never a byte of UTF-8: ("ab", "c") and ("a", "bc") hash differently
+_MAX_QUANTITY = 0xFFFFFFFF
+
+
+def _fnv1a64(data: bytes, h: int = FNV64_OFFSET) -> int:
+    for b in data:
+        h = ((h ^ b) * FNV64_PRIME) & _M64
+    return h
+
+
+def _mix64(x: int) -> int:
+    """splitmix64's finaliser: spreads every input bit over the whole word."""
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9 & _M64
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EB & _M64
+    return x ^ (x >> 31)
+
+
+def fingerprint_keeps(ch: str) -> bool:
+    """Letters, numbers and marks carry identity; spaces, punctuation and symbols are noise."""
+    return unicodedata.category(ch)[0] in "LNM"
+
+
+def fingerprint_text(text: str) -> str:
+    """What a recipient fingerprint hashes of one field.
+
+    Channels render the same address with other widths, case, spacing and punctuation
+    ("５８号，３栋" / "58号 3栋"); NFKC + casefold + dropping everything but letters, numbers and
+    marks makes those renderings one string.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be str, not {type(text)!r}")
+    norm = unicodedata.normalize("NFKC", text).casefold()
+    return "".join(ch for ch in norm if fingerprint_keeps(ch))
+
+
+def recipient_fingerprint(parts: Iterable[str]) -> int:
+    """64-bit FNV-1a over the UTF-8 of each part's :func:`fingerprint_text`, each part closed by
+    a 0xFF byte. Deterministic across processes and machines, so it can key stored state."""
+    h = FNV64_OFFSET
+    for part in parts:
+        if not isinstance(part, str):
+            raise TypeError(f"parts must be str, not {type(part)!r}")
+        h = _fnv1a64(fingerprint_text(part).encode(), h)
+        h = ((h ^ _PART_END) * FNV64_PRIME) & _M64
+    return h
+
+
+def sku_multiset_fingerprint(skus: Sequence[str], quantities: Sequence[int]) -> int:
+    """64-bit fingerprint of what an order contains, independent of line order.
+
+    Lines of the same (canonical) SKU are merged first, so "A×2" equals "A×1, A×1"; SKUs whose
+    merged quantity is 0 are left out. Each (sku, quantity) is hashed and mixed, and the hashes
+    are summed modulo 2**64, which is what makes the result order-independent.
+    Quantities must be in 0..2**32-1 (ValueError otherwise).
+    """
+    if len(skus) != len(quantities):
+        raise ValueError(f"{len(skus)} skus but {len(quantities)} quantities")
+    merged: dict[bytes, int] = {}
+    for sku, quantity in zip(skus, quantities, strict=True):
+        if not isinstance(sku, str):
+            raise TypeError(f"skus must be str, not {type(sku)!r}")
+        key = sku.encode()
+        q = operator.index(quantity)
+        if not 0 <= q <= _MAX_QUANTITY:
+            raise ValueError(f"quantity must be in 0..{_MAX_QUANTITY}, got {q}")
+        merged[key] = merged.get(key, 0) + q
+    fp = 0
+    for key, q in merged.items():
+        if q:
+            fp += _mix64(_fnv1a64(key) ^ _mix64(q))
+    return fp & _M64
+
+
+def _u64(value: object) -> int:
+    v = operator.index(value)  # type: ignore[arg-type]
+    if not 0 <= v <= _M64:
+        raise OverflowError(f"{v} is not an unsigned 64-bit value")
+    return v
+
+
+def _i64(value: object) -> int:
+    v = operator.index(value)  # type: ignore[arg-type]
+    if not _I64_MIN <= v <= _I64_MAX:
+        raise OverflowError(f"{v} is not a signed 64-bit value")
+    return v
+
+
+def near_duplicate_matches(
+    keys: Sequence[bytes],
+    amounts: Sequence[int],
+    items: Sequence[int],
+    created: Sequence[int],
+    start: int,
+    window_ms: int,
+) -> list[int]:
+    """For each record ``i >= start``, the smallest ``j < i`` that it near-duplicates, or -1.
+
+    Records are parallel columns: recipient key (bytes), amount key and items fingerprint
+    (unsigned 64-bit), created time (signed 64-bit ms). ``j`` matches ``i`` when key, amount and
+    items are equal and the created times differ by at most ``window_ms`` (either way: a late
+    order can be the second copy of a later-created one). Records before ``start`` are what the
+    store remembers, in the order they were first seen; the rest are the batch, in order, so
+    "smallest j" is "the first copy". Returns ``len(keys) - start`` indices.
+    """
+    n = len(keys)
+    if len(amounts) != n or len(items) != n or len(created) != n:
+        raise ValueError("keys, amounts, items and created must have the same length")
+    first = operator.index(start)
+    if not 0 <= first <= n:
+        raise ValueError(f"start must be in 0..{n}, got {first}")
+    window = _i64(window_ms)
+    if window < 0:
+        raise ValueError(f"window_ms must be >= 0, got {window}")
+    rows: list[tuple[bytes, int, int, int]] = []
+    for i in range(n):
+        key = keys[i]
+        if type(key) is not bytes:
+            raise TypeError(f"keys must be bytes, not {type(key)!r}")
+        rows.append((key, _u64(amounts[i]), _u64(items[i]), _i64(created[i])))
+
+    groups: dict[tuple[bytes, int, int], list[tuple[int, int]]] = {}
+    out: list[int] = []
+    for i, (key, amount, item, t) in enumerate(rows):
+        group = groups.setdefault((key, amount, item), [])
+        if i >= first:
+            match = -1
+            for j, tj in group:
+                if abs(t - tj) <= window:
+                    match = j
+                    break
+            out.append(match)
+        group.append((i, t))
+    return out

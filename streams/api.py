@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import urllib.parse
 from typing import Any
 
 import aiohttp
@@ -18,7 +19,9 @@ from aiohttp import web
 
 from core.channels import ADAPTERS
 from core.framing import split_orders
+from core.inventory import StockAdjustment
 from core.model import Rejection, global_order_id
+from core.state_machine import EventError, validate_event
 from streams import metrics
 from streams.journal import IngestJournal, JournalEntry, JournalFull
 
@@ -57,6 +60,20 @@ _REFUSED = _Children(metrics.HTTP_REFUSED)
 _INGESTED = _Children(metrics.INGESTED, "http")
 
 
+def _quote(segment: str) -> str:
+    return urllib.parse.quote(segment, safe="")
+
+
+async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
+    try:
+        body = msgspec.json.decode(await request.read())
+    except msgspec.DecodeError as exc:
+        return _error(400, "$", f"body is not JSON: {exc}")
+    if not isinstance(body, dict):
+        return _error(400, "$", "body must be a JSON object")
+    return body
+
+
 def _error(status: int, field: str, reason: str, **extra: Any) -> web.Response:
     body = {"error": {"field": field, "reason": reason}, **extra}
     return web.Response(status=status, body=_json.encode(body), content_type="application/json")
@@ -86,7 +103,16 @@ class IngestAPI:
             [
                 web.post("/v1/orders", self.post_orders),
                 web.get("/v1/orders/{order_id}", self.get_order),
+                web.post("/v1/orders/{order_id}/events", self.post_event),
+                web.get("/v1/orders/{order_id}/history", self.get_history),
                 web.get("/v1/dead-letters", self.get_dead_letters),
+                web.get("/v1/review", self.get_review),
+                web.get("/v1/stock-audit", self.get_stock_audit),
+                web.get("/v1/stock/{sku}", self.get_stock),
+                web.put("/v1/stock/{sku}", self.put_stock),
+                web.post("/v1/stock/{sku}/receipts", self.post_stock_receipt),
+                web.post("/v1/stock/{sku}/corrections", self.post_stock_correction),
+                web.post("/v1/review/{order_id}/{decision}", self.post_review),
                 web.get("/metrics", self.get_metrics),
                 web.get("/health", self.get_health),
             ]
@@ -174,18 +200,32 @@ class IngestAPI:
 
     # -- queries ---------------------------------------------------------------------------------
 
-    async def _workers(self, path: str) -> list[tuple[int, bytes]]:
+    async def _workers(self, path: str, body: bytes | None = None) -> list[tuple[int, bytes]]:
+        """Ask every worker (GET, or POST with ``body``); 599 stands for "did not answer"."""
         if self.session is None:
             self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        method = "GET" if body is None else "POST"
 
         async def one(base: str) -> tuple[int, bytes]:
             try:
-                async with self.session.get(base + path) as resp:  # type: ignore[union-attr]
+                async with self.session.request(  # type: ignore[union-attr]
+                    method, base + path, data=body
+                ) as resp:
                     return resp.status, await resp.read()
             except (TimeoutError, aiohttp.ClientError):
                 return 599, b""
 
         return list(await asyncio.gather(*(one(u) for u in self.worker_urls)))
+
+    async def _owner(self, path: str, body: bytes | None = None) -> web.Response:
+        """Ask the worker that owns the key's partition (the others answer 421)."""
+        answers = [a for a in await self._workers(path, body) if a[0] != 421]
+        if len(answers) != 1 or answers[0][0] == 599:
+            resp = _error(503, "order_id", "the worker owning this order is not answering")
+            resp.headers["Retry-After"] = "1"
+            return resp
+        status, payload = answers[0]
+        return web.Response(status=status, body=payload, content_type="application/json")
 
     async def get_order(self, request: web.Request) -> web.Response:
         oid = request.match_info["order_id"]
@@ -214,6 +254,165 @@ class IngestAPI:
                 rows += msgspec.json.decode(body)
         rows.sort(key=lambda r: r["received_at"], reverse=True)
         return web.Response(body=_json.encode(rows[:limit]), content_type="application/json")
+
+    async def get_review(self, request: web.Request) -> web.Response:
+        """Suspected near-duplicates held for an operator, oldest first."""
+        try:
+            limit = max(1, min(int(request.query.get("limit", "100")), 1000))
+        except ValueError:
+            return _error(400, "limit", "must be an integer 1..1000")
+        rows: list[dict[str, Any]] = []
+        for status, body in await self._workers(f"/internal/review?limit={limit}"):
+            if status == 200:
+                rows += msgspec.json.decode(body)
+        rows.sort(key=lambda r: r["held_at"])
+        return web.Response(body=_json.encode(rows[:limit]), content_type="application/json")
+
+    async def post_review(self, request: web.Request) -> web.Response:
+        """``POST /v1/review/{id}/approve`` (fulfil it) or ``/reject`` (cancel it).
+
+        The same as posting a ``review_approve`` / ``review_reject`` event: audited with the
+        ``X-Actor`` header as the actor.
+        """
+        decision = request.match_info["decision"]
+        if decision not in ("approve", "reject"):
+            return _error(404, "decision", "use /v1/review/{id}/approve or /v1/review/{id}/reject")
+        oid = request.match_info["order_id"]
+        event = {
+            "order_id": oid,
+            "event": f"review_{decision}",
+            "actor": request.headers.get("X-Actor", "").strip()[:200] or "operator",
+            "source": "api",
+            "reason": request.query.get("reason", "")[:500],
+            "at": time.time_ns() // 1_000_000,
+        }
+        return await self._owner(f"/internal/orders/{_quote(oid)}/events", _json.encode(event))
+
+    async def post_event(self, request: web.Request) -> web.Response:
+        """An order event (payment callback, pick, scan-out, carrier, cancel, refund, ...).
+
+        200 applied (or already applied / already past: ``applied`` false), 409 not allowed in
+        the order's state (with the state and why), 400 malformed, 404 unknown order.
+        """
+        oid = request.match_info["order_id"]
+        body = await _json_body(request)
+        if isinstance(body, web.Response):
+            return body
+        if body.get("order_id", oid) != oid:
+            return _error(400, "order_id", "differs from the order id in the path")
+        body["order_id"] = oid
+        body.setdefault("at", time.time_ns() // 1_000_000)
+        body.setdefault("source", "api")
+        body.setdefault("actor", request.headers.get("X-Actor", "").strip()[:200] or "api")
+        event = validate_event(body)
+        if isinstance(event, EventError):
+            return _error(400, event.field.replace("$.", "", 1), event.reason)
+        return await self._owner(f"/internal/orders/{_quote(oid)}/events", _json.encode(event))
+
+    async def get_history(self, request: web.Request) -> web.Response:
+        """The order's audit trail, oldest first: read-only by construction."""
+        oid = request.match_info["order_id"]
+        return await self._owner(f"/internal/orders/{_quote(oid)}/history")
+
+    # -- stock -----------------------------------------------------------------------------------
+
+    async def get_stock_audit(self, request: web.Request) -> web.Response:
+        """Stock recomputed from the reservation ledger on every worker: ``problems`` is empty
+        when reserved == live reservations and reserved <= on_hand - safety everywhere."""
+        problems: list[str] = []
+        covered: list[int] = []
+        for status, body in await self._workers("/internal/stock-audit"):
+            if status != 200:
+                resp = _error(503, "workers", "a worker did not answer: the audit is incomplete")
+                resp.headers["Retry-After"] = "1"
+                return resp
+            doc = msgspec.json.decode(body)
+            problems += doc["problems"]
+            covered += doc["partitions"]
+        body = {"ok": not problems, "partitions": sorted(covered), "problems": problems}
+        return web.Response(body=_json.encode(body), content_type="application/json")
+
+    async def get_stock(self, request: web.Request) -> web.Response:
+        """A SKU's level per warehouse (on_hand, reserved, safety, available, holds), live."""
+        return await self._owner(f"/internal/stock/{_quote(request.match_info['sku'])}")
+
+    async def put_stock(self, request: web.Request) -> web.Response:
+        """Set a SKU's level in one warehouse: any of on_hand, safety, alert_at, holds.
+
+        All or nothing: if one value would break reserved <= on_hand - safety, nothing is
+        changed and the answer is 409 with the numbers.
+        """
+        body = await _json_body(request)
+        if isinstance(body, web.Response):
+            return body
+        fields = {"on_hand": "set", "safety": "safety", "alert_at": "alert_at"}
+        unknown = set(body) - {*fields, "warehouse", "holds", "reason", "adjustment_id"}
+        if unknown:
+            return _error(400, sorted(unknown)[0], "unknown field")
+        adjustments = []
+        for name, op in fields.items():
+            if name in body:
+                adjustments.append(self._adjustment(request, body, op, body[name], suffix=name))
+        holds = body.get("holds", {})
+        if not isinstance(holds, dict):
+            return _error(400, "holds", "must be an object: channel -> units")
+        for channel, units in holds.items():
+            adjustments.append(
+                self._adjustment(request, body, "hold", units, channel=channel, suffix=channel)
+            )
+        if not adjustments:
+            return _error(400, "$", "nothing to set: give on_hand, safety, alert_at or holds")
+        return await self._stock_write(request, body, adjustments)
+
+    async def post_stock_receipt(self, request: web.Request) -> web.Response:
+        return await self._stock_delta(request, "receipt")
+
+    async def post_stock_correction(self, request: web.Request) -> web.Response:
+        return await self._stock_delta(request, "correction")
+
+    async def _stock_delta(self, request: web.Request, op: str) -> web.Response:
+        body = await _json_body(request)
+        if isinstance(body, web.Response):
+            return body
+        if "quantity" not in body:
+            return _error(400, "quantity", "required")
+        return await self._stock_write(
+            request, body, [self._adjustment(request, body, op, body["quantity"])]
+        )
+
+    def _adjustment(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        op: str,
+        quantity: Any,
+        channel: str = "",
+        suffix: str = "",
+    ) -> dict[str, Any]:
+        adj_id = body.get("adjustment_id", "")
+        return {
+            "sku": request.match_info["sku"],
+            "warehouse": body.get("warehouse", ""),
+            "op": op,
+            "quantity": quantity,
+            "channel": channel,
+            "reason": body.get("reason", ""),
+            "actor": request.headers.get("X-Actor", "")[:200],
+            "at": time.time_ns() // 1_000_000,
+            "adjustment_id": f"{adj_id}:{suffix}" if adj_id and suffix else adj_id,
+        }
+
+    async def _stock_write(
+        self, request: web.Request, body: dict[str, Any], adjustments: list[dict[str, Any]]
+    ) -> web.Response:
+        if not isinstance(body.get("warehouse"), str) or not body["warehouse"].strip():
+            return _error(400, "warehouse", "required: the warehouse this stock is in")
+        try:
+            checked = msgspec.convert(adjustments, list[StockAdjustment])
+        except msgspec.ValidationError as exc:
+            return _error(400, "quantity", f"{exc}")
+        sku = request.match_info["sku"]
+        return await self._owner(f"/internal/stock/{_quote(sku)}", _json.encode(checked))
 
     async def get_metrics(self, request: web.Request) -> web.Response:
         metrics.JOURNAL_DEPTH.set(self.journal.depth)

@@ -13,41 +13,92 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import faust
 import msgspec
 from aiohttp import web as aioweb
+from faust.web import View
 
+from core.audit import audit_prefix
 from core.channels import NormaliseContext
+from core.dedup import EXPIRY_PREFIX
+from core.framing import split_orders
+from core.inventory import (
+    RESERVATION_PREFIX,
+    STOCK_PREFIX,
+    TTL_PREFIX,
+    InventoryOutcome,
+    ReservationResult,
+    ReserveRequest,
+    StockAdjustment,
+    apply_batch,
+    decode_stock,
+    expired,
+    inventory_lookup_keys,
+    partition_key,
+    stock_key,
+)
+from core.inventory import (
+    audit as inventory_audit,
+)
+from core.order_flow import FlowContext
 from core.order_state import record_decoder
+from core.routing import WarehouseRouting
+from core.rules import RulesFile
 from core.skus import SkuCatalog
+from core.sla import DEADLINE_PREFIX, SlaPolicy, decode_deadline, due_until
+from core.state_machine import EventError, OrderEvent, Refusal, validate_event
 from ext import kafka_partition
 from streams import faust_tuning, metrics
 from streams.cluster import probe_epoch
 from streams.envelope import (
+    ALERT_CODEC,
     CANONICAL_CODEC,
     CHANGES_CODEC,
     DLQ_CODEC,
     ENVELOPE_HEADER,
+    RESERVE_CODEC,
+    RESULT_CODEC,
+    REVIEW_CODEC,
     SETTLE_CODEC,
+    STOCK_ALERT_CODEC,
+    STOCK_CHANGE_CODEC,
     CanonicalRecord,
     DeadLetter,
     OrderChange,
+    ReviewItem,
     Settle,
     chunks,
     group_by_partition,
 )
 from streams.settings import Settings
-from streams.stages import dead_letters, normalise, order_state
+from streams.stages import dead_letters, dedup, normalise, order_state, reserve
 from streams.store import ChangelogEntry, Position, StoreManager
-from streams.topics import CANONICAL, CHANGES, DLQ, RAW, SETTLED
+from streams.topics import (
+    ALERTS,
+    CANONICAL,
+    CHANGES,
+    DLQ,
+    EVENTS,
+    RAW,
+    RECIPIENT,
+    RESERVE,
+    RESERVED,
+    REVIEW,
+    SETTLED,
+    STOCK_CHANGES,
+    STOCK_UPDATES,
+    UNIQUE,
+)
 
 log = logging.getLogger("orderstream.worker")
 faust_tuning.apply()
 
 EPOCH_EXIT_CODE = 75  # exit code of a worker that saw a new broker epoch (it is restarted)
+API_INPUT = "api"  # input name of commits made by operator requests rather than a topic
+TIMER_INPUT = "timer"  # ...and by timers (reservation TTLs, SLA deadlines)
 TAKE_WITHIN_S = 0.005  # how long an agent waits to fill a batch when the topic is quiet
 
 
@@ -73,6 +124,89 @@ def _headers(message: Any) -> dict[str, bytes]:
     raw = message.headers or []
     items = raw.items() if isinstance(raw, dict) else raw
     return {str(k).lower(): (v or b"") for k, v in items}
+
+
+def _canonical(message: Any) -> list[CanonicalRecord]:
+    return CANONICAL_CODEC.decode(message.value)
+
+
+def _letters(message: Any) -> list[tuple[int, list[DeadLetter]]]:
+    """Dead letters keep their input offset: it names letters a gateway sent without an id."""
+    return [(message.offset, DLQ_CODEC.decode(message.value))]
+
+
+def _results(message: Any) -> list[ReservationResult]:
+    return RESULT_CODEC.decode(message.value)
+
+
+def _requests(message: Any) -> list[ReserveRequest]:
+    return RESERVE_CODEC.decode(message.value)
+
+
+def _adjustments(message: Any) -> list[StockAdjustment | DeadLetter]:
+    ctype = _headers(message).get("content-type", b"").decode("ascii", "replace").lower()
+    good, dead = reserve.decode_stock_updates(message.value, ctype, int(message.timestamp * 1000))
+    return [*good, *dead]
+
+
+def _events(message: Any) -> list[OrderEvent | DeadLetter]:
+    """``orders.events``: one JSON event per message or NDJSON lines; bad lines dead-lettered."""
+    ctype = _headers(message).get("content-type", b"").decode("ascii", "replace").lower()
+    lines, _ = split_orders(message.value, ctype)
+    out: list[OrderEvent | DeadLetter] = []
+    for n, line in lines:
+        ev = validate_event(line)
+        if isinstance(ev, EventError):
+            out.append(
+                DeadLetter(
+                    stage="order_events",
+                    channel="",
+                    field=ev.field,
+                    reason=f"line {n}: {ev.reason}",
+                    payload=line,
+                    received_at=int(message.timestamp * 1000),
+                )
+            )
+        else:
+            out.append(ev)
+    return out
+
+
+def _refused_letter(event: OrderEvent, refusal: Refusal | str) -> DeadLetter:
+    reason = refusal if isinstance(refusal, str) else f"{refusal.reason} (state {refusal.state})"
+    return DeadLetter(
+        stage="order_events",
+        channel="",
+        field="event",
+        reason=f"{event.event} refused: {reason}",
+        payload=msgspec.json.encode(event),
+        received_at=event.at,
+    )
+
+
+Decode = Callable[[Any], list[Any]]
+
+
+class StepResult:
+    """What a stage step produced for one partition batch."""
+
+    __slots__ = ("changes", "outputs", "settles", "updates")
+
+    def __init__(
+        self,
+        updates: list[tuple[bytes, bytes | None]] | None = None,
+        outputs: list[Awaitable[Any]] | None = None,
+        *,
+        settles: list[Settle] | None = None,
+        changes: list[OrderChange] | None = None,
+    ) -> None:
+        self.updates = updates or []  # for the partition store (value None = delete)
+        self.outputs = outputs or []  # pending sends, acknowledged before the store commits
+        self.settles = settles or []  # journal entries to settle once committed
+        self.changes = changes or []
+
+
+Step = Callable[[Any, list[Any], list[Any]], Awaitable[StepResult]]
 
 
 class Pipeline:
@@ -119,6 +253,20 @@ class Pipeline:
         )
         skus = SkuCatalog.from_toml(settings.sku_aliases) if settings.sku_aliases else SkuCatalog()
         self.ctx = NormaliseContext(skus=skus, default_country=settings.default_country)
+        self.window_ms = int(settings.near_duplicate_window_s * 1000)
+        routing = (
+            WarehouseRouting.from_toml(settings.warehouses)
+            if settings.warehouses
+            else WarehouseRouting.default()
+        )
+        self.rules_file = RulesFile(settings.rules_path)
+        self._rules_error: Any = None
+        self.flow = FlowContext(
+            SlaPolicy.from_toml(settings.sla_path),
+            self.rules_file.rules,
+            routing,
+            int(settings.reservation_ttl_s * 1000),
+        )
         self._register()
 
     # -- I/O helpers -----------------------------------------------------------------------------
@@ -170,6 +318,10 @@ class Pipeline:
 
     # -- stages ----------------------------------------------------------------------------------
 
+    def _where(self, message: Any) -> str:
+        """A gateway message's position, naming its orders' copies (``copy_ref``)."""
+        return f"raw:{self.epoch[:8]}:{message.partition}:{message.offset}"
+
     async def normalise_batch(self, messages: list[Any]) -> None:
         """Raw messages (journal envelopes or single gateway orders) -> canonical envelopes."""
         t0 = time.perf_counter()
@@ -177,7 +329,7 @@ class Pipeline:
         dead: list[DeadLetter] = []
         for m in messages:
             recs, bad = normalise.decode_raw_message(
-                m.key, m.value, _headers(m), int(m.timestamp * 1000)
+                m.key, m.value, _headers(m), int(m.timestamp * 1000), self._where(m)
             )
             records += recs
             dead += bad
@@ -203,90 +355,458 @@ class Pipeline:
         """
         return {p: ms for p, ms in _by_partition(messages).items() if self._owned(topic, p)}
 
-    async def record_batch(self, messages: list[Any]) -> None:
-        t0 = time.perf_counter()
-        results = await asyncio.gather(
-            *(
-                self._record_partition(p, ms)
-                for p, ms in self._owned_batches(CANONICAL, messages).items()
-            )
-        )
-        await self._send_settles([s for settles, _ in results for s in settles])
-        changes = [c for _, cs in results for c in cs]
-        for kind, n in Counter(c.kind for c in changes).items():
-            metrics.RECORDED.labels(kind).inc(n)
-        now = _now_ms()
-        metrics.observe_many(metrics.E2E_SECONDS, [(now - c.received_at) / 1000 for c in changes])
-        metrics.ENVELOPE_SECONDS.labels(order_state.STAGE).observe(time.perf_counter() - t0)
-
-    async def _record_partition(
-        self, part: int, messages: list[Any]
-    ) -> tuple[list[Settle], list[OrderChange]]:
-        """One partition's envelopes: changes out, then state committed, then settles."""
-        async with self.stores.using(order_state.STORE, part) as store:
-            applied = store.applied(CANONICAL, self.epoch)
-            records: list[CanonicalRecord] = []
-            replayed: list[CanonicalRecord] = []
-            for m in messages:
-                # Applied before a crash: only its settles may be missing.
-                (replayed if m.offset <= applied else records).extend(
-                    CANONICAL_CODEC.decode(m.value)
+    async def _stateful(
+        self, topic: str, store_name: str, decode: Decode, messages: list[Any], step: Step
+    ) -> list[StepResult]:
+        """Run ``step`` on each owned partition's records under that partition's store."""
+        return list(
+            await asyncio.gather(
+                *(
+                    self._stateful_partition(topic, store_name, decode, p, ms, step)
+                    for p, ms in self._owned_batches(topic, messages).items()
                 )
-            settles = order_state.settles_of(replayed)
-            if not records:
-                return settles, []
-            held = store.get_many([r.order.id.encode() for r in records])
-            out = order_state.record_envelope(records, held, _now_ms())
-            futs = await self._send_grouped(
-                CHANGES,
-                out.changes,
-                [c.order_id.encode() for c in out.changes],
-                CHANGES_CODEC,
-                b"changes",
-            )
-            last = max(m.offset for m in messages)
-            await self.stores.commit(
-                store,
-                ChangelogEntry(list(out.updates.items()), CANONICAL, Position(self.epoch, last)),
-                outputs=futs,
-            )
-        return settles + out.settles, out.changes
-
-    async def store_dead_letter_batch(self, messages: list[Any]) -> None:
-        settles = await asyncio.gather(
-            *(
-                self._store_dead_partition(p, ms)
-                for p, ms in self._owned_batches(DLQ, messages).items()
             )
         )
-        await self._send_settles([s for group in settles for s in group])
 
-    async def _store_dead_partition(self, part: int, messages: list[Any]) -> list[Settle]:
-        async with self.stores.using(dead_letters.STORE, part) as store:
-            applied = store.applied(DLQ, self.epoch)
-            updates: dict[bytes, bytes] = {}
-            settles: list[Settle] = []
-            fresh = False
+    async def _stateful_partition(
+        self,
+        topic: str,
+        store_name: str,
+        decode: Decode,
+        part: int,
+        messages: list[Any],
+        step: Step,
+    ) -> StepResult:
+        """Decode, split off what the store already applied, step, then commit.
+
+        Records at offsets the store has applied (a redelivery after a crash between commit and
+        ack) are passed as ``replayed``: their state and outputs exist, only their settles may
+        be missing. The commit sends the changelog together with the step's outputs and writes
+        the local batch once all are acknowledged (``StoreManager.commit``).
+        """
+        async with self.stores.using(store_name, part) as store:
+            applied = store.applied(topic, self.epoch)
+            fresh: list[Any] = []
+            replayed: list[Any] = []
             for m in messages:
-                ups, sts = dead_letters.store_letters(DLQ_CODEC.decode(m.value), m.offset)
-                settles += sts
-                if m.offset > applied:
-                    updates.update(ups)
-                    fresh = True
+                (replayed if m.offset <= applied else fresh).extend(decode(m))
+            result = await step(store, fresh, replayed)
             if fresh:
                 last = max(m.offset for m in messages)
                 await self.stores.commit(
-                    store, ChangelogEntry(list(updates.items()), DLQ, Position(self.epoch, last))
+                    store,
+                    ChangelogEntry(result.updates, topic, Position(self.epoch, last)),
+                    outputs=result.outputs,
                 )
-        return settles
+            else:
+                await asyncio.gather(*result.outputs)
+        return result
+
+    async def exact_dedup_batch(self, messages: list[Any]) -> None:
+        t0 = time.perf_counter()
+        await self._stateful(CANONICAL, dedup.EXACT_STORE, _canonical, messages, self._exact)
+        metrics.ENVELOPE_SECONDS.labels(dedup.EXACT_STAGE).observe(time.perf_counter() - t0)
+
+    async def _exact(self, store: Any, fresh: list[Any], replayed: list[Any]) -> StepResult:
+        if not fresh:
+            return StepResult()
+        out = dedup.exact_envelope(fresh, store.get_many(dedup.exact_keys(fresh)))
+        futs = await self._send_grouped(
+            RECIPIENT, out.records, out.keys, CANONICAL_CODEC, b"canonical"
+        )
+        return StepResult(out.updates, futs)
+
+    async def recipient_dedup_batch(self, messages: list[Any]) -> None:
+        t0 = time.perf_counter()
+        await self._stateful(
+            RECIPIENT, dedup.RECIPIENT_STORE, _canonical, messages, self._recipient
+        )
+        metrics.ENVELOPE_SECONDS.labels(dedup.RECIPIENT_STAGE).observe(time.perf_counter() - t0)
+
+    async def _recipient(self, store: Any, fresh: list[Any], replayed: list[Any]) -> StepResult:
+        if not fresh:
+            return StepResult()
+        keys = dedup.recipient_keys(fresh)
+        held = dict(zip(keys, store.get_many(keys), strict=True))
+        expiring = store.scan(EXPIRY_PREFIX, dedup.PRUNE_BATCH)
+        out, pruned = dedup.recipient_envelope(fresh, held, expiring, self.window_ms)
+        if pruned:
+            metrics.WINDOW_PRUNED.inc(pruned)
+        futs = await self._send_grouped(UNIQUE, out.records, out.keys, CANONICAL_CODEC, b"unique")
+        return StepResult(out.updates, futs)
+
+    async def record_batch(self, messages: list[Any]) -> None:
+        t0 = time.perf_counter()
+        results = await self._stateful(
+            UNIQUE, order_state.STORE, _canonical, messages, self._record
+        )
+        await self._send_settles([s for r in results for s in r.settles])
+        changes = [c for r in results for c in r.changes]
+        for kind, n in Counter(c.kind for c in changes).items():
+            metrics.RECORDED.labels(kind).inc(n)
+        dups = Counter(
+            (c.duplicate_rule, c.channel)
+            for c in changes
+            if c.duplicate_rule and c.kind in ("created", "duplicate_received")
+        )
+        for (rule, channel), n in dups.items():
+            metrics.DUPLICATES.labels(rule, channel).inc(n)
+        now = _now_ms()
+        metrics.observe_many(
+            metrics.E2E_SECONDS, [(now - c.received_at) / 1000 for c in changes if c.version == 1]
+        )
+        metrics.ENVELOPE_SECONDS.labels(order_state.STAGE).observe(time.perf_counter() - t0)
+
+    async def _record(self, store: Any, fresh: list[Any], replayed: list[Any]) -> StepResult:
+        """One partition's envelopes: changes out, then state committed, then settles."""
+        settles = order_state.settles_of(replayed)
+        if not fresh:
+            return StepResult(settles=settles)
+        held = store.get_many([r.order.id.encode() for r in fresh])
+        out = order_state.record_envelope(fresh, held, _now_ms(), self.flow)
+        futs = await self._send_order_outputs(out)
+        return StepResult(
+            list(out.updates.items()), futs, settles=settles + out.settles, changes=out.changes
+        )
+
+    async def _send_order_outputs(self, out: order_state.EnvelopeOutcome) -> list[Awaitable[Any]]:
+        """Everything an order-stage outcome publishes: changes, review items, alerts, requests."""
+        futs = await self._send_grouped(
+            CHANGES,
+            out.changes,
+            [c.order_id.encode() for c in out.changes],
+            CHANGES_CODEC,
+            b"changes",
+        )
+        if out.reviews:
+            futs += await self._send_grouped(
+                REVIEW,
+                out.reviews,
+                [r.order_id.encode() for r in out.reviews],
+                REVIEW_CODEC,
+                b"review",
+            )
+        if out.alerts:
+            futs += await self._send_grouped(
+                ALERTS,
+                out.alerts,
+                [a.order_id.encode() for a in out.alerts],
+                ALERT_CODEC,
+                b"alert",
+            )
+            for kind, n in Counter(a.kind for a in out.alerts).items():
+                metrics.ALERTS.labels(kind).inc(n)
+        for b in out.breaches:
+            metrics.SLA_BREACHES.labels(b.kind, b.state, str(b.level)).inc()
+        transitions = Counter(c.state for c in out.changes if c.kind == "event")
+        for state, n in transitions.items():
+            metrics.TRANSITIONS.labels(state).inc(n)
+        futs += await self._send_requests(out.requests)
+        return futs
+
+    async def _send_requests(self, requests: list[ReserveRequest]) -> list[Awaitable[Any]]:
+        if not requests:
+            return []
+        keys = [partition_key(r.sku) for r in requests]
+        return await self._send_grouped(RESERVE, requests, keys, RESERVE_CODEC, b"reserve")
+
+    async def reservation_results_batch(self, messages: list[Any]) -> None:
+        t0 = time.perf_counter()
+        results = await self._stateful(
+            RESERVED, order_state.STORE, _results, messages, self._reservation_results
+        )
+        changes = [c for r in results for c in r.changes]
+        for status, n in Counter(c.reservation for c in changes).items():
+            metrics.ORDER_RESERVATIONS.labels(status).inc(n)
+        metrics.ENVELOPE_SECONDS.labels("reservation_results").observe(time.perf_counter() - t0)
+
+    async def _reservation_results(
+        self, store: Any, fresh: list[Any], replayed: list[Any]
+    ) -> StepResult:
+        if not fresh:
+            return StepResult()
+        held = store.get_many([r.order_id.encode() for r in fresh])
+        out = order_state.apply_reservation_results(fresh, held, _now_ms(), self.flow)
+        futs = await self._send_order_outputs(out)
+        return StepResult(list(out.updates.items()), futs, changes=out.changes)
+
+    # -- events (orders.events, HTTP) and SLA timers ---------------------------------------------
+
+    async def events_batch(self, messages: list[Any]) -> None:
+        t0 = time.perf_counter()
+        await self._stateful(EVENTS, order_state.STORE, _events, messages, self._events)
+        metrics.ENVELOPE_SECONDS.labels("order_events").observe(time.perf_counter() - t0)
+
+    async def _events(self, store: Any, fresh: list[Any], replayed: list[Any]) -> StepResult:
+        events = [e for e in fresh if isinstance(e, OrderEvent)]
+        dead = [d for d in fresh if isinstance(d, DeadLetter)]
+        out = order_state.apply_events(
+            events, store.get_many([e.order_id.encode() for e in events]), _now_ms(), self.flow
+        )
+        for event, refusal in out.refusals:
+            stale = isinstance(refusal, Refusal) and refusal.stale
+            metrics.EVENTS_REFUSED.labels("stale" if stale else "refused").inc()
+            if not stale:
+                dead.append(_refused_letter(event, refusal))
+        futs = await self._send_order_outputs(out)
+        futs += await self._send_dead(dead)
+        metrics.EVENTS_APPLIED.inc(len(events) - len(out.refusals))
+        return StepResult(list(out.updates.items()), futs, changes=out.changes)
+
+    async def apply_event_now(self, event: OrderEvent) -> tuple[int, dict[str, Any]]:
+        """An event from HTTP, applied by this worker as the order's single writer.
+
+        Answers like the state machine decided: 200 applied (or a repeat / stale: nothing to
+        do), 409 refused with the current state and why, 404 unknown order, 421 not ours.
+        """
+        part = kafka_partition(event.order_id.encode(), self.partitions)
+        if not self._owned(UNIQUE, part):
+            return 421, {"reason": "not the owner of this order's partition"}
+        async with self.stores.using(order_state.STORE, part) as store:
+            now = _now_ms()
+            raw = store.get(event.order_id.encode())
+            out = order_state.apply_events([event], [raw], now, self.flow)
+            if out.refusals:
+                _, refusal = out.refusals[0]
+                if isinstance(refusal, str):
+                    return 404, {"error": {"field": "order_id", "reason": refusal}}
+                state = refusal.state
+                if refusal.stale:
+                    metrics.EVENTS_REFUSED.labels("stale").inc()
+                    return 200, {"applied": False, "state": state, "reason": refusal.reason}
+                metrics.EVENTS_REFUSED.labels("refused").inc()
+                return 409, {
+                    "error": {"field": "event", "reason": refusal.reason},
+                    "state": state,
+                    "event": event.event,
+                }
+            if not out.updates:
+                rec = record_decoder.decode(raw) if raw else None
+                return 200, {
+                    "applied": False,
+                    "reason": "event id already applied",
+                    "state": rec.state if rec else "",
+                }
+            futs = await self._send_order_outputs(out)
+            await self.stores.commit(
+                store,
+                ChangelogEntry(list(out.updates.items()), API_INPUT, Position(self.epoch, now)),
+                outputs=futs,
+            )
+        metrics.EVENTS_APPLIED.inc()
+        rec = record_decoder.decode(out.updates[event.order_id.encode()])  # type: ignore[arg-type]
+        return 200, {
+            "applied": True,
+            "id": event.order_id,
+            "state": rec.state,
+            "version": rec.version,
+        }
+
+    async def fire_due_timers(self) -> None:
+        """Deadlines due now in every owned order partition (a range scan of the index)."""
+        now = _now_ms()
+        for part in range(self.partitions):
+            if not self._owned(UNIQUE, part):
+                continue
+            async with self.stores.using(order_state.STORE, part) as store:
+                rows = store.scan_range(DEADLINE_PREFIX, due_until(now), 500)
+                if not rows:
+                    continue
+                due = [decode_deadline(v) for _, v in rows]
+                metrics.observe_many(metrics.TIMER_LATENESS, [(now - d.at) / 1000 for d in due])
+                out = order_state.fire_deadlines(
+                    due, store.get_many([d.order_id.encode() for d in due]), now, self.flow
+                )
+                futs = await self._send_order_outputs(out)
+                await self.stores.commit(
+                    store,
+                    ChangelogEntry(
+                        list(out.updates.items()), TIMER_INPUT, Position(self.epoch, now)
+                    ),
+                    outputs=futs,
+                )
+
+    def reload_rules(self) -> None:
+        if self.rules_file.poll():
+            self.flow.rules = self.rules_file.rules
+            log.info("rules reloaded from %s: %d rules", self.rules_file.path, len(self.flow.rules))
+            metrics.RULE_RELOADS.labels("ok").inc()
+        elif self.rules_file.error is not None and self.rules_file.error is not self._rules_error:
+            self._rules_error = self.rules_file.error
+            log.error("rules file invalid, keeping the rules in force: %s", self.rules_file.error)
+            metrics.RULE_RELOADS.labels("invalid").inc()
+
+    async def order_history(self, order_id: str) -> tuple[int, Any]:
+        part = kafka_partition(order_id.encode(), self.partitions)
+        if not self._owned(UNIQUE, part):
+            return 421, {"reason": "not the owner of this order's partition"}
+        async with self.stores.using(order_state.STORE, part) as store:
+            if store.get(order_id.encode()) is None:
+                return 404, {"error": {"field": "order_id", "reason": "no recorded order"}}
+            rows = store.scan(audit_prefix(order_id), 100_000)
+        return 200, {"id": order_id, "history": order_state.history(rows)}
+
+    # -- reserve stage (partition = SKU) ---------------------------------------------------------
+
+    async def reserve_batch(self, messages: list[Any]) -> None:
+        t0 = time.perf_counter()
+        await self._stateful(RESERVE, reserve.STORE, _requests, messages, self._inventory)
+        metrics.ENVELOPE_SECONDS.labels(reserve.STAGE).observe(time.perf_counter() - t0)
+
+    async def stock_updates_batch(self, messages: list[Any]) -> None:
+        await self._stateful(STOCK_UPDATES, reserve.STORE, _adjustments, messages, self._inventory)
+
+    async def _inventory(self, store: Any, fresh: list[Any], replayed: list[Any]) -> StepResult:
+        requests = [x for x in fresh if isinstance(x, ReserveRequest)]
+        adjustments = [x for x in fresh if isinstance(x, StockAdjustment)]
+        dead = [x for x in fresh if isinstance(x, DeadLetter)]
+        step, _ = await self._apply_inventory(store, requests, adjustments)
+        step.outputs += await self._send_dead(dead)
+        return step
+
+    async def _apply_inventory(
+        self,
+        store: Any,
+        requests: list[ReserveRequest],
+        adjustments: list[StockAdjustment],
+        all_or_nothing: bool = False,
+    ) -> tuple[StepResult, InventoryOutcome]:
+        """Grant/refuse/release in the SKU partition; results out, stock changes out.
+
+        ``all_or_nothing`` (an operator's PUT): if any adjustment is refused, nothing is
+        applied or published and the caller answers 409 with the reasons.
+        """
+        if not requests and not adjustments:
+            return StepResult(), apply_batch([], [], {}, _now_ms())
+        keys = inventory_lookup_keys(requests, adjustments)
+        held = dict(zip(keys, store.get_many(keys), strict=True))
+        out = apply_batch(
+            requests,
+            adjustments,
+            held,
+            _now_ms(),
+            self.settings.untracked_skus,  # type: ignore[arg-type]
+        )
+        if all_or_nothing and any(a.outcome == "refused" for a in out.adjustment_results):
+            return StepResult(), out
+        futs = await self._send_grouped(
+            RESERVED,
+            out.results,
+            [r.order_id.encode() for r in out.results],
+            RESULT_CODEC,
+            b"result",
+        )
+        futs += await self._send_grouped(
+            STOCK_CHANGES,
+            out.stock_changes,
+            [partition_key(c.sku) for c in out.stock_changes],
+            STOCK_CHANGE_CODEC,
+            b"stock_change",
+        )
+        if out.alerts:
+            futs += await self._send_grouped(
+                STOCK_CHANGES,
+                out.alerts,
+                [partition_key(a.sku) for a in out.alerts],
+                STOCK_ALERT_CODEC,
+                b"stock_alert",
+            )
+        for outcome, n in Counter(r.outcome for r in out.results).items():
+            metrics.RESERVATIONS.labels(outcome).inc(n)
+        if out.alerts:
+            metrics.STOCK_ALERTS.inc(len(out.alerts))
+        if out.oversold:  # cannot happen: the invariant is checked per grant; shout if it does
+            metrics.OVERSOLD.inc(out.oversold)
+            log.error("OVERSOLD: %d (SKU, warehouse) levels broke the invariant", out.oversold)
+        return StepResult(out.updates, futs), out
+
+    async def expire_reservations(self) -> None:
+        """Release reservations whose TTL passed, in every owned SKU partition."""
+        now = _now_ms()
+        for part in range(self.partitions):
+            if not self._owned(RESERVE, part):
+                continue
+            async with self.stores.using(reserve.STORE, part) as store:
+                requests = expired(store.scan(TTL_PREFIX, 500), now)
+                if not requests:
+                    continue
+                step, _ = await self._apply_inventory(store, requests, [])
+                await self.stores.commit(
+                    store,
+                    ChangelogEntry(step.updates, TIMER_INPUT, Position(self.epoch, now)),
+                    outputs=step.outputs,
+                )
+
+    async def audit_stock(self) -> dict[str, Any]:
+        """Recompute each owned SKU level from its reservation ledger (core.inventory.audit)."""
+        problems: list[str] = []
+        partitions = []
+        for part in range(self.partitions):
+            if not self._owned(RESERVE, part):
+                continue
+            async with self.stores.using(reserve.STORE, part) as store:
+                problems += inventory_audit(
+                    store.scan(STOCK_PREFIX, 10**9), store.scan(RESERVATION_PREFIX, 10**9)
+                )
+            partitions.append(part)
+        return {"partitions": partitions, "problems": problems}
+
+    async def stock_command(
+        self, sku: str, adjustments: list[StockAdjustment]
+    ) -> tuple[int, dict[str, Any]]:
+        """An operator's stock change (or, with no adjustments, a read) at the SKU's owner."""
+        part = kafka_partition(partition_key(sku), self.partitions)
+        if not self._owned(RESERVE, part):
+            return 421, {"reason": "not the owner of this SKU's partition"}
+        async with self.stores.using(reserve.STORE, part) as store:
+            if adjustments:
+                step, out = await self._apply_inventory(store, [], adjustments, True)
+                refused = [a for a in out.adjustment_results if a.outcome == "refused"]
+                if refused:
+                    return 409, {
+                        "error": {"field": refused[0].field, "reason": refused[0].reason},
+                        "results": [msgspec.structs.asdict(a) for a in out.adjustment_results],
+                    }
+                now = _now_ms()
+                await self.stores.commit(
+                    store,
+                    ChangelogEntry(step.updates, API_INPUT, Position(self.epoch, now)),
+                    outputs=step.outputs,
+                )
+            raw = store.get(stock_key(sku))
+        levels = {} if raw is None else decode_stock(raw).levels
+        return 200, {
+            "sku": sku,
+            "warehouses": {
+                wh: {**msgspec.structs.asdict(lv), "available": lv.available, "low": lv.low}
+                for wh, lv in levels.items()
+            },
+        }
+
+    async def store_dead_letter_batch(self, messages: list[Any]) -> None:
+        results = await self._stateful(
+            DLQ, dead_letters.STORE, _letters, messages, self._store_dead
+        )
+        await self._send_settles([s for r in results for s in r.settles])
+
+    async def _store_dead(self, store: Any, fresh: list[Any], replayed: list[Any]) -> StepResult:
+        updates: dict[bytes, bytes | None] = {}
+        settles: list[Settle] = []
+        for offset, letters in replayed:
+            settles += dead_letters.store_letters(letters, offset)[1]
+        for offset, letters in fresh:
+            ups, sts = dead_letters.store_letters(letters, offset)
+            updates.update(ups)
+            settles += sts
+        return StepResult(list(updates.items()), settles=settles)
 
     # -- wiring ----------------------------------------------------------------------------------
 
     def _register(self) -> None:
         app = self.app
-        raw = app.topic(RAW, partitions=self.partitions)
-        canonical = app.topic(CANONICAL, partitions=self.partitions)
-        dlq = app.topic(DLQ, partitions=self.partitions)
+
+        def topic(name: str) -> Any:
+            return app.topic(name, partitions=self.partitions)
 
         def agent(topic: Any, name: str, handler: Any, max_events: int) -> None:
             # take_events acks a batch only when the loop asks for the next one, i.e. after
@@ -311,11 +831,23 @@ class Pipeline:
 
         # Raw messages may be single gateway orders, so take many; canonical and dlq messages
         # are envelopes of up to envelope_max_records each.
-        agent(raw, "normalise", self.normalise_batch, 2000)
-        agent(canonical, "order_state", self.record_batch, 16)
-        agent(dlq, "dead_letters", self.store_dead_letter_batch, 16)
+        agent(topic(RAW), "normalise", self.normalise_batch, 2000)
+        agent(topic(CANONICAL), "exact_dedup", self.exact_dedup_batch, 16)
+        agent(topic(RECIPIENT), "recipient_dedup", self.recipient_dedup_batch, 16)
+        agent(topic(UNIQUE), "order_state", self.record_batch, 16)
+        agent(topic(RESERVE), "reserve", self.reserve_batch, 16)
+        agent(topic(STOCK_UPDATES), "stock_updates", self.stock_updates_batch, 500)
+        agent(topic(RESERVED), "reservation_results", self.reservation_results_batch, 16)
+        agent(topic(EVENTS), "order_events", self.events_batch, 500)
+        agent(topic(DLQ), "dead_letters", self.store_dead_letter_batch, 16)
 
-        store_of = {CANONICAL: order_state.STORE, DLQ: dead_letters.STORE}
+        store_of = {
+            CANONICAL: dedup.EXACT_STORE,
+            RECIPIENT: dedup.RECIPIENT_STORE,
+            UNIQUE: order_state.STORE,
+            RESERVE: reserve.STORE,
+            DLQ: dead_letters.STORE,
+        }
 
         @app.on_partitions_revoked.connect
         async def on_revoked(sender: Any, revoked: Iterable[Any], **_: Any) -> None:
@@ -323,6 +855,18 @@ class Pipeline:
                 name = store_of.get(tp.topic)
                 if name is not None:
                     await self.stores.release(name, tp.partition)
+
+        @app.timer(interval=1.0)
+        async def reservation_ttls() -> None:
+            await self.expire_reservations()
+
+        @app.timer(interval=self.settings.sla_tick_s)
+        async def sla_timers() -> None:
+            await self.fire_due_timers()
+
+        @app.timer(interval=2.0)
+        async def rules_reload() -> None:
+            self.reload_rules()
 
         @app.timer(interval=2.0)
         async def watch_epoch() -> None:
@@ -337,6 +881,39 @@ class Pipeline:
             if found is None:
                 return aioweb.json_response({"found": False}, status=404)
             return aioweb.Response(body=found, content_type="application/json")
+
+        @app.page("/internal/review")
+        async def list_review(web: Any, request: Any) -> Any:
+            limit = int(request.query.get("limit", "100"))
+            body = msgspec.json.encode(await self.review_queue(limit))
+            return aioweb.Response(body=body, content_type="application/json")
+
+        pipeline = self
+
+        @app.page("/internal/orders/{order_id}/events")
+        class Events(View):  # a class: function pages only answer GET
+            async def post(self, request: Any, order_id: str) -> Any:
+                event = validate_event(await request.read())
+                if isinstance(event, EventError):
+                    return _json_response(400, {"error": msgspec.structs.asdict(event)})
+                return _json_response(*await pipeline.apply_event_now(event))
+
+        @app.page("/internal/orders/{order_id}/history")
+        async def order_history(web: Any, request: Any, order_id: str) -> Any:
+            return _json_response(*await self.order_history(order_id))
+
+        @app.page("/internal/stock/{sku}")
+        class Stock(View):
+            async def get(self, request: Any, sku: str) -> Any:
+                return _json_response(*await pipeline.stock_command(sku, []))
+
+            async def post(self, request: Any, sku: str) -> Any:
+                adjustments = msgspec.json.decode(await request.read(), type=list[StockAdjustment])
+                return _json_response(*await pipeline.stock_command(sku, adjustments))
+
+        @app.page("/internal/stock-audit")
+        async def stock_audit(web: Any, request: Any) -> Any:
+            return _json_response(200, await self.audit_stock())
 
         @app.page("/internal/dead-letters")
         async def list_dead_letters(web: Any, request: Any) -> Any:
@@ -363,21 +940,12 @@ class Pipeline:
     async def lookup_order(self, order_id: str) -> bytes | None:
         part = kafka_partition(order_id.encode(), self.partitions)
         key = order_id.encode()
-        if self._owned(CANONICAL, part):
+        if self._owned(UNIQUE, part):
             async with self.stores.using(order_state.STORE, part) as store:
                 raw = store.get(key)
             if raw is not None:
                 rec = record_decoder.decode(raw)
-                return msgspec.json.encode(
-                    {
-                        "id": order_id,
-                        "state": rec.state,
-                        "version": rec.version,
-                        "recorded_at": rec.recorded_at,
-                        "changed_at": rec.changed_at,
-                        "order": rec.order,
-                    }
-                )
+                return msgspec.json.encode({"id": order_id, **msgspec.structs.asdict(rec)})
         if self._owned(DLQ, part):
             async with self.stores.using(dead_letters.STORE, part) as store:
                 raw = store.get(dead_letters.BY_ID + key)
@@ -392,6 +960,16 @@ class Pipeline:
                 )
         return None
 
+    async def review_queue(self, limit: int) -> list[ReviewItem]:
+        out: list[ReviewItem] = []
+        for part in range(self.partitions):
+            if self._owned(UNIQUE, part):
+                async with self.stores.using(order_state.STORE, part) as store:
+                    rows = store.scan(order_state.REVIEW_PREFIX, limit)
+                out += [order_state.review_decoder.decode(v) for _, v in rows]
+        out.sort(key=lambda r: r.held_at)
+        return out[:limit]
+
     async def recent_dead_letters(self, limit: int) -> list[dict[str, Any]]:
         out: list[tuple[bytes, dict[str, Any]]] = []
         for part in range(self.partitions):
@@ -402,6 +980,12 @@ class Pipeline:
             out += [(k, _letter_json(dead_letters.letter_decoder.decode(v))) for k, v in rows]
         out.sort(key=lambda kv: kv[0], reverse=True)
         return [v for _, v in out[:limit]]
+
+
+def _json_response(status: int, payload: Any) -> aioweb.Response:
+    return aioweb.Response(
+        status=status, body=msgspec.json.encode(payload), content_type="application/json"
+    )
 
 
 def _letter_json(letter: DeadLetter) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import shutil
 import signal
 import sys
 import time
+from typing import Any
 
 from streams.settings import SettingsError, load_settings
 
@@ -35,6 +36,43 @@ def _configure_logging(level: str) -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
+def _audit_stock(url: str) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/v1/stock-audit", timeout=60) as resp:
+            doc = json.loads(resp.read())
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"orderstream: audit failed: {exc}", file=sys.stderr)
+        return 2
+    for line in doc["problems"]:
+        print(line)
+    verdict = "consistent" if doc["ok"] else f"{len(doc['problems'])} problem(s)"
+    print(f"stock audit over partitions {doc['partitions']}: {verdict}")
+    return 0 if doc["ok"] else 1
+
+
+def _check_policies(settings: Any) -> str:
+    """Load the SLA policy, rules and routing table once: a bad file stops start-up, named."""
+    from core.config_check import ConfigInvalid
+    from core.routing import RoutingConfigError, WarehouseRouting
+    from core.rules import RuleSet
+    from core.sla import SlaPolicy
+
+    try:
+        SlaPolicy.from_toml(settings.sla_path)
+        RuleSet.from_toml(settings.rules_path)
+        if settings.warehouses:
+            WarehouseRouting.from_toml(settings.warehouses)
+        else:
+            WarehouseRouting.default()
+    except (ConfigInvalid, RoutingConfigError, OSError) as exc:
+        return str(exc)
+    return ""
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="orderstream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -44,7 +82,16 @@ def main(argv: list[str] | None = None) -> None:
     w.add_argument("--web-port", type=int, required=True)
     b = sub.add_parser("broker", help="run the embedded broker alone, long-lived")
     b.add_argument("--port", type=int, default=19092)
+    a = sub.add_parser(
+        "audit-stock",
+        help="recompute stock from the reservation ledger of a running service; exit 1 on any"
+        " discrepancy",
+    )
+    a.add_argument("--url", default="http://127.0.0.1:8080", help="the service's HTTP API")
     args = parser.parse_args(argv)
+
+    if args.command == "audit-stock":
+        sys.exit(_audit_stock(args.url))
 
     if args.command == "broker":
         _configure_logging("info")
@@ -82,6 +129,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"orderstream: {exc}", file=sys.stderr)
         sys.exit(2)
     _configure_logging(settings.log_level)  # TOML < environment < flag, like every setting
+    problem = _check_policies(settings)
+    if problem:
+        print(f"orderstream: {problem}", file=sys.stderr)
+        sys.exit(2)
 
     if args.command == "serve":
         # prometheus-client picks its value store when first imported: the multiprocess

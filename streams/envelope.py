@@ -12,7 +12,10 @@ from typing import Generic, TypeVar
 
 import msgspec
 
+from core.dedup import DedupVerdict
+from core.inventory import ReservationResult, ReserveRequest, StockAlert, StockChange
 from core.model import CanonicalOrder
+from core.order_flow import Alert
 from ext import kafka_partitions
 
 ENVELOPE_VERSION = 1
@@ -33,12 +36,27 @@ class RawRecord(msgspec.Struct, array_like=True):
     payload: bytes
     received_at: int  # epoch ms when orderstream accepted it
     origin: Origin | None = None  # None for records a gateway produced straight to orders.raw
+    ref: str = ""  # for gateway records: their position on orders.raw (see copy_ref)
 
 
 class CanonicalRecord(msgspec.Struct, array_like=True):
     order: CanonicalOrder
     received_at: int
     origin: Origin | None = None
+    verdict: DedupVerdict | None = None  # set by the dedup stages; None = not yet checked
+    ref: str = ""
+    address_orders_24h: int = 0  # orders to this recipient in the last 24 h (recipient stage)
+
+
+def copy_ref(rec: RawRecord | CanonicalRecord) -> str:
+    """Which accepted copy this is: a replay of the same copy must not count as a duplicate.
+
+    Journal entries are named by journal and sequence number; gateway records by the broker
+    epoch, partition, offset and line of the orders.raw message they came in.
+    """
+    if rec.origin is not None:
+        return f"{rec.origin.journal}:{rec.origin.seq}"
+    return rec.ref
 
 
 class DeadLetter(msgspec.Struct, kw_only=True):
@@ -59,12 +77,31 @@ class OrderChange(msgspec.Struct, kw_only=True):
 
     order_id: str
     channel: str
-    kind: str  # "created" | "updated"
+    kind: str  # "created" | "updated" | "duplicate_received"
     version: int  # the order's version after this change: consumers dedupe on (order_id, version)
     state: str
     payment_status: str
+    duplicate_of: str = ""  # a duplicate or suspected order: the original's global id
+    duplicate_rule: str = ""  # exact_channel | exact_cross_channel | near_duplicate
+    reservation: str = ""  # the stock reservation's status: pending, reserved, out_of_stock, ...
+    priority: str = "normal"
     received_at: int  # when the newest version was accepted: end-to-end latency starts here
     recorded_at: int
+
+
+class ReviewItem(msgspec.Struct, kw_only=True):
+    """An order held for an operator (``orders.review``, ``GET /v1/review``): a suspected
+    near-duplicate (``suspected_of`` names the original) or a rule's hold (e.g. a big order)."""
+
+    order_id: str
+    suspected_of: str
+    reason: str  # near_duplicate, or the hold's reason
+    channel: str
+    channel_order_no: str
+    total: int
+    currency: str
+    created_at: int
+    held_at: int
 
 
 class Settle(msgspec.Struct, array_like=True):
@@ -109,6 +146,13 @@ CANONICAL_CODEC = EnvelopeCodec(CanonicalRecord)
 DLQ_CODEC = EnvelopeCodec(DeadLetter)
 CHANGES_CODEC = EnvelopeCodec(OrderChange)
 SETTLE_CODEC = EnvelopeCodec(Settle)
+
+REVIEW_CODEC = EnvelopeCodec(ReviewItem)
+RESERVE_CODEC = EnvelopeCodec(ReserveRequest)
+RESULT_CODEC = EnvelopeCodec(ReservationResult)
+STOCK_CHANGE_CODEC = EnvelopeCodec(StockChange)
+STOCK_ALERT_CODEC = EnvelopeCodec(StockAlert)
+ALERT_CODEC = EnvelopeCodec(Alert)
 
 
 def group_by_partition(

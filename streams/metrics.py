@@ -35,6 +35,61 @@ DEAD_LETTERS = Counter(
 RECORDED = Counter(
     "orderstream_orders_recorded_total", "Order changes recorded by the order stage", ["kind"]
 )
+DUPLICATES = Counter(
+    "orderstream_duplicates_total",
+    "Duplicate copies recorded (exact_channel, exact_cross_channel) and suspected near-duplicates"
+    " held for review (near_duplicate)",
+    ["rule", "channel"],
+)
+WINDOW_PRUNED = Counter(
+    "orderstream_dedup_window_pruned_total", "Near-duplicate window entries pruned as they aged"
+)
+REVIEWED = Counter(
+    "orderstream_review_decisions_total",
+    "Suspected duplicates decided by an operator",
+    ["decision"],
+)
+RESERVATIONS = Counter(
+    "orderstream_reservations_total",
+    "Reservation requests answered by the SKU partitions, by outcome",
+    ["outcome"],
+)
+ORDER_RESERVATIONS = Counter(
+    "orderstream_order_reservations_total",
+    "Orders whose reservation reached a status (reserved, out_of_stock, released, deducted)",
+    ["status"],
+)
+OVERSOLD = Counter(
+    "orderstream_oversold_total", "Stock levels found with reserved > on_hand - safety: must be 0"
+)
+STOCK_ALERTS = Counter(
+    "orderstream_stock_alerts_total", "Times a SKU's available stock fell to its alert threshold"
+)
+ALERTS = Counter("orderstream_alerts_total", "Alerts published on orders.alerts", ["kind"])
+SLA_BREACHES = Counter(
+    "orderstream_sla_breaches_total",
+    "SLA breaches (level 0) and escalations (level n) by timer and state",
+    ["timer", "state", "level"],
+)
+TRANSITIONS = Counter(
+    "orderstream_state_transitions_total", "Orders moved into a state by an event", ["state"]
+)
+EVENTS_APPLIED = Counter("orderstream_events_applied_total", "Order events applied")
+EVENTS_REFUSED = Counter(
+    "orderstream_events_refused_total",
+    "Order events not applied: refused (409 / dead letter) or stale (already past)",
+    ["reason"],
+)
+TIMER_LATENESS = Histogram(
+    "orderstream_sla_timer_lateness_seconds",
+    "How late an SLA deadline fired after it was due",
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
+)
+RULE_RELOADS = Counter(
+    "orderstream_rules_reloads_total",
+    "Rules file reloads, ok or invalid (kept the old)",
+    ["result"],
+)
 FORWARDED = Counter("orderstream_journal_forwarded_total", "Journal entries sent to the broker")
 JOURNAL_DEPTH = Gauge(
     "orderstream_journal_depth",

@@ -13,6 +13,8 @@ from typing import Any
 
 import msgspec
 
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Broker: "" runs the embedded Tansu broker on loopback; "kafka://host:9092" uses a cluster.
@@ -44,6 +46,21 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     session_timeout_s: float = 8.0
     heartbeat_interval_s: float = 2.0
     log_level: str = "info"
+    # Near-duplicates: same recipient, amount and SKU multiset placed within this many seconds
+    # (order created_at) are held for review rather than fulfilled twice.
+    near_duplicate_window_s: float = 180.0
+    # Warehouse routing table (TOML, see config/warehouses.toml); "" = the shipped example.
+    warehouses: str = ""
+    # A reservation not released or shipped within this many seconds is released; 0 = never.
+    reservation_ttl_s: float = 0.0
+    # A SKU with no stock record in any warehouse: "allow" = not stock-managed here (granted,
+    # never counted), "refuse" = every SKU must be stocked (such orders go out of stock).
+    untracked_skus: str = "allow"
+    # SLA timers and merchant rules (TOML); "" = the shipped config/sla.toml, config/rules.toml.
+    # The rules file is re-read when it changes; an invalid edit keeps the rules in force.
+    sla_policy: str = ""
+    rules: str = ""
+    sla_tick_s: float = 1.0  # how often a worker scans its deadline index for due timers
 
     def __post_init__(self) -> None:
         checks = [
@@ -52,6 +69,11 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             (0 < self.http_port < 65536, "http_port", "must be a TCP port"),
             (0 < self.broker_port < 65536, "broker_port", "must be a TCP port"),
             (self.journal_max_entries >= 1, "journal_max_entries", "must be >= 1"),
+            (
+                0 < self.near_duplicate_window_s <= 86400,
+                "near_duplicate_window_s",
+                "must be > 0 and at most a day (86400)",
+            ),
             (1 <= self.envelope_max_records <= 2000, "envelope_max_records", "must be 1..2000"),
             (
                 self.compression in ("gzip", "none", "lz4", "zstd", "snappy"),
@@ -74,6 +96,28 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 f"no such file: {self.sku_aliases} (relative paths are from the working directory)",
             ),
             (
+                self.warehouses == "" or Path(self.warehouses).is_file(),
+                "warehouses",
+                f"no such file: {self.warehouses} (relative paths are from the working directory)",
+            ),
+            (self.reservation_ttl_s >= 0, "reservation_ttl_s", "must be >= 0 (0 = no TTL)"),
+            (
+                self.untracked_skus in ("allow", "refuse"),
+                "untracked_skus",
+                "must be allow or refuse",
+            ),
+            (0.05 <= self.sla_tick_s <= 60, "sla_tick_s", "must be 0.05..60 seconds"),
+            (
+                self.sla_policy == "" or Path(self.sla_policy).is_file(),
+                "sla_policy",
+                f"no such file: {self.sla_policy}",
+            ),
+            (
+                self.rules == "" or Path(self.rules).is_file(),
+                "rules",
+                f"no such file: {self.rules}",
+            ),
+            (
                 self.heartbeat_interval_s * 3 <= self.session_timeout_s,
                 "heartbeat_interval_s",
                 "must be at most a third of session_timeout_s",
@@ -94,6 +138,14 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     @property
     def bootstrap_servers(self) -> str:
         return self.broker_url.removeprefix("kafka://")
+
+    @property
+    def sla_path(self) -> Path:
+        return Path(self.sla_policy) if self.sla_policy else CONFIG_DIR / "sla.toml"
+
+    @property
+    def rules_path(self) -> Path:
+        return Path(self.rules) if self.rules else CONFIG_DIR / "rules.toml"
 
     @property
     def data_path(self) -> Path:

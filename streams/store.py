@@ -118,6 +118,19 @@ class PartitionStore:
             it.next()
         return out
 
+    def scan_range(self, start: bytes, end: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        """Keys in [start, end), ascending: e.g. the deadlines due by now."""
+        out = []
+        it = self.db.iter()
+        it.seek(start)
+        while it.valid() and len(out) < limit:
+            key = it.key()
+            if key >= end:
+                break
+            out.append((key, it.value()))
+            it.next()
+        return out
+
     def scan_last(self, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
         """The ``limit`` greatest keys under ``prefix``, newest first."""
         out = []

@@ -12,6 +12,15 @@ import msgspec
 # global id); normalise is stateless, so where a raw record lands does not matter
 RAW = "orders.raw"
 CANONICAL = "orders.canonical"  # normalised orders; partition = kafka_partition(global id)
+RECIPIENT = "orders.recipient"  # orders past exact dedup; partition = recipient key (phone/address)
+UNIQUE = "orders.unique"  # orders with their dedup verdict; partition = global id
+REVIEW = "orders.review"  # suspected near-duplicates held for an operator; key = global id
+RESERVE = "reservations.requests"  # one request per order line; partition = SKU
+RESERVED = "reservations.results"  # the SKU partitions' answers; partition = global id
+STOCK_UPDATES = "stock.updates"  # a WMS's stock adjustments (JSON / NDJSON); key = SKU
+STOCK_CHANGES = "stock.changes"  # every touched (SKU, warehouse) level, and low-stock alerts
+EVENTS = "orders.events"  # order events (payment, warehouse, carrier, ...): JSON; key = order id
+ALERTS = "orders.alerts"  # SLA breaches/escalations, rule notifications, carrier exceptions
 DLQ = "orders.dlq"  # dead letters with stage, field, reason and the original bytes
 CHANGES = "orders.changes"  # every recorded change of an order, for sync and benchmarks
 SETTLED = "ingest.settled"  # journal seqs that reached a terminal stage; the journal trims them
@@ -25,14 +34,28 @@ class TopicSpec(msgspec.Struct, frozen=True):
 
 
 def hot_topics() -> tuple[str, ...]:
-    return (RAW, CANONICAL, DLQ, CHANGES)
+    return (
+        RAW,
+        CANONICAL,
+        RECIPIENT,
+        UNIQUE,
+        REVIEW,
+        RESERVE,
+        RESERVED,
+        STOCK_UPDATES,
+        STOCK_CHANGES,
+        EVENTS,
+        ALERTS,
+        DLQ,
+        CHANGES,
+    )
 
 
 def changelog_topic(store: str) -> str:
     return f"orderstream.store.{store}.changelog"
 
 
-STORES = ("orders", "dead_letters")
+STORES = ("seen", "recipients", "orders", "stock", "dead_letters")
 
 
 def all_topics(partitions: int, app_id: str) -> list[TopicSpec]:

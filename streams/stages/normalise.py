@@ -24,9 +24,12 @@ STAGE = "normalise"
 
 
 def gateway_records(
-    key: bytes | None, value: bytes, headers: dict[str, bytes], timestamp_ms: int
+    key: bytes | None, value: bytes, headers: dict[str, bytes], timestamp_ms: int, where: str = ""
 ) -> tuple[list[RawRecord], DeadLetter | None]:
-    """A gateway's message: one order or NDJSON lines; the channel from header or key."""
+    """A gateway's message: one order or NDJSON lines; the channel from header or key.
+
+    ``where`` names the message (epoch, partition, offset) so each line gets a copy ref.
+    """
     channel = (headers.get("channel") or headers.get("x-channel") or b"").decode("utf-8", "replace")
     if not channel and key and b":" in key:
         channel = key.split(b":", 1)[0].decode("utf-8", "replace")
@@ -41,11 +44,14 @@ def gateway_records(
         )
     content_type = (headers.get("content-type") or b"").decode("ascii", "replace").lower()
     lines, _ = split_orders(value, content_type)
-    return [RawRecord(channel, line, timestamp_ms) for _, line in lines], None
+    return [
+        RawRecord(channel, line, timestamp_ms, None, f"{where}:{n}" if where else "")
+        for n, line in lines
+    ], None
 
 
 def decode_raw_message(
-    key: bytes | None, value: bytes, headers: dict[str, bytes], timestamp_ms: int
+    key: bytes | None, value: bytes, headers: dict[str, bytes], timestamp_ms: int, where: str = ""
 ) -> tuple[list[RawRecord], list[DeadLetter]]:
     if headers.get(ENVELOPE_HEADER) == b"raw":
         try:
@@ -61,7 +67,7 @@ def decode_raw_message(
                     received_at=timestamp_ms,
                 )
             ]
-    records, dead = gateway_records(key, value, headers, timestamp_ms)
+    records, dead = gateway_records(key, value, headers, timestamp_ms, where)
     return records, [dead] if dead else []
 
 
@@ -77,7 +83,7 @@ def normalise_records(
             reason = f"internal error: {type(exc).__name__}: {exc}"
             result = Rejection(channel=rec.channel, field="$", reason=reason)
         if isinstance(result, CanonicalOrder):
-            good.append(CanonicalRecord(result, rec.received_at, rec.origin))
+            good.append(CanonicalRecord(result, rec.received_at, rec.origin, None, rec.ref))
         else:
             dead.append(
                 DeadLetter(

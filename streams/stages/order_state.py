@@ -1,59 +1,290 @@
 """Order stage: the single writer of order state, keyed (and partitioned) by global order id.
 
-Per envelope: look up held records in one multi-get, apply ``core.order_state.record_order``,
-send the changes, commit the state (one changelog message + one WriteBatch), then settle the
-journal entries. Settling last means an order is trimmed from the journal only once it is
-recorded; a crash anywhere before that is repaired by redelivery or replay.
+Inputs, each through ``core.order_flow``: orders with their dedup verdict (``orders.unique``),
+events (``orders.events``, HTTP, SLA timers) and reservation results. Per envelope: look up the
+held records in one multi-get, fold every input into them, send the changes, alerts, reviews
+and reservation requests, commit the state (records, audit entries, deadline index: one
+changelog message + one WriteBatch), then settle the journal entries. Settling last means an
+order is trimmed from the journal only once it is recorded; a crash anywhere before that is
+repaired by redelivery or replay.
 """
 
 from __future__ import annotations
 
+import msgspec
+
+from core.audit import AuditEntry, audit_encoder, audit_key
+from core.inventory import ReservationResult, ReserveRequest
+from core.order_flow import (
+    Alert,
+    Flow,
+    FlowContext,
+    on_channel_update,
+    on_created,
+    on_deadline,
+    on_event,
+)
 from core.order_state import OrderRecord, record_decoder, record_encoder, record_order
-from streams.envelope import CanonicalRecord, OrderChange, Settle, settles_for
+from core.saga import apply_result
+from core.sla import Breach, Deadline, deadline_key, encode_deadline
+from core.state_machine import OrderEvent, Refusal
+from streams.envelope import (
+    CanonicalRecord,
+    OrderChange,
+    ReviewItem,
+    Settle,
+    copy_ref,
+    settles_for,
+)
 
 STAGE = "order_state"
 STORE = "orders"
+REVIEW_PREFIX = b"rv:"  # orders held as suspected duplicates, until an operator decides
+
+review_encoder = msgspec.msgpack.Encoder()
+review_decoder = msgspec.msgpack.Decoder(ReviewItem)
+
+
+def review_key(order_id: str) -> bytes:
+    return REVIEW_PREFIX + order_id.encode()
+
+
+def review_item(rec: OrderRecord) -> ReviewItem:
+    o = rec.order
+    return ReviewItem(
+        order_id=o.id,
+        suspected_of=rec.duplicate_of if rec.hold_reason == rec.duplicate_rule else "",
+        reason=rec.hold_reason,
+        channel=o.channel,
+        channel_order_no=o.channel_order_no,
+        total=o.total,
+        currency=o.currency,
+        created_at=o.created_at,
+        held_at=rec.changed_at,
+    )
 
 
 class EnvelopeOutcome:
-    """What one envelope produced: state updates, change events, journal settles."""
+    """What one envelope produced: state updates and everything that goes out."""
 
-    __slots__ = ("changes", "settles", "updates")
+    __slots__ = (
+        "alerts",
+        "breaches",
+        "changes",
+        "refusals",
+        "requests",
+        "reviews",
+        "settles",
+        "updates",
+    )
 
     def __init__(self) -> None:
-        self.updates: dict[bytes, bytes] = {}
+        self.updates: dict[bytes, bytes | None] = {}
         self.changes: list[OrderChange] = []
+        self.reviews: list[ReviewItem] = []
+        self.requests: list[ReserveRequest] = []
+        self.alerts: list[Alert] = []
+        self.breaches: list[Breach] = []
+        self.refusals: list[tuple[OrderEvent, Refusal | str]] = []
         self.settles: list[Settle] = []
+
+    def put_record(self, rec: OrderRecord) -> None:
+        self.updates[rec.order.id.encode()] = record_encoder.encode(rec)
+
+    def take(self, flow: Flow) -> None:
+        """A flow's consequences: its record, audit entries, deadline index, requests, alerts."""
+        self.put_record(flow.record)
+        for entry in flow.audit:
+            self.updates[audit_key(entry.order_id, entry.seq)] = audit_encoder.encode(entry)
+        for key in flow.deadline_deletes:
+            self.updates[key] = None
+        for d in flow.deadline_puts:
+            self.updates[deadline_key(d)] = encode_deadline(d)
+        self.requests += flow.requests
+        self.alerts += flow.alerts
+
+
+def change_of(rec: OrderRecord, kind: str, received_at: int, now: int) -> OrderChange:
+    return OrderChange(
+        order_id=rec.order.id,
+        channel=rec.order.channel,
+        kind=kind,
+        version=rec.version,
+        state=rec.state,
+        payment_status=rec.order.payment_status,
+        received_at=received_at,
+        recorded_at=now,
+        duplicate_of=rec.duplicate_of,
+        duplicate_rule="exact_channel" if kind == "duplicate_received" else rec.duplicate_rule,
+        reservation=rec.reservation.status if rec.reservation is not None else "",
+        priority=rec.priority,
+    )
+
+
+class _Held:
+    """Decoded records of one envelope, decoded once however many inputs touch an order."""
+
+    __slots__ = ("current",)
+
+    def __init__(self) -> None:
+        self.current: dict[str, OrderRecord | None] = {}
+
+    def get(self, oid: str, raw: bytes | None) -> OrderRecord | None:
+        if oid not in self.current:
+            self.current[oid] = None if raw is None else record_decoder.decode(raw)
+        return self.current[oid]
 
 
 def record_envelope(
-    records: list[CanonicalRecord], held_raw: list[bytes | None], now: int
+    records: list[CanonicalRecord],
+    held_raw: list[bytes | None],
+    now: int,
+    ctx: FlowContext | None = None,
 ) -> EnvelopeOutcome:
+    """Orders with their verdicts. Without ``ctx`` (a bench of the recording alone) no flow."""
     out = EnvelopeOutcome()
-    current: dict[str, OrderRecord | None] = {}
+    held = _Held()
     for rec, raw in zip(records, held_raw, strict=True):
         oid = rec.order.id
-        if oid not in current:
-            current[oid] = None if raw is None else record_decoder.decode(raw)
-        result = record_order(current[oid], rec.order, rec.received_at, now)
-        if result is not None:
-            new, kind = result
-            current[oid] = new
-            out.updates[oid.encode()] = record_encoder.encode(new)
-            out.changes.append(
-                OrderChange(
-                    order_id=oid,
-                    channel=new.order.channel,
-                    kind=kind,
-                    version=new.version,
-                    state=new.state,
-                    payment_status=new.order.payment_status,
-                    received_at=rec.received_at,
-                    recorded_at=now,
-                )
-            )
+        old = held.get(oid, raw)
+        v = rec.verdict
+        result = record_order(
+            old,
+            rec.order,
+            rec.received_at,
+            now,
+            ref=copy_ref(rec),
+            verdict_kind=v.kind if v is not None else "new",
+            original_id=v.original_id if v is not None else "",
+            rule=v.rule if v is not None else "",
+        )
+        if result is None:
+            continue
+        new, kind = result
+        if ctx is not None and kind == "created":
+            flow = on_created(new, ctx, now, address_orders_24h=rec.address_orders_24h)
+            new = flow.record
+            out.take(flow)
+        elif ctx is not None and kind == "updated" and old is not None:
+            flow = on_channel_update(old, new, ctx, now)
+            new = flow.record
+            out.take(flow)
+        else:
+            out.put_record(new)
+        held.current[oid] = new
+        out.changes.append(change_of(new, kind, rec.received_at, now))
+        _review_index(out, old.state if old is not None else "", new)
     out.settles = settles_of(records)
     return out
+
+
+def apply_events(
+    events: list[OrderEvent], held_raw: list[bytes | None], now: int, ctx: FlowContext
+) -> EnvelopeOutcome:
+    """Events in order; a refused one is reported (HTTP 409 / dead letter), never applied."""
+    out = EnvelopeOutcome()
+    held = _Held()
+    for event, raw in zip(events, held_raw, strict=True):
+        rec = held.get(event.order_id, raw)
+        if rec is None:
+            out.refusals.append((event, "no recorded order with this id"))
+            continue
+        flow = on_event(rec, event, ctx, now)
+        if flow is None:
+            continue  # an event id already applied: a redelivery
+        if isinstance(flow, Refusal):
+            out.refusals.append((event, flow))
+            continue
+        _moved(out, held, rec, flow, now)
+    return out
+
+
+def fire_deadlines(
+    due: list[Deadline], held_raw: list[bytes | None], now: int, ctx: FlowContext
+) -> EnvelopeOutcome:
+    out = EnvelopeOutcome()
+    held = _Held()
+    for d, raw in zip(due, held_raw, strict=True):
+        rec = held.get(d.order_id, raw)
+        if rec is None:
+            out.updates[deadline_key(d)] = None  # its order is gone: drop the timer
+            continue
+        flow, breach = on_deadline(rec, d, ctx, now)
+        if breach is not None:
+            out.breaches.append(breach)
+        _moved(out, held, rec, flow, now)
+    return out
+
+
+def _moved(out: EnvelopeOutcome, held: _Held, old: OrderRecord, flow: Flow, now: int) -> None:
+    new = flow.record
+    changed = new.state != old.state or new.reservation != old.reservation
+    if changed or new.priority != old.priority or new.labels != old.labels:
+        new.version += 1
+        new.changed_at = now
+        out.changes.append(change_of(new, "event", new.received_at, now))
+    _review_index(out, old.state, new)
+    held.current[new.order.id] = new
+    out.take(flow)
+
+
+def _review_index(out: EnvelopeOutcome, old_state: str, new: OrderRecord) -> None:
+    """Every held order is on the review queue (suspected duplicates, rule holds) until it
+    leaves ``held``; entering it publishes the item on ``orders.review``."""
+    if new.state == "held" and old_state != "held":
+        item = review_item(new)
+        out.reviews.append(item)
+        out.updates[review_key(new.order.id)] = review_encoder.encode(item)
+    elif old_state == "held" and new.state != "held":
+        out.updates[review_key(new.order.id)] = None
+
+
+def apply_reservation_results(
+    results: list[ReservationResult], held_raw: list[bytes | None], now: int, ctx: FlowContext
+) -> EnvelopeOutcome:
+    """Fold the SKU partitions' answers into each order's saga.
+
+    A refused line moves a live order to ``out_of_stock`` through the state machine
+    (``stock_refused``: audited, alerted) and the saga releases the lines already granted, so
+    the order is never half-reserved. A change is published when the saga's status moves.
+    """
+    out = EnvelopeOutcome()
+    held = _Held()
+    for res, raw in zip(results, held_raw, strict=True):
+        rec = held.get(res.order_id, raw)
+        if rec is None or rec.reservation is None:
+            continue  # cannot happen in order; a result for an unknown order changes nothing
+        saga, releases = apply_result(rec.reservation, res)
+        out.requests += releases
+        if saga == rec.reservation:
+            continue
+        moved = saga.status != rec.reservation.status
+        rec2 = msgspec.structs.replace(rec, reservation=saga)
+        if moved and saga.status == "out_of_stock":
+            event = OrderEvent(
+                order_id=rec.order.id,
+                event="stock_refused",
+                actor="system",
+                source="inventory",
+                reason="out of stock: " + ", ".join(saga.refused),
+                at=now,
+                event_id=f"stock_refused:{saga.attempt}",
+            )
+            flow = on_event(rec2, event, ctx, now)
+            if isinstance(flow, Flow):
+                _moved(out, held, rec, flow, now)
+                continue
+        if moved:
+            rec2.version += 1
+            rec2.changed_at = now
+            out.changes.append(change_of(rec2, "reservation", rec2.received_at, now))
+        held.current[rec.order.id] = rec2
+        out.put_record(rec2)
+    return out
+
+
+def history(rows: list[tuple[bytes, bytes]]) -> list[AuditEntry]:
+    return [msgspec.msgpack.decode(v, type=AuditEntry) for _, v in rows]
 
 
 def settles_of(records: list[CanonicalRecord]) -> list[Settle]:

@@ -1,0 +1,414 @@
+"""De-duplication: is this order new, a later copy of one we have, or suspiciously like one?
+
+Two stages, each pure over a batch (an envelope of up to ~500 orders) plus what its
+partition-local store held for that batch; the stage does one multi-get before and one
+WriteBatch of the returned ``updates`` after (value ``None`` = delete). Nothing here does I/O.
+
+Stage 1, exact (partition = global id = channel + channel order no), rule 1:
+    the seen-id store maps a global id to the newest ``updated_at`` seen and the recipient key
+    its first copy was routed by. A later copy with a newer ``updated_at`` is an ``update``; an
+    equal or older one is a ``repeat`` (recorded, changes nothing). This memory lasts as long as
+    orders do: there is no window on exact ids.
+
+Stage 2, recipient (partition = :func:`recipient_key`), only for orders stage 1 found new:
+    rule 2 (``duplicate``): same channel order no and same E.164 phone as an order of another
+    channel; the order-no+phone index that answers it is exact-id memory too, kept as long as
+    orders are (one small key per order with a phone).
+    rule 3 (``suspected``): same recipient, amount (total + currency) and SKU multiset as a
+    different order created within ``window_ms`` of it; held for review, never dropped.
+    Rule 2 wins where both hold (a relayed copy matches the near-duplicate predicate too).
+
+Stage 2 state is bounded: near-duplicate window entries age out by *event time*. The
+partition's watermark (max ``created_at`` seen) is stored with the state, every recipient
+window has one expiry-index key (``EXPIRY_PREFIX`` + big-endian ms + recipient key) at the
+time its newest entry expires, and the stage passes the oldest index rows in, so pruning is a
+short range scan, never a full one. A recipient who never returns is pruned all the same.
+
+Redelivery (a worker crashed between sending its outputs and committing its store, or stage 1
+re-sent a batch): each window entry stores its order's id and verdict, so an id seen again gets
+the verdict it got the first time, never "duplicate of itself"; a batch replayed onto the
+uncommitted store is recomputed from the same state and input, so it gets the same verdicts.
+
+Late orders: an entry is remembered until the watermark has moved ``window_ms + grace_ms``
+past the watermark at the entry's arrival (``LATE_GRACE_MS``, 10 min by default, also covers
+stage 1 re-sending after a crash). An order created up to ``grace_ms`` behind the watermark is
+therefore checked against everything it could match; an older one is checked against what is
+still remembered: it may miss a near-duplicate whose first copy has been pruned, but it can
+never be flagged falsely, and it is itself remembered for a full window after its arrival, so
+a burst of late copies (a channel catching up after an outage) is still caught among itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import msgspec
+
+from core.model import CanonicalOrder
+from ext import near_duplicate_matches, recipient_fingerprint, sku_multiset_fingerprint
+
+__all__ = [
+    "DEFAULT_WINDOW_MS",
+    "EXPIRY_PREFIX",
+    "LATE_GRACE_MS",
+    "NEW",
+    "RULE_EXACT_CHANNEL",
+    "RULE_EXACT_CROSS_CHANNEL",
+    "RULE_NEAR_DUPLICATE",
+    "WATERMARK_KEY",
+    "WINDOW_PREFIX",
+    "DedupVerdict",
+    "ExactOutcome",
+    "RecipientOutcome",
+    "cross_channel_duplicate",
+    "exact_dedup",
+    "exact_store_key",
+    "expiry_scan_stop",
+    "recipient_dedup",
+    "recipient_key",
+    "recipient_lookup_keys",
+]
+
+VerdictKind = Literal["new", "update", "repeat", "duplicate", "suspected"]
+
+RULE_EXACT_CHANNEL = "exact_channel"  # same (channel, order no): update or repeat
+RULE_EXACT_CROSS_CHANNEL = "exact_cross_channel"  # same order no + phone, other channel
+RULE_NEAR_DUPLICATE = "near_duplicate"  # same recipient, amount and SKUs within the window
+
+DEFAULT_WINDOW_MS = 180_000  # issue 5: a double submit lands within 3 minutes
+LATE_GRACE_MS = 600_000  # how late (behind the watermark) an order is still fully checked
+MAX_FUTURE_SKEW_MS = 3_600_000  # created_at beyond now + this does not move the watermark
+
+
+class DedupVerdict(msgspec.Struct, frozen=True, array_like=True):
+    """What dedup decided about one order; travels with it to the order stage.
+
+    ``rule`` is "" for ``new``, ``exact_channel`` for ``update``/``repeat`` (``original_id`` is
+    then the order's own global id), ``exact_cross_channel`` for ``duplicate`` and
+    ``near_duplicate`` for ``suspected`` (``original_id`` = the first order's global id).
+    """
+
+    kind: VerdictKind
+    rule: str = ""
+    original_id: str = ""
+
+
+NEW = DedupVerdict("new")
+
+
+def cross_channel_duplicate(original_id: str) -> DedupVerdict:
+    return DedupVerdict("duplicate", RULE_EXACT_CROSS_CHANNEL, original_id)
+
+
+# ------------------------------------------------------------------------------ recipient key
+
+
+def recipient_key(order: CanonicalOrder) -> bytes:
+    """Partition key of the recipient stage: who the order ships to.
+
+    The E.164 phone when the channel gave one (unique per person, stable across channels);
+    otherwise ``b"h:"`` + a hex fingerprint of the normalised name, address, country, region,
+    city, district, postcode and the visible digits of a masked phone. Masking channels render
+    the same customer identically every time, so the fingerprint recognises them; it is never
+    compared with a phone key (two renderings of one person may land in two partitions, which
+    only costs a missed near-duplicate between a masked and an unmasked copy).
+    """
+    r = order.recipient
+    if r.phone:
+        return r.phone.encode()
+    fp = recipient_fingerprint(
+        (r.name, r.address, r.country, r.region, r.city, r.district, r.postcode, r.phone_masked)
+    )
+    return b"h:%016x" % fp
+
+
+# ------------------------------------------------------------------------------ stage 1: exact
+
+
+class SeenOrder(msgspec.Struct, frozen=True, array_like=True):
+    """Seen-id store value: newest channel ``updated_at`` and where the first copy was routed."""
+
+    updated_at: int
+    route_key: bytes
+
+
+class ExactOutcome(msgspec.Struct):
+    verdicts: list[DedupVerdict]  # new | update | repeat, one per order
+    route_keys: list[bytes]  # recipient partition key to send each order on with
+    updates: list[tuple[bytes, bytes | None]]  # for the seen-id store
+
+
+_seen_enc = msgspec.msgpack.Encoder()
+_seen_dec = msgspec.msgpack.Decoder(SeenOrder)
+
+
+def exact_store_key(order: CanonicalOrder) -> bytes:
+    """Seen-id store key: the global id (deterministic from channel + channel order no)."""
+    return order.id.encode()
+
+
+def exact_dedup(orders: list[CanonicalOrder], held: Sequence[bytes | None]) -> ExactOutcome:
+    """Rule 1 over a batch; ``held[i]`` is the store value under ``exact_store_key(orders[i])``.
+
+    A later copy keeps the route key of the first, so it follows the first copy through the
+    same recipient partition and can never overtake it, even if the buyer edited the address.
+    The same id twice in one batch is handled in order (the second is an update or a repeat).
+    """
+    if len(held) != len(orders):
+        raise ValueError(f"{len(orders)} orders but {len(held)} held values")
+    seen: dict[str, SeenOrder] = {}
+    changed: dict[str, SeenOrder] = {}
+    verdicts: list[DedupVerdict] = []
+    route_keys: list[bytes] = []
+    for order, raw in zip(orders, held, strict=True):
+        oid = order.id
+        prior = seen.get(oid)
+        if prior is None and raw is not None:
+            prior = _seen_dec.decode(raw)
+        if prior is None:
+            now = SeenOrder(order.updated_at, recipient_key(order))
+            verdict = NEW
+        elif order.updated_at > prior.updated_at:
+            now = SeenOrder(order.updated_at, prior.route_key)
+            verdict = DedupVerdict("update", RULE_EXACT_CHANNEL, oid)
+        else:
+            now = prior
+            verdict = DedupVerdict("repeat", RULE_EXACT_CHANNEL, oid)
+        if now is not prior:
+            changed[oid] = now
+        seen[oid] = now
+        verdicts.append(verdict)
+        route_keys.append(now.route_key)
+    updates: list[tuple[bytes, bytes | None]] = [
+        (oid.encode(), _seen_enc.encode(s)) for oid, s in changed.items()
+    ]
+    return ExactOutcome(verdicts, route_keys, updates)
+
+
+# -------------------------------------------------------------------------- stage 2: recipient
+
+WATERMARK_KEY = b"m:watermark"  # the partition's event-time watermark, 8 bytes big-endian
+WINDOW_PREFIX = b"w:"  # + recipient key -> the recipient's window entries, oldest first
+EXPIRY_PREFIX = b"t:"  # + 8-byte big-endian expiry ms + recipient key -> entry count
+CROSS_PREFIX = b"x:"  # + phone + 0x1f + channel order no -> first global id with them
+_EXPIRY_AT = len(EXPIRY_PREFIX)
+_EXPIRY_KEY_AT = _EXPIRY_AT + 8
+
+
+class WindowEntry(msgspec.Struct, frozen=True, array_like=True):
+    """One order in a recipient's near-duplicate window, with the verdict it got."""
+
+    id: str
+    created_at: int
+    amount: int  # _amount_key(currency, total)
+    items: int  # sku_multiset_fingerprint of the lines
+    expire_at: int  # event time (watermark) at which it is forgotten
+    verdict: DedupVerdict
+
+
+class RecipientOutcome(msgspec.Struct):
+    verdicts: list[DedupVerdict]  # new | duplicate | suspected, one per order
+    updates: list[tuple[bytes, bytes | None]]  # for the recipient store, in write order
+    pruned: int  # window entries forgotten because they aged out
+
+
+_enc = msgspec.msgpack.Encoder()
+_window_dec = msgspec.msgpack.Decoder(list[WindowEntry])
+_int_dec = msgspec.msgpack.Decoder(int)
+
+
+def _amount_key(currency: str, total: int) -> int:
+    """Currency (3 bytes) and total (low 40 bits, ~1.1e12 minor units) in one 64-bit word."""
+    cur = currency.encode()[:3].ljust(3, b"\0")
+    return (int.from_bytes(cur, "big") << 40) | (total & 0xFF_FFFF_FFFF)
+
+
+def _items_fp(order: CanonicalOrder) -> int:
+    lines = order.lines
+    return sku_multiset_fingerprint([ln.sku for ln in lines], [ln.quantity for ln in lines])
+
+
+def _cross_key(order: CanonicalOrder) -> bytes | None:
+    phone = order.recipient.phone
+    if not phone:
+        return None
+    return CROSS_PREFIX + phone.encode() + b"\x1f" + order.channel_order_no.encode()
+
+
+def _expiry_key(expire_at: int, rkey: bytes) -> bytes:
+    return EXPIRY_PREFIX + max(expire_at, 0).to_bytes(8, "big") + rkey
+
+
+def recipient_lookup_keys(orders: list[CanonicalOrder]) -> list[bytes]:
+    """Every store key :func:`recipient_dedup` reads for this batch, each once, in order."""
+    keys: dict[bytes, None] = {WATERMARK_KEY: None}
+    for order in orders:
+        keys[WINDOW_PREFIX + recipient_key(order)] = None
+        cross = _cross_key(order)
+        if cross is not None:
+            keys[cross] = None
+    return list(keys)
+
+
+def expiry_scan_stop(held: dict[bytes, bytes | None]) -> bytes:
+    """Exclusive upper bound for the stage's expiry scan: rows past it are not due yet.
+
+    Scanning ``[EXPIRY_PREFIX, expiry_scan_stop(held))`` instead of a fixed number of rows reads
+    only what this batch can prune (rows due by the watermark before the batch; rows the batch's
+    own orders make due are picked up by the next one), so a quiet partition costs one seek.
+    """
+    raw = held.get(WATERMARK_KEY)
+    watermark = int.from_bytes(raw, "big", signed=True) if raw else 0
+    return EXPIRY_PREFIX + (max(watermark, -1) + 1).to_bytes(8, "big")
+
+
+def recipient_dedup(
+    orders: list[CanonicalOrder],
+    held: dict[bytes, bytes | None],
+    expiring: list[tuple[bytes, bytes]],
+    window_ms: int = DEFAULT_WINDOW_MS,
+    *,
+    grace_ms: int = LATE_GRACE_MS,
+    now_ms: int | None = None,
+) -> RecipientOutcome:
+    """Rules 2 and 3 over a batch of orders stage 1 found new (earlier records are "first").
+
+    ``held`` holds the values of :func:`recipient_lookup_keys` (absent or None = not stored);
+    ``expiring`` is ``store.scan(EXPIRY_PREFIX, limit)``, oldest first: the due rows among them
+    are pruned (their windows deleted). ``now_ms`` (wall clock), when given, keeps an order
+    stamped far in the future from dragging the watermark along and expiring every window.
+    """
+    if window_ms < 0 or grace_ms < 0:
+        raise ValueError("window_ms and grace_ms must be >= 0")
+    raw_wm = held.get(WATERMARK_KEY)
+    watermark0 = int.from_bytes(raw_wm, "big", signed=True) if raw_wm else 0
+    watermark = watermark0
+    retain = window_ms + grace_ms
+    future_cap = None if now_ms is None else now_ms + MAX_FUTURE_SKEW_MS
+
+    n = len(orders)
+    verdicts: list[DedupVerdict | None] = [None] * n
+    rkeys: list[bytes] = []
+    windows: dict[bytes, list[WindowEntry]] = {}  # recipient key -> live entries (+ this batch)
+    held_expiry: dict[bytes, int | None] = {}  # recipient key -> its expiry row's time, if any
+    held_count: dict[bytes, int] = {}  # recipient key -> entries stored before this batch
+    dropped = 0
+    first_of: dict[str, int] = {}  # id -> index of its first copy in this batch
+    same_as: list[tuple[int, int]] = []  # (index, index of its first copy)
+    crossed: dict[bytes, str] = {}  # order-no+phone keys first seen in this batch
+    fresh: list[int] = []
+
+    for i, order in enumerate(orders):
+        rkey = recipient_key(order)
+        rkeys.append(rkey)
+        entries = windows.get(rkey)
+        if entries is None:
+            raw = held.get(WINDOW_PREFIX + rkey)
+            stored = _window_dec.decode(raw) if raw else []
+            held_expiry[rkey] = max(e.expire_at for e in stored) if stored else None
+            held_count[rkey] = len(stored)
+            # what had aged out before this batch is forgotten even if not yet pruned, so a
+            # verdict never depends on how far pruning has got
+            entries = [e for e in stored if e.expire_at > watermark0]
+            windows[rkey] = entries
+        oid = order.id
+        if oid in first_of:
+            same_as.append((i, first_of[oid]))
+            continue
+        first_of[oid] = i
+        remembered = next((e.verdict for e in entries if e.id == oid), None)
+        if remembered is not None:
+            verdicts[i] = remembered
+            continue
+        cross = _cross_key(order)
+        if cross is not None:
+            first = crossed.get(cross)
+            if first is None:
+                raw_first = held.get(cross)
+                first = raw_first.decode() if raw_first else None
+            if first is None:
+                crossed[cross] = oid
+            elif first != oid:
+                verdicts[i] = cross_channel_duplicate(first)
+        fresh.append(i)
+
+    # Rule 3 for the whole batch in one kernel call: remembered entries first, then the batch.
+    keys: list[bytes] = []
+    amounts: list[int] = []
+    items: list[int] = []
+    created: list[int] = []
+    ids: list[str] = []
+    for rkey, entries in windows.items():
+        for e in entries:
+            keys.append(rkey)
+            amounts.append(e.amount)
+            items.append(e.items)
+            created.append(e.created_at)
+            ids.append(e.id)
+    start = len(keys)
+    for i in fresh:
+        order = orders[i]
+        keys.append(rkeys[i])
+        amounts.append(_amount_key(order.currency, order.total))
+        items.append(_items_fp(order))
+        created.append(order.created_at)
+        ids.append(order.id)
+    matches = near_duplicate_matches(keys, amounts, items, created, start, window_ms)
+
+    added: dict[bytes, int] = {}  # recipient key -> entries this batch appended
+    for pos, i in enumerate(fresh):
+        order = orders[i]
+        verdict = verdicts[i]
+        if verdict is None:
+            m = matches[pos]
+            verdict = NEW if m < 0 else DedupVerdict("suspected", RULE_NEAR_DUPLICATE, ids[m])
+            verdicts[i] = verdict
+        t = order.created_at if future_cap is None else min(order.created_at, future_cap)
+        if t > watermark:
+            watermark = t
+        k = start + pos
+        windows[rkeys[i]].append(
+            WindowEntry(
+                order.id, order.created_at, amounts[k], items[k], watermark + retain, verdict
+            )
+        )
+        added[rkeys[i]] = added.get(rkeys[i], 0) + 1
+    for i, first in same_as:
+        verdicts[i] = verdicts[first]
+
+    updates: dict[bytes, bytes | None] = {}
+    if watermark != watermark0:
+        updates[WATERMARK_KEY] = watermark.to_bytes(8, "big", signed=True)
+    for cross, oid in crossed.items():
+        updates[cross] = oid.encode()
+    for rkey, entries in windows.items():
+        live = [e for e in entries if e.expire_at > watermark]
+        stored_count = held_count[rkey]
+        if rkey not in added and len(live) == stored_count:
+            continue  # only read (a redelivered order) and nothing aged out: nothing to write
+        dropped += stored_count + added.get(rkey, 0) - len(live)
+        old_expiry = held_expiry[rkey]
+        if old_expiry is not None:
+            updates[_expiry_key(old_expiry, rkey)] = None
+        if live:
+            updates[WINDOW_PREFIX + rkey] = _enc.encode(live)
+            updates[_expiry_key(max(e.expire_at for e in live), rkey)] = _enc.encode(len(live))
+        else:
+            updates[WINDOW_PREFIX + rkey] = None
+
+    for key, value in expiring:
+        if not key.startswith(EXPIRY_PREFIX):
+            break
+        if int.from_bytes(key[_EXPIRY_AT:_EXPIRY_KEY_AT], "big") > watermark:
+            break  # rows are sorted by expiry: nothing further is due
+        rkey = key[_EXPIRY_KEY_AT:]
+        if rkey in windows:
+            continue  # read by this batch: rewritten (or deleted) above
+        updates[key] = None
+        updates[WINDOW_PREFIX + rkey] = None
+        dropped += _int_dec.decode(value) if value else 0
+
+    return RecipientOutcome(
+        [v if v is not None else NEW for v in verdicts], list(updates.items()), dropped
+    )
