@@ -461,20 +461,6 @@ class DedupPassResult:
     cpu_s: float = 0.0
 
 
-def _scan_due(store: PartitionStore, stop: bytes, limit: int) -> list[tuple[bytes, bytes]]:
-    """Expiry rows below ``stop`` (see ``core.dedup.expiry_scan_stop``): the due ones only."""
-    out = []
-    it = store.db.iter()
-    it.seek(EXPIRY_PREFIX)
-    while it.valid() and len(out) < limit:
-        key = it.key()
-        if key >= stop:
-            break
-        out.append((key, it.value()))
-        it.next()
-    return out
-
-
 def _takes(envelopes: list[tuple[int, bytes]], records: int) -> list[tuple[int, list[bytes]]]:
     """Consecutive envelopes of a partition merged up to ``records`` orders, as one ``take()``
     of several messages is committed once by ``streams.app``; order within a partition kept."""
@@ -536,7 +522,9 @@ async def _dedup_pass(
             keys = dedup_stage.recipient_keys(records)
             held = dict(zip(keys, store.get_many(keys), strict=True))
             if bounded_scan:
-                expiring = _scan_due(store, expiry_scan_stop(held), dedup_stage.PRUNE_BATCH)
+                expiring = store.scan_range(
+                    EXPIRY_PREFIX, expiry_scan_stop(held), dedup_stage.PRUNE_BATCH
+                )
             else:
                 expiring = store.scan(EXPIRY_PREFIX, dedup_stage.PRUNE_BATCH)
             out2, pruned = dedup_stage.recipient_envelope(

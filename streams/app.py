@@ -23,7 +23,7 @@ from faust.web import View
 
 from core.audit import audit_prefix
 from core.channels import NormaliseContext
-from core.dedup import EXPIRY_PREFIX
+from core.dedup import EXPIRY_PREFIX, expiry_scan_stop
 from core.framing import split_orders
 from core.inventory import (
     RESERVATION_PREFIX,
@@ -428,8 +428,9 @@ class Pipeline:
             return StepResult()
         keys = dedup.recipient_keys(fresh)
         held = dict(zip(keys, store.get_many(keys), strict=True))
-        expiring = store.scan(EXPIRY_PREFIX, dedup.PRUNE_BATCH)
-        out, pruned = dedup.recipient_envelope(fresh, held, expiring, self.window_ms)
+        # only rows already due: the expiry index is sorted by when an entry may be forgotten
+        expiring = store.scan_range(EXPIRY_PREFIX, expiry_scan_stop(held), dedup.PRUNE_BATCH)
+        out, pruned = dedup.recipient_envelope(fresh, held, expiring, self.window_ms, _now_ms())
         if pruned:
             metrics.WINDOW_PRUNED.inc(pruned)
         futs = await self._send_grouped(UNIQUE, out.records, out.keys, CANONICAL_CODEC, b"unique")

@@ -61,9 +61,10 @@ def recipient_envelope(
     held: dict[bytes, bytes | None],
     expiring: list[tuple[bytes, bytes]],
     window_ms: int,
+    now_ms: int | None = None,
 ) -> tuple[StageOutcome, int]:
     fresh = _new(records)
-    out = recipient_dedup([r.order for r in fresh], held, expiring, window_ms)
+    out = recipient_dedup([r.order for r in fresh], held, expiring, window_ms, now_ms=now_ms)
     for rec, verdict in zip(fresh, out.verdicts, strict=True):
         rec.verdict = verdict
     keys = [r.order.id.encode() for r in records]
