@@ -1,8 +1,8 @@
 """Dedup accuracy against the generator's ground truth: precision and recall per rule.
 
 What the service reports (from ``orders.changes`` or ``GET /v1/orders/{id}``), per order id:
-its version (1 + every later copy, recorded as an update or a duplicate copy) and, when the
-dedup stages flagged it, the rule and the original's id.
+how many channel copies it recorded (the first + every later copy, whether it updated the order
+or changed nothing) and, when the dedup stages flagged it, the rule and the original's id.
 
 Why pairs are judged as clusters: two copies of one purchase (a cross-channel copy and its
 source, or a double submit) travel different partitions before they meet in the recipient
@@ -58,12 +58,12 @@ def _score(correct: int, flagged: int, expected: int) -> dict[str, Any]:
 
 def dedup_accuracy(
     orders: Iterable[GeneratedOrder],  # from the generator's first order on
-    versions: dict[str, int],
+    copies: dict[str, int],
     flagged: dict[str, tuple[str, str]],
 ) -> dict[str, Any]:
     """Scores for the exact rules, the near-duplicate rule and legitimate repeats.
 
-    ``versions``: order id -> recorded version; ``flagged``: order id -> (rule, original id)
+    ``copies``: order id -> copies recorded; ``flagged``: order id -> (rule, original id)
     for orders recorded as ``duplicate`` or held as suspected.
     """
     generated = list(orders)  # every order the generator made, in order: ``ref`` indexes it
@@ -77,10 +77,10 @@ def dedup_accuracy(
         if rule is not None and o.ref in id_at and id_at[o.ref] != o.order_id:
             clusters.union(o.order_id, id_at[o.ref])
             expected_links[rule] += 1
-    # exact, same channel: every later copy of an id bumps its version exactly once
+    # exact, same channel: every later copy of an id is recorded on it exactly once
     exact_tp = exact_fp = exact_fn = 0
     for oid, n in copies_expected.items():
-        got = versions.get(oid, 0) - 1
+        got = copies.get(oid, 0) - 1
         exp = n - 1
         if got < 0:
             exact_fn += exp
@@ -113,7 +113,7 @@ def dedup_accuracy(
     repeats = [o.order_id for o in all_orders if o.label == "repeat"]
     repeat_ids = set(repeats)
     repeats_wrong = sum(1 for oid in wrong_ids if oid in repeat_ids)
-    missing = [oid for oid in copies_expected if oid not in versions]
+    missing = [oid for oid in copies_expected if oid not in copies]
     return {
         "orders": len(all_orders),
         "distinct_ids": len(copies_expected),

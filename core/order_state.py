@@ -75,6 +75,7 @@ class OrderRecord(msgspec.Struct, kw_only=True):
     duplicate_of: str = ""  # for a duplicate / suspected order: the original's global id
     duplicate_rule: str = ""  # "exact_cross_channel" | "near_duplicate"
     hold_reason: str = ""  # why the order is held, e.g. "near_duplicate"
+    copies: int = 1  # channel copies recorded: the first, every newer one, every stale one
     duplicate_count: int = 0  # later copies of this order that changed nothing
     duplicates: list[DuplicateCopy] = []
     copy_refs: list[str] = []  # refs of every recorded version: a replay of one records nothing
@@ -149,6 +150,7 @@ def record_order(
             held,
             version=held.version + 1,
             changed_at=now,
+            copies=held.copies + 1,
             duplicate_count=held.duplicate_count + 1,
             duplicates=[*held.duplicates, copy][-MAX_COPIES_KEPT:],
             copy_refs=refs,
@@ -164,6 +166,7 @@ def record_order(
         version=held.version + 1,
         changed_at=now,
         received_at=received_at,
+        copies=held.copies + 1,
         copy_refs=refs,
     )
     return rec, "updated"

@@ -176,16 +176,16 @@ def test_worker_killed_mid_flood_creates_no_false_duplicate_and_misses_none(
     ids = sorted({o.order_id for o in orders if o.label != "invalid"})
     with ThreadPoolExecutor(8) as pool:
         docs = list(pool.map(lambda oid: svc.get_order(oid), ids))
-    versions: dict[str, int] = {}
+    copies: dict[str, int] = {}
     flagged: dict[str, tuple[str, str]] = {}
     for oid, resp in zip(ids, docs, strict=True):
         if resp.status != 200:
             continue
         doc = resp.json()
-        versions[oid] = doc["version"]
+        copies[oid] = doc["copies"]
         if doc["duplicate_of"]:
             flagged[oid] = (doc["duplicate_rule"], doc["duplicate_of"])
-    acc = dedup_accuracy(orders, versions, flagged)
+    acc = dedup_accuracy(orders, copies, flagged)
     assert acc["missing"] == 0, acc["missing_ids"]
     assert acc["exact"]["same_channel"]["fp"] == 0, acc  # no replay counted as a copy
     assert acc["exact"]["same_channel"]["fn"] == 0, acc
