@@ -35,6 +35,7 @@ from typing import Any
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench.accuracy import dedup_accuracy, meets_bars
 from bench.orders import (
     DEFAULT_MIX,
     GeneratedOrder,
@@ -187,6 +188,8 @@ class Observer:
         self.lat_recorded: list[int] = []  # recorded_at - received_at (ms), created changes
         self.dead: dict[str, int] = {}  # dead letters by stage
         self.dead_total = 0
+        self.copies: dict[str, int] = {}  # order id -> channel copies recorded (dedup accuracy)
+        self.flagged: dict[str, tuple[str, str]] = {}  # order id -> (rule, original id)
         self.last_created = 0.0
         self._task: asyncio.Task[None] | None = None
 
@@ -225,6 +228,10 @@ class Observer:
                     if tp.topic == CHANGES:
                         for ch in decode_changes(msg.value):
                             self.seen.add(ch.order_id)
+                            if ch.kind in ("created", "updated", "duplicate_received"):
+                                self.copies[ch.order_id] = self.copies.get(ch.order_id, 0) + 1
+                            if ch.kind == "created" and ch.duplicate_of:
+                                self.flagged[ch.order_id] = (ch.duplicate_rule, ch.duplicate_of)
                             if ch.kind == "created":
                                 if ch.order_id not in self.created:
                                     self.created[ch.order_id] = now
@@ -495,6 +502,23 @@ def print_report(r: dict[str, Any]) -> None:
                 f"max {fmt(st['max'])} ms",
             )
         )
+    d = r["dedup"]
+    ex, nd, rp = d["exact"], d["near_duplicate"], d["repeats"]
+    rows += [
+        (
+            "dedup exact (id, cross-channel)",
+            f"precision {ex['precision']:.4%}  recall {ex['recall']:.4%}  "
+            f"({ex['correct']:,} of {ex['expected']:,}; cross-channel "
+            f"{ex['cross_channel']['correct']:,}/{ex['cross_channel']['expected']:,})",
+        ),
+        (
+            "dedup near-duplicate",
+            f"precision {nd['precision']:.4%}  recall {nd['recall']:.4%}  "
+            f"({nd['correct']:,} of {nd['expected']:,}, {nd['flagged']:,} flagged)",
+        ),
+        ("legitimate repeats flagged", f"{rp['flagged']:,} of {rp['total']:,} ({rp['rate']:.4%})"),
+        ("dedup bars", "met" if not d["bars_failed"] else "; ".join(d["bars_failed"])),
+    ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
@@ -583,8 +607,18 @@ async def run(args: argparse.Namespace) -> int:
             if expected <= observer.seen:
                 break
             await asyncio.sleep(0.1)
-        await asyncio.sleep(0.3)  # let in-flight dead letters and updates land
+        # later copies (updates, duplicates) are recorded after the first: wait for the journal
+        # to hold nothing unsettled before counting them
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            while time.monotonic() < deadline:
+                async with session.get(url.rstrip("/") + "/health") as resp:
+                    if (await resp.json())["journal_depth"] == 0:
+                        break
+                await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)  # let in-flight dead letters and updates land
         await observer.stop()
+        dedup = dedup_accuracy(orders, observer.copies, observer.flagged)
+        dedup["bars_failed"] = meets_bars(dedup) if args.transport != "http-single" else []
         missing = sorted(expected - observer.seen)
         # ask the service about a few missing ones: recorded without a change event, or lost?
         missing_lookup: dict[str, str] = {}
@@ -666,12 +700,15 @@ async def run(args: argparse.Namespace) -> int:
                 "recorded_minus_received": _stats([float(x) for x in observer.lat_recorded]),
                 "ack_to_consumed": _stats(wall_lat),
             },
+            "dedup": dedup,
             "missing_sample": missing[:10],
             "missing_lookup": missing_lookup,
             "load_avg_after": os.getloadavg(),
         }
         if missing:
             code = 1
+        elif dedup["bars_failed"]:
+            code = 3
     finally:
         if service is not None:
             print("stopping the service (SIGTERM) ...", flush=True)

@@ -128,17 +128,17 @@ def test_redelivered_newer_copy_updates_stale_copy_does_not(service: Service) ->
     service.post_order("shopify", newer)
     for _ in range(100):
         found = service.wait_order(oid)
-        if found["version"] == 2:
+        if found["copies"] == 2:
             break
         asyncio.run(asyncio.sleep(0.1))
-    assert found["state"] == "paid" and found["version"] == 2
+    assert found["state"] == "paid" and found["copies"] == 2
     stale = shopify_order(
         9_400_001, financial_status="pending", updated_at="2026-11-23T10:06:00-05:00"
     )
     service.post_order("shopify", stale)
     service.wait_drained()
     found = service.wait_order(oid)
-    assert (found["state"], found["version"]) == ("paid", 2)
+    assert (found["state"], found["copies"], found["duplicate_count"]) == ("paid", 3, 1)
 
 
 def test_metrics_exposition(service: Service) -> None:
