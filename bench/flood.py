@@ -190,6 +190,8 @@ class Observer:
         self.dead_total = 0
         self.copies: dict[str, int] = {}  # order id -> channel copies recorded (dedup accuracy)
         self.flagged: dict[str, tuple[str, str]] = {}  # order id -> (rule, original id)
+        self.reserved: set[str] = set()  # orders whose reservation got its answer
+        self.lat_reserved: list[int] = []  # accepted at the door -> reservation answered (ms)
         self.last_created = 0.0
         self._task: asyncio.Task[None] | None = None
 
@@ -230,6 +232,11 @@ class Observer:
                             self.seen.add(ch.order_id)
                             if ch.kind in ("created", "updated", "duplicate_received"):
                                 self.copies[ch.order_id] = self.copies.get(ch.order_id, 0) + 1
+                            if ch.reservation not in ("", "pending") and (
+                                ch.order_id not in self.reserved
+                            ):
+                                self.reserved.add(ch.order_id)
+                                self.lat_reserved.append(ch.recorded_at - ch.received_at)
                             if ch.kind == "created" and ch.duplicate_of:
                                 self.flagged[ch.order_id] = (ch.duplicate_rule, ch.duplicate_of)
                             if ch.kind == "created":
@@ -492,6 +499,7 @@ def print_report(r: dict[str, Any]) -> None:
     ]
     for lbl, key in (
         ("recorded_at - received_at", "recorded_minus_received"),
+        ("accepted -> reservation answered", "reservation_answered"),
         ("ack -> change consumed (wall)", "ack_to_consumed"),
     ):
         st = lat[key]
@@ -698,6 +706,7 @@ async def run(args: argparse.Namespace) -> int:
             "processed_per_s": processed / proc_window if proc_window > 0 else None,
             "latency_ms": {
                 "recorded_minus_received": _stats([float(x) for x in observer.lat_recorded]),
+                "reservation_answered": _stats([float(x) for x in observer.lat_reserved]),
                 "ack_to_consumed": _stats(wall_lat),
             },
             "dedup": dedup,

@@ -109,6 +109,10 @@ class WarehouseRouting:
         self.zones = zones
         self.classes = classes
         self._zone_of = {c: z for z in zones for c in z.countries}
+        # The table is fixed after loading, so a route depends only on (country, region) and a
+        # SKU's class only on (sku, country): cached, as a flood repeats both endlessly.
+        self._base: dict[tuple[str, str], tuple[list[str], str]] = {}
+        self._class_of: dict[tuple[str, str], SkuClass | None] = {}
 
     @classmethod
     def default(cls) -> WarehouseRouting:
@@ -239,6 +243,32 @@ class WarehouseRouting:
             return Route([order.warehouse], {}, f"{order.warehouse} named by the order")
         country = order.recipient.country.strip().upper()
         region = order.recipient.region
+        base_why = self._base.get((country, region))
+        if base_why is None:
+            if len(self._base) > 100_000:
+                self._base.clear()
+            base_why = self._base[(country, region)] = self._base_route(country, region)
+        base, why = base_why
+        by_sku: dict[str, list[str]] = {}
+        notes: list[str] = []
+        for line in order.lines:
+            if line.sku in by_sku:
+                continue
+            key = (line.sku, country)
+            try:
+                cls_ = self._class_of[key]
+            except KeyError:
+                if len(self._class_of) > 100_000:
+                    self._class_of.clear()
+                cls_ = self._class_of[key] = self.sku_class(line.sku, country)
+            if cls_ is not None:
+                by_sku[line.sku] = cls_.warehouses
+                notes.append(f"SKU {line.sku} class {cls_.name} -> [{', '.join(cls_.warehouses)}]")
+        if notes:
+            why = "; ".join([why, *notes])
+        return Route(list(base), by_sku, why)
+
+    def _base_route(self, country: str, region: str) -> tuple[list[str], str]:
         zone = self._zone_of.get(country)
         if zone is None:
             base = self.default_warehouses
@@ -256,15 +286,4 @@ class WarehouseRouting:
                 base = zone.warehouses
                 where = f"{country}/{region}" if region else country
                 why = f"{where} -> [{', '.join(base)}] by zone {zone.name}"
-        by_sku: dict[str, list[str]] = {}
-        notes: list[str] = []
-        for line in order.lines:
-            if line.sku in by_sku:
-                continue
-            cls_ = self.sku_class(line.sku, country)
-            if cls_ is not None:
-                by_sku[line.sku] = cls_.warehouses
-                notes.append(f"SKU {line.sku} class {cls_.name} -> [{', '.join(cls_.warehouses)}]")
-        if notes:
-            why = "; ".join([why, *notes])
-        return Route(list(base), by_sku, why)
+        return base, why

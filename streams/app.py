@@ -23,7 +23,6 @@ from faust.web import View
 
 from core.audit import audit_prefix
 from core.channels import NormaliseContext
-from core.dedup import EXPIRY_PREFIX, expiry_scan_stop
 from core.framing import split_orders
 from core.inventory import (
     RESERVATION_PREFIX,
@@ -254,6 +253,7 @@ class Pipeline:
         skus = SkuCatalog.from_toml(settings.sku_aliases) if settings.sku_aliases else SkuCatalog()
         self.ctx = NormaliseContext(skus=skus, default_country=settings.default_country)
         self.window_ms = int(settings.near_duplicate_window_s * 1000)
+        self.grace_ms = int(settings.near_duplicate_grace_s * 1000)
         routing = (
             WarehouseRouting.from_toml(settings.warehouses)
             if settings.warehouses
@@ -426,11 +426,7 @@ class Pipeline:
     async def _recipient(self, store: Any, fresh: list[Any], replayed: list[Any]) -> StepResult:
         if not fresh:
             return StepResult()
-        keys = dedup.recipient_keys(fresh)
-        held = dict(zip(keys, store.get_many(keys), strict=True))
-        # only rows already due: the expiry index is sorted by when an entry may be forgotten
-        expiring = store.scan_range(EXPIRY_PREFIX, expiry_scan_stop(held), dedup.PRUNE_BATCH)
-        out, pruned = dedup.recipient_envelope(fresh, held, expiring, self.window_ms, _now_ms())
+        out, pruned = dedup.recipient_step(store, fresh, self.window_ms, self.grace_ms, _now_ms())
         if pruned:
             metrics.WINDOW_PRUNED.inc(pruned)
         futs = await self._send_grouped(UNIQUE, out.records, out.keys, CANONICAL_CODEC, b"unique")
@@ -467,7 +463,7 @@ class Pipeline:
         out = order_state.record_envelope(fresh, held, _now_ms(), self.flow)
         futs = await self._send_order_outputs(out)
         return StepResult(
-            list(out.updates.items()), futs, settles=settles + out.settles, changes=out.changes
+            out.store_updates(), futs, settles=settles + out.settles, changes=out.changes
         )
 
     async def _send_order_outputs(self, out: order_state.EnvelopeOutcome) -> list[Awaitable[Any]]:
@@ -529,7 +525,7 @@ class Pipeline:
         held = store.get_many([r.order_id.encode() for r in fresh])
         out = order_state.apply_reservation_results(fresh, held, _now_ms(), self.flow)
         futs = await self._send_order_outputs(out)
-        return StepResult(list(out.updates.items()), futs, changes=out.changes)
+        return StepResult(out.store_updates(), futs, changes=out.changes)
 
     # -- events (orders.events, HTTP) and SLA timers ---------------------------------------------
 
@@ -552,7 +548,7 @@ class Pipeline:
         futs = await self._send_order_outputs(out)
         futs += await self._send_dead(dead)
         metrics.EVENTS_APPLIED.inc(len(events) - len(out.refusals))
-        return StepResult(list(out.updates.items()), futs, changes=out.changes)
+        return StepResult(out.store_updates(), futs, changes=out.changes)
 
     async def apply_event_now(self, event: OrderEvent) -> tuple[int, dict[str, Any]]:
         """An event from HTTP, applied by this worker as the order's single writer.
@@ -581,7 +577,7 @@ class Pipeline:
                     "state": state,
                     "event": event.event,
                 }
-            if not out.updates:
+            if not out.records:
                 rec = record_decoder.decode(raw) if raw else None
                 return 200, {
                     "applied": False,
@@ -591,11 +587,11 @@ class Pipeline:
             futs = await self._send_order_outputs(out)
             await self.stores.commit(
                 store,
-                ChangelogEntry(list(out.updates.items()), API_INPUT, Position(self.epoch, now)),
+                ChangelogEntry(out.store_updates(), API_INPUT, Position(self.epoch, now)),
                 outputs=futs,
             )
         metrics.EVENTS_APPLIED.inc()
-        rec = record_decoder.decode(out.updates[event.order_id.encode()])  # type: ignore[arg-type]
+        rec = out.records[event.order_id]
         return 200, {
             "applied": True,
             "id": event.order_id,
@@ -621,9 +617,7 @@ class Pipeline:
                 futs = await self._send_order_outputs(out)
                 await self.stores.commit(
                     store,
-                    ChangelogEntry(
-                        list(out.updates.items()), TIMER_INPUT, Position(self.epoch, now)
-                    ),
+                    ChangelogEntry(out.store_updates(), TIMER_INPUT, Position(self.epoch, now)),
                     outputs=futs,
                 )
 

@@ -46,6 +46,7 @@ class CanonicalRecord(msgspec.Struct, array_like=True):
     verdict: DedupVerdict | None = None  # set by the dedup stages; None = not yet checked
     ref: str = ""
     address_orders_24h: int = 0  # orders to this recipient in the last 24 h (recipient stage)
+    recipient_key: bytes = b""  # set by the exact stage: the recipient partition's key
 
 
 def copy_ref(rec: RawRecord | CanonicalRecord) -> str:

@@ -49,6 +49,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Near-duplicates: same recipient, amount and SKU multiset placed within this many seconds
     # (order created_at) are held for review rather than fulfilled twice.
     near_duplicate_window_s: float = 180.0
+    # How long (wall time) past the window an order stays checkable against later arrivals:
+    # covers gateways delivering late. Window entries are kept window + grace, then pruned.
+    near_duplicate_grace_s: float = 120.0
     # Warehouse routing table (TOML, see config/warehouses.toml); "" = the shipped example.
     warehouses: str = ""
     # A reservation not released or shipped within this many seconds is released; 0 = never.
@@ -73,6 +76,11 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 0 < self.near_duplicate_window_s <= 86400,
                 "near_duplicate_window_s",
                 "must be > 0 and at most a day (86400)",
+            ),
+            (
+                0 <= self.near_duplicate_grace_s <= 86400,
+                "near_duplicate_grace_s",
+                "must be 0..86400 seconds",
             ),
             (1 <= self.envelope_max_records <= 2000, "envelope_max_records", "must be 1..2000"),
             (

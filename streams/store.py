@@ -27,6 +27,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
+from streams.stages.dedup import EXACT_STORE, RECIPIENT_STORE
 from streams.topics import changelog_topic
 
 log = logging.getLogger("orderstream.store")
@@ -57,6 +58,14 @@ class ChangelogEntry(msgspec.Struct, array_like=True):
 # power loss the store must not be older than the journal (one ~1-2 ms sync per partition batch).
 _SYNC = WriteOptions()
 _SYNC.sync = True
+# Stores whose loss of the last commits in a power cut is harmless skip the fsync (the write-ahead
+# log still survives a process crash): the dedup stores. A forgotten seen id is caught again by
+# the order stage (same global id: recorded as a copy, never twice); a forgotten window entry can
+# only miss a near-duplicate of an order accepted in the last second before the machine died.
+# Measured: the fsync was ~40 % of the dedup stages' cost.
+UNSYNCED_STORES = frozenset({EXACT_STORE, RECIPIENT_STORE})
+_NOSYNC = WriteOptions()
+_NOSYNC.sync = False
 
 _pos_enc = msgspec.msgpack.Encoder()
 _pos_dec = msgspec.msgpack.Decoder(Position)
@@ -104,7 +113,7 @@ class PartitionStore:
             batch.put(_input_key(entry.input_topic), _pos_enc.encode(entry.input))
         if changelog is not None:
             batch.put(_CHANGELOG_POS, _pos_enc.encode(changelog))
-        self.db.write(batch, _SYNC)
+        self.db.write(batch, _NOSYNC if self.name in UNSYNCED_STORES else _SYNC)
 
     def scan(self, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
         out = []

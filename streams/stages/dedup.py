@@ -13,7 +13,19 @@ copies through untouched, and sends everything to ``orders.unique`` keyed by glo
 
 from __future__ import annotations
 
-from core.dedup import exact_dedup, exact_store_key, recipient_dedup, recipient_lookup_keys
+from typing import Any
+
+from core.dedup import (
+    EXPIRY_PREFIX,
+    exact_dedup,
+    exact_store_key,
+    expiry_scan_stop,
+    recipient_dedup,
+    recipient_key,
+    recipient_lookup_keys,
+)
+from core.recipient_history import EXPIRY as HISTORY_EXPIRY
+from core.recipient_history import count_recent, due_bound, history_keys
 from streams.envelope import CanonicalRecord
 
 EXACT_STAGE = "exact_dedup"
@@ -43,13 +55,22 @@ def exact_keys(records: list[CanonicalRecord]) -> list[bytes]:
 
 def exact_envelope(records: list[CanonicalRecord], held: list[bytes | None]) -> StageOutcome:
     out = exact_dedup([r.order for r in records], held)
-    for rec, verdict in zip(records, out.verdicts, strict=True):
+    for rec, verdict, rkey in zip(records, out.verdicts, out.route_keys, strict=True):
         rec.verdict = verdict
+        rec.recipient_key = rkey
     return StageOutcome(records, out.route_keys, out.updates)
 
 
 def recipient_keys(records: list[CanonicalRecord]) -> list[bytes]:
-    return recipient_lookup_keys([r.order for r in _new(records)])
+    fresh = _new(records)
+    orders = [r.order for r in fresh]
+    rkeys = [_rkey(r) for r in fresh]
+    return recipient_lookup_keys(orders, rkeys) + history_keys(orders, rkeys)
+
+
+def _rkey(rec: CanonicalRecord) -> bytes:
+    """The recipient key stage 1 routed the record by (carried, not recomputed)."""
+    return rec.recipient_key or recipient_key(rec.order)
 
 
 def _new(records: list[CanonicalRecord]) -> list[CanonicalRecord]:
@@ -61,11 +82,32 @@ def recipient_envelope(
     held: dict[bytes, bytes | None],
     expiring: list[tuple[bytes, bytes]],
     window_ms: int,
+    grace_ms: int,
     now_ms: int | None = None,
+    history_due: list[tuple[bytes, bytes]] | None = None,
 ) -> tuple[StageOutcome, int]:
+    """Verdicts for new orders, and each new order's recipient history (orders in 24 h)."""
     fresh = _new(records)
-    out = recipient_dedup([r.order for r in fresh], held, expiring, window_ms, now_ms=now_ms)
-    for rec, verdict in zip(fresh, out.verdicts, strict=True):
+    orders = [r.order for r in fresh]
+    rkeys = [_rkey(r) for r in fresh]
+    out = recipient_dedup(
+        orders, held, expiring, window_ms, grace_ms=grace_ms, now_ms=now_ms, rkeys=rkeys
+    )
+    counts, history_updates = count_recent(orders, held, history_due or [], rkeys=rkeys)
+    for rec, verdict, n in zip(fresh, out.verdicts, counts, strict=True):
         rec.verdict = verdict
+        rec.address_orders_24h = n
     keys = [r.order.id.encode() for r in records]
-    return StageOutcome(records, keys, out.updates), out.pruned
+    return StageOutcome(records, keys, out.updates + history_updates), out.pruned
+
+
+def recipient_step(
+    store: Any, records: list[CanonicalRecord], window_ms: int, grace_ms: int, now: int
+) -> tuple[StageOutcome, int]:
+    """The recipient stage on one partition batch: one multi-get, two range scans of what is
+    due (window entries, 24 h histories), the verdicts, the store updates."""
+    keys = recipient_keys(records)
+    held = dict(zip(keys, store.get_many(keys), strict=True))
+    expiring = store.scan_range(EXPIRY_PREFIX, expiry_scan_stop(held, now), PRUNE_BATCH)
+    history_due = store.scan_range(HISTORY_EXPIRY, due_bound(now), PRUNE_BATCH)
+    return recipient_envelope(records, held, expiring, window_ms, grace_ms, now, history_due)

@@ -71,6 +71,7 @@ class EnvelopeOutcome:
         "alerts",
         "breaches",
         "changes",
+        "records",
         "refusals",
         "requests",
         "reviews",
@@ -79,6 +80,7 @@ class EnvelopeOutcome:
     )
 
     def __init__(self) -> None:
+        self.records: dict[str, OrderRecord] = {}  # encoded once, at the end of the envelope
         self.updates: dict[bytes, bytes | None] = {}
         self.changes: list[OrderChange] = []
         self.reviews: list[ReviewItem] = []
@@ -89,7 +91,12 @@ class EnvelopeOutcome:
         self.settles: list[Settle] = []
 
     def put_record(self, rec: OrderRecord) -> None:
-        self.updates[rec.order.id.encode()] = record_encoder.encode(rec)
+        self.records[rec.order.id] = rec
+
+    def store_updates(self) -> list[tuple[bytes, bytes | None]]:
+        """Everything to write: each touched record encoded once, however often it moved."""
+        out = [(oid.encode(), record_encoder.encode(r)) for oid, r in self.records.items()]
+        return out + list(self.updates.items())
 
     def take(self, flow: Flow) -> None:
         """A flow's consequences: its record, audit entries, deadline index, requests, alerts."""

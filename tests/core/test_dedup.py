@@ -445,3 +445,28 @@ def test_accuracy_against_generator_labels() -> None:
     assert ratio(near_hit, near_flagged) >= 0.995
     assert ratio(repeats_flagged, labels["repeat"]) <= 0.0001
     assert got["unique", "new"] == labels["unique"]
+
+
+def test_with_a_wall_clock_entries_outlive_a_watermark_jump() -> None:
+    """Gateways lag differently: one channel racing an hour ahead in event time must not
+    push another channel's window entries out before their double submits arrive."""
+    store = FakeStore()
+    now = 10**12
+
+    def run(orders: list[CanonicalOrder], at: int) -> dedup.RecipientOutcome:
+        keys = recipient_lookup_keys(orders)
+        held = dict(zip(keys, store.get_many(keys), strict=True))
+        out = recipient_dedup(orders, held, store.scan_expiry(2000), WINDOW, now_ms=at)
+        store.apply(out.updates)
+        return out
+
+    first = order("1", created=T0)
+    ahead = order("2", created=T0 + 3_600_000, phone="+8613900000001")  # another recipient
+    double = order("3", created=T0 + 60_000)
+    run([first], now)
+    run([ahead], now + 1_000)
+    assert run([double], now + 2_000).verdicts[0].kind == "suspected"
+    # ...and after window + grace of wall time they are forgotten, whatever the event times
+    later = order("4", created=T0 + 61_000)
+    out = run([later], now + WINDOW + dedup.LATE_GRACE_MS + 10_000)
+    assert out.verdicts[0].kind == "new" and out.pruned >= 1
