@@ -79,14 +79,19 @@ def _stats(values: list[float]) -> dict[str, float | None]:
 
 
 class Service:
-    """``orderstream serve`` in a temp data dir on free ports; stopped with SIGTERM."""
+    """``orderstream serve`` in a temp data dir on free ports; stopped with SIGTERM.
 
-    def __init__(self, ready_timeout: float) -> None:
+    ``env`` is added to (and wins over) this process's environment in the child, so a benchmark
+    can set ``ORDERSTREAM_<KEY>`` settings without touching the caller's environment.
+    """
+
+    def __init__(self, ready_timeout: float, env: dict[str, str] | None = None) -> None:
         self.data = Path(tempfile.mkdtemp(prefix="flood-"))
         self.http_port = _free_port()
         self.broker_port = _free_port()
         self.log_path = self.data / "serve.log"
         self.ready_timeout = ready_timeout
+        self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.ready_s: float | None = None
         self.exit_code: int | None = None
@@ -112,6 +117,7 @@ class Service:
                 str(self.broker_port),
             ],
             cwd=ROOT,
+            env={**os.environ, **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -186,6 +192,7 @@ class Observer:
         self.seen: set[str] = set()  # any change kind
         self.updated = 0
         self.lat_recorded: list[int] = []  # recorded_at - received_at (ms), created changes
+        self.lat_priority: list[int] = []  # the same for priority-lane (high priority) orders
         self.dead: dict[str, int] = {}  # dead letters by stage
         self.dead_total = 0
         self.copies: dict[str, int] = {}  # order id -> channel copies recorded (dedup accuracy)
@@ -243,6 +250,8 @@ class Observer:
                                 if ch.order_id not in self.created:
                                     self.created[ch.order_id] = now
                                     self.lat_recorded.append(ch.recorded_at - ch.received_at)
+                                    if ch.priority == "high":
+                                        self.lat_priority.append(ch.recorded_at - ch.received_at)
                                     self.last_created = now
                             else:
                                 self.updated += 1
@@ -500,6 +509,7 @@ def print_report(r: dict[str, Any]) -> None:
     for lbl, key in (
         ("recorded_at - received_at", "recorded_minus_received"),
         ("accepted -> reservation answered", "reservation_answered"),
+        ("priority lane: recorded - received", "priority_lane_recorded"),
         ("ack -> change consumed (wall)", "ack_to_consumed"),
     ):
         st = lat[key]
@@ -551,6 +561,7 @@ async def run(args: argparse.Namespace) -> int:
         zipf_s=args.zipf,
         duplicate_rate=args.dup_rate,
         near_dup_rate=args.near_dup_rate,
+        vip_rate=args.vip_rate,
         repeat_rate=args.repeat_rate,
         bad_rate=args.bad_rate,
     )
@@ -665,6 +676,7 @@ async def run(args: argparse.Namespace) -> int:
                 "mix": mix,
                 "dup_rate": args.dup_rate,
                 "near_dup_rate": args.near_dup_rate,
+                "vip_rate": args.vip_rate,
                 "repeat_rate": args.repeat_rate,
                 "bad_rate": args.bad_rate,
                 "skus": args.skus,
@@ -707,6 +719,7 @@ async def run(args: argparse.Namespace) -> int:
             "latency_ms": {
                 "recorded_minus_received": _stats([float(x) for x in observer.lat_recorded]),
                 "reservation_answered": _stats([float(x) for x in observer.lat_reserved]),
+                "priority_lane_recorded": _stats([float(x) for x in observer.lat_priority]),
                 "ack_to_consumed": _stats(wall_lat),
             },
             "dedup": dedup,
@@ -763,6 +776,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--mix", default="", help="e.g. shopify=0.3,tiktok=0.2,taobao=0.5")
     p.add_argument("--dup-rate", type=float, default=0.058)
     p.add_argument("--near-dup-rate", type=float, default=0.01)
+    p.add_argument(
+        "--vip-rate",
+        type=float,
+        default=0.0,
+        help="share of shopify/ministore orders tagged vip: they take the priority lane and their"
+        " latency is reported apart",
+    )
     p.add_argument("--repeat-rate", type=float, default=0.15)
     p.add_argument("--bad-rate", type=float, default=0.0, help="invalid payloads (dead letters)")
     p.add_argument("--skus", type=int, default=2000)

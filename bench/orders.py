@@ -53,6 +53,7 @@ from core.model import global_order_id
 WINDOW_S = 180  # the near-duplicate window the labels are defined against
 NEAR_DUP_MAX_S = 170  # near-dups are generated strictly inside it, away from the edge
 REPEAT_OUTSIDE_S = 600  # an "outside the window" repeat is at least this long after the last
+VIP_CHANNELS = ("shopify", "ministore")  # whose payload shape carries free-form tags
 LABELS = ("unique", "exact_resend", "cross_channel", "near_dup", "repeat", "invalid")
 
 CN_CHANNELS = ("taobao", "jd", "pdd", "ministore")
@@ -135,6 +136,7 @@ class GeneratedOrder(msgspec.Struct, frozen=True):
     phone: str = ""  # E.164 as rendered in the payload, "" when masked/encrypted/absent
     paid: bool = False
     ref: int = -1  # index of the earlier order this one resends / copies / near-dups / repeats
+    vip: bool = False  # tagged "vip": rides the priority lane
     invalid: str = ""  # "bad_amount" | "malformed" for label "invalid"
 
 
@@ -306,6 +308,7 @@ class _Spec:
         "tax",
         "total",
         "updated",
+        "vip",
         "wrapped",
     )
 
@@ -313,6 +316,7 @@ class _Spec:
         self.bad = ""
         self.payload = b""
         self.index = -1
+        self.vip = False
 
 
 # ------------------------------------------------------------------------------------ rendering
@@ -458,7 +462,8 @@ class _Renderer:
             f'"note":null,"order_number":{num},"phone":null,'
             f'"presentment_currency":"{cur}",'
             f'"processed_at":"{_iso(s.created, c.country)}","source_name":"web",'
-            f'"subtotal_price":"{m(s.sub, exp)}","tags":"","taxes_included":false,"test":false,'
+            f'"subtotal_price":"{m(s.sub, exp)}","tags":"{"vip" if s.vip else ""}",'
+            f'"taxes_included":false,"test":false,'
             f'"total_discounts":"{m(s.disc, exp)}",'
             f'"total_line_items_price":"{m(s.sub, exp)}",'
             f'"total_outstanding":"{"0.00" if s.paid else total}",'
@@ -743,7 +748,7 @@ class _Renderer:
             f'"recipient":{{"name":{c.j_name},"phone":"{phone}","country":"CN",'
             f'"region":{c.j_region},"city":{c.j_city},"district":{c.j_district},'
             f'"address":{c.j_addr},"postcode":"{c.postcode}"}},'
-            f'"lines":[{",".join(lines)}],"tags":[]}}'
+            f'"lines":[{",".join(lines)}],"tags":[{chr(34) + "vip" + chr(34) if s.vip else ""}]}}'
         )
 
 
@@ -765,6 +770,7 @@ class OrderGenerator:
         *,
         cross_channel_share: float = 0.25,
         bad_rate: float = 0.0,
+        vip_rate: float = 0.0,  # share of shopify/ministore orders tagged "vip" (priority lane)
         orders_per_s: float = 20.0,  # simulated arrival rate: spaces created_at
         start: int = 1_795_363_200,  # 2026-11-23 00:00 +08:00 (unix seconds)
     ) -> None:
@@ -788,6 +794,7 @@ class OrderGenerator:
         self.repeat_rate = repeat_rate
         self.bad_rate = bad_rate
         self.cross_share = cross_channel_share
+        self.vip_rate = vip_rate
         self.orders_per_s = orders_per_s
         self.now = start
         self._frac = 0.0
@@ -885,6 +892,8 @@ class OrderGenerator:
         s.paid = (h & 0xFFF) / 4096 >= _UNPAID[channel]
         s.mask = ((h >> 12) & 0xFFF) / 4096 < _MASKED[channel]
         s.wrapped = (h >> 24) < 77  # ~30 % in the wrapped (API response) shape
+        if self.vip_rate and channel in VIP_CHANNELS:  # no draw at 0: same orders per seed
+            s.vip = self.rng.random() < self.vip_rate
         self._fill_amounts(s, channel)
         return s
 
@@ -915,6 +924,7 @@ class OrderGenerator:
             paid=s.paid,
             ref=ref,
             invalid=s.bad and ("malformed" if s.bad == "malformed" else "bad_amount"),
+            vip=s.vip,
         )
         self.index += 1
         return out

@@ -3,10 +3,11 @@
     python -m bench.state_events                       # 20,000 orders, ~5 events each
     python -m bench.state_events --orders 5000 --json bench/results/state_events.json
 
-Per event, what the order stage does besides I/O: ``apply_event`` -> on a transition
-``plan_timers`` (deadlines of the new state + index keys + encoded values) -> rules for the
-event and for the state entered -> audit entries for every step and rule firing, encoded with
-their keys. Refusals and stale events (a late carrier update, a repeat) are part of the mix,
+Per event, what the order stage does (``streams.stages.order_state.apply_events`` on a real
+RocksDB partition store, one fsynced WriteBatch per 500-event envelope; only the Kafka sends are
+left out): decode the held record, ``core.order_flow.on_event`` (state machine, audit entries,
+SLA deadlines re-planned, rules for the event and the state entered, stock effects), encode.
+Refusals and stale events (a late carrier update, a repeat) are part of the mix,
 as in production. Orders come from the flood generator (``bench.orders``) through the real
 channel adapters, so tags, totals and currencies are realistic; building them and their event
 scripts happens before the clock starts. Best of ``--repeat`` runs (other work may share the
@@ -19,6 +20,8 @@ import argparse
 import gc
 import json
 import random
+import shutil
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,21 +29,18 @@ from typing import Any
 
 from bench.flood import machine_info
 from bench.orders import OrderGenerator
-from core.audit import audit_encoder, audit_key, rule_entry
+from core.audit import AUDIT_PREFIX
 from core.channels import NormaliseContext, normalise
 from core.model import CanonicalOrder
-from core.order_state import initial_state
+from core.order_flow import FlowContext
+from core.routing import WarehouseRouting
 from core.rules import RuleSet
 from core.skus import SkuCatalog
-from core.sla import (
-    Deadline,
-    SlaPolicy,
-    deadline_key,
-    deadlines_for,
-    encode_deadline,
-    plan_timers,
-)
-from core.state_machine import OrderEvent, Transition, apply_event, transition_audit
+from core.sla import SlaPolicy
+from core.state_machine import OrderEvent
+from streams.envelope import CanonicalRecord
+from streams.stages import order_state
+from streams.store import ChangelogEntry, PartitionStore, Position
 
 ROOT = Path(__file__).resolve().parents[1]
 BAR = 20_000
@@ -80,19 +80,6 @@ def _script(o: CanonicalOrder, rng: random.Random) -> list[tuple[str, dict[str, 
     return [*ship, *carrier, ("delivered", {}, ""), ("complete", {}, "")]
 
 
-class _Order:
-    __slots__ = ("deadlines", "last_carrier", "order", "payment", "resume", "seq", "state")
-
-    def __init__(self, order: CanonicalOrder) -> None:
-        self.order = order
-        self.state = initial_state(order)
-        self.payment = order.payment_status
-        self.resume = ""
-        self.last_carrier = 0
-        self.seq = 0
-        self.deadlines: list[Deadline] = []
-
-
 def build(n: int, seed: int) -> tuple[list[CanonicalOrder], list[tuple[int, OrderEvent]]]:
     ctx = NormaliseContext(skus=SkuCatalog.from_toml(ROOT / "config" / "skus.toml"))
     orders: list[CanonicalOrder] = []
@@ -127,69 +114,37 @@ def build(n: int, seed: int) -> tuple[list[CanonicalOrder], list[tuple[int, Orde
 
 
 def run(
-    orders: list[CanonicalOrder],
-    events: list[tuple[int, OrderEvent]],
-    policy: SlaPolicy,
-    rules: RuleSet,
+    orders: list[CanonicalOrder], events: list[tuple[int, OrderEvent]], flow: FlowContext
 ) -> tuple[float, Counter[str]]:
-    state = [_Order(o) for o in orders]
-    for s in state:  # arming on creation is the order-recording path, not a state event
-        since, oid = s.order.created_at, s.order.id
-        s.deadlines = deadlines_for(s.state, since, s.payment, policy, order_id=oid)
-    outcome: Counter[str] = Counter()
-    out_bytes = 0
-    t0 = time.perf_counter()
-    for idx, ev in events:
-        s = state[idx]
-        paid_now = ev.data.get("payment_status")
-        if paid_now:
-            s.payment = paid_now
-        t = apply_event(
-            s.state,
-            ev,
-            payment_status=s.payment,
-            resume_state=s.resume,
-            last_carrier_at=s.last_carrier,
-        )
-        if not isinstance(t, Transition):
-            outcome["stale" if t.stale else "refused"] += 1
-            continue
-        outcome["applied"] += 1
-        plan = plan_timers(
-            t, s.deadlines, at=ev.at, payment_status=s.payment, policy=policy, order_id=ev.order_id
-        )
-        if t.timers != "keep":
-            s.deadlines = plan.arm
-        for d in plan.arm:
-            out_bytes += len(deadline_key(d)) + len(encode_deadline(d))
-        entries = transition_audit(t, ev, s.seq)
-        s.seq += len(entries)
-        s.state = t.to_state
-        s.resume = t.resume_state
-        if t.carrier_at:
-            s.last_carrier = t.carrier_at
-        actions = rules.evaluate(ev.event, s.order, state=s.state, reason=ev.reason)
-        if t.to_state != t.from_state:
-            actions += rules.evaluate("state:" + t.to_state, s.order, state=s.state)
-        for a in actions:
-            entries.append(
-                rule_entry(
-                    ev.order_id,
-                    s.seq,
-                    state=s.state,
-                    action=a.kind,
-                    value=a.value,
-                    rule=a.rule,
-                    at=ev.at,
-                )
-            )
-            s.seq += 1
-            outcome["rule:" + a.kind] += 1
-        for e in entries:
-            out_bytes += len(audit_key(e.order_id, e.seq)) + len(audit_encoder.encode(e))
-    elapsed = time.perf_counter() - t0
-    outcome["bytes"] = out_bytes
-    return elapsed, outcome
+    """The order stage's event path on a real RocksDB store, minus the sends.
+
+    Before the clock: every order recorded (``record_envelope``, as ``orders.unique`` does).
+    Timed: events in envelopes of 500 -> ``get_many`` -> ``apply_events`` (state machine, audit,
+    timers, rules, stock effects) -> one fsynced WriteBatch per envelope.
+    """
+    root = Path(tempfile.mkdtemp(prefix="orderstream-events-"))
+    store = PartitionStore(root, order_state.STORE, 0)
+    try:
+        now = orders[0].created_at if orders else 0
+        for i in range(0, len(orders), 500):
+            recs = [CanonicalRecord(o, now) for o in orders[i : i + 500]]
+            out = order_state.record_envelope(recs, [None] * len(recs), now, flow)
+            store.write(ChangelogEntry(out.store_updates(), "unique", Position("b", i)), None)
+        outcome: Counter[str] = Counter()
+        t0 = time.perf_counter()
+        for i in range(0, len(events), 500):
+            batch = [ev for _, ev in events[i : i + 500]]
+            held = store.get_many([ev.order_id.encode() for ev in batch])
+            out = order_state.apply_events(batch, held, batch[-1].at, flow)
+            store.write(ChangelogEntry(out.store_updates(), "events", Position("b", i)), None)
+            for _, refusal in out.refusals:
+                outcome["stale" if getattr(refusal, "stale", False) else "refused"] += 1
+            outcome["applied"] += len(batch) - len(out.refusals)
+            outcome["audit_entries"] += sum(k.startswith(AUDIT_PREFIX) for k in out.updates)
+        return time.perf_counter() - t0, outcome
+    finally:
+        store.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -199,15 +154,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "state_events.json"))
     args = ap.parse_args(argv)
-    policy = SlaPolicy.from_toml(ROOT / "config" / "sla.toml")
-    rules = RuleSet.from_toml(ROOT / "config" / "rules.toml")
+    flow = FlowContext(
+        SlaPolicy.from_toml(ROOT / "config" / "sla.toml"),
+        RuleSet.from_toml(ROOT / "config" / "rules.toml"),
+        WarehouseRouting.default(),
+    )
     orders, events = build(args.orders, args.seed)
     gc.collect()
     gc.freeze()
     best = float("inf")
     outcome: Counter[str] = Counter()
     for _ in range(args.repeat):
-        elapsed, outcome = run(orders, events, policy, rules)
+        elapsed, outcome = run(orders, events, flow)
         best = min(best, elapsed)
     rate = len(events) / best
     mix = Counter(ev.event for _, ev in events)

@@ -234,9 +234,17 @@ def _apply(
         r.tracking_no = event.data.get("tracking_no", r.tracking_no)
         r.carrier = event.data.get("carrier", r.carrier)
     if r.state != "held":
+        if r.hold_rule and event.event in ("release", "review_approve"):
+            # an operator lifted this rule's hold: the same rule must not hold it again when the
+            # order re-enters the state that triggered it (approve -> paid -> "amount > 5,000")
+            r.waived_rules = [*r.waived_rules, r.hold_rule]
         r.hold_reason = ""
+        r.hold_rule = ""
     elif event.event == "hold":
         r.hold_reason = event.reason
+        r.hold_rule = event.data.get("rule", "")
+    if event.event == "carrier_exception" and r.state == "picking":
+        r.tracking_no = ""  # back on the shelf: the old tracking number is void
     plan = plan_timers(
         result,
         r.deadlines,
@@ -320,6 +328,8 @@ def _run_rules(
 
 def _act(flow: Flow, ctx: FlowContext, action: Action, now: int, depth: int) -> None:
     r = flow.record
+    if action.kind == "hold" and action.rule in r.waived_rules:
+        return  # an operator already lifted this rule's hold on this order
     flow.add_audit(
         [
             rule_entry(
@@ -352,7 +362,7 @@ def _act(flow: Flow, ctx: FlowContext, action: Action, now: int, depth: int) -> 
             )
         )
     elif action.kind in ("hold", "skip_state") and depth < MAX_RULE_DEPTH:
-        data = {"state": action.value} if action.kind == "skip_state" else {}
+        data = {"state": action.value} if action.kind == "skip_state" else {"rule": action.rule}
         event = OrderEvent(
             order_id=r.order.id,
             event="hold" if action.kind == "hold" else "skip_state",

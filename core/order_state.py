@@ -91,6 +91,8 @@ class OrderRecord(msgspec.Struct, kw_only=True):
     labels: list[str] = []  # tags added by rules (the channel's own tags stay on the order)
     tracking_no: str = ""
     carrier: str = ""
+    hold_rule: str = ""  # the rule whose hold the order is in, if a rule held it
+    waived_rules: list[str] = []  # rules whose hold an operator lifted: they do not hold again
 
 
 def initial_state(order: CanonicalOrder) -> OrderStateName:

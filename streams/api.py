@@ -21,6 +21,7 @@ from core.channels import ADAPTERS
 from core.framing import split_orders
 from core.inventory import StockAdjustment
 from core.model import Rejection, global_order_id
+from core.skus import SkuCatalog
 from core.state_machine import EventError, validate_event
 from streams import metrics
 from streams.journal import IngestJournal, JournalEntry, JournalFull
@@ -60,6 +61,21 @@ _REFUSED = _Children(metrics.HTTP_REFUSED)
 _INGESTED = _Children(metrics.INGESTED, "http")
 
 
+# Raised by the service (timers, the reservation saga, dedup): a client sending them would forge
+# what the service decides.
+SYSTEM_EVENTS = frozenset({"payment_timeout", "stock_refused", "mark_duplicate"})
+# Adjustment quantities that can never be right, answered 400 before they reach the ledger.
+_QUANTITY_RULES = {
+    "set": (lambda q: q >= 0, "on_hand must be >= 0"),
+    "safety": (lambda q: q >= 0, "safety must be >= 0"),
+    "alert_at": (lambda q: q >= 0, "alert_at must be >= 0"),
+    "hold": (lambda q: q >= 0, "a hold must be >= 0 (0 clears it)"),
+    "receipt": (lambda q: q > 0, "a receipt must be > 0"),
+    "correction": (lambda q: q != 0, "a correction must not be 0"),
+}
+_FIELD_OF = {"set": "on_hand", "safety": "safety", "alert_at": "alert_at", "hold": "holds"}
+
+
 def _quote(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")
 
@@ -95,6 +111,10 @@ class IngestAPI:
         self.max_body_bytes = max_body_bytes
         self.session: aiohttp.ClientSession | None = None
         self.started = time.monotonic()
+        self.warehouses: frozenset[str] = frozenset()  # declared by the routing table (if any)
+        # stock is kept under canonical SKUs, as orders name them: an alias in a stock call
+        # must reach the same record, never create a second one nobody orders from
+        self.skus = SkuCatalog()
         self.status: dict[str, Any] = {}
 
     def build(self) -> web.Application:
@@ -143,6 +163,9 @@ class IngestAPI:
             return _error(400, "$", "empty body: send one JSON order, or NDJSON (one per line)")
         framed, batch = split_orders(body, request.content_type)
         lines = [(n, payload, adapter.order_no(payload)) for n, payload in framed]
+        # a gateway that knows an order is urgent (a VIP live-stream buyer) says so up front:
+        # it rides the priority lane from the first topic on
+        urgent = request.headers.get("X-Priority", "").strip().lower() == "high"
         now = time.time_ns() // 1_000_000
         entries: list[JournalEntry] = []
         results: list[Accepted] = []
@@ -161,7 +184,7 @@ class IngestAPI:
                 )
             else:
                 oid = global_order_id(channel, found)
-                add_entry(JournalEntry(channel, payload, now, oid))
+                add_entry(JournalEntry(channel, payload, now, oid, None, urgent))
                 add_result(Accepted("accepted", id=oid, order_no=found))
                 accepted += 1
         try:
@@ -182,6 +205,7 @@ class IngestAPI:
         _INGESTED[channel].inc(accepted)
         if rejected:
             _REFUSED["unparseable_order"].inc(rejected)
+            metrics.DEAD_LETTERS.labels("ingest", channel).inc(rejected)
         status = 202 if accepted else 400
         if not batch:
             r = results[0]
@@ -307,6 +331,10 @@ class IngestAPI:
         event = validate_event(body)
         if isinstance(event, EventError):
             return _error(400, event.field.replace("$.", "", 1), event.reason)
+        if event.event in SYSTEM_EVENTS:
+            return _error(
+                400, "event", f"{event.event} is raised by orderstream itself, not accepted here"
+            )
         return await self._owner(f"/internal/orders/{_quote(oid)}/events", _json.encode(event))
 
     async def get_history(self, request: web.Request) -> web.Response:
@@ -334,7 +362,7 @@ class IngestAPI:
 
     async def get_stock(self, request: web.Request) -> web.Response:
         """A SKU's level per warehouse (on_hand, reserved, safety, available, holds), live."""
-        return await self._owner(f"/internal/stock/{_quote(request.match_info['sku'])}")
+        return await self._owner(f"/internal/stock/{_quote(self._sku(request))}")
 
     async def put_stock(self, request: web.Request) -> web.Response:
         """Set a SKU's level in one warehouse: any of on_hand, safety, alert_at, holds.
@@ -391,7 +419,7 @@ class IngestAPI:
     ) -> dict[str, Any]:
         adj_id = body.get("adjustment_id", "")
         return {
-            "sku": request.match_info["sku"],
+            "sku": self._sku(request),
             "warehouse": body.get("warehouse", ""),
             "op": op,
             "quantity": quantity,
@@ -407,12 +435,26 @@ class IngestAPI:
     ) -> web.Response:
         if not isinstance(body.get("warehouse"), str) or not body["warehouse"].strip():
             return _error(400, "warehouse", "required: the warehouse this stock is in")
-        try:
-            checked = msgspec.convert(adjustments, list[StockAdjustment])
-        except msgspec.ValidationError as exc:
-            return _error(400, "quantity", f"{exc}")
-        sku = request.match_info["sku"]
+        if self.warehouses and body["warehouse"] not in self.warehouses:
+            return _error(
+                400,
+                "warehouse",
+                f"unknown warehouse {body['warehouse']!r}; the routing table declares "
+                f"{sorted(self.warehouses)}",
+            )
+        for adj in adjustments:
+            field = _FIELD_OF.get(adj["op"], "quantity")
+            if type(adj["quantity"]) is not int:
+                return _error(400, field, f"must be an integer, got {adj['quantity']!r}")
+            ok, why = _QUANTITY_RULES[adj["op"]]
+            if not ok(adj["quantity"]):
+                return _error(400, field, f"{why}, got {adj['quantity']}")
+        checked = msgspec.convert(adjustments, list[StockAdjustment])
+        sku = self._sku(request)
         return await self._owner(f"/internal/stock/{_quote(sku)}", _json.encode(checked))
+
+    def _sku(self, request: web.Request) -> str:
+        return self.skus.canonical(request.match_info["sku"])
 
     async def get_metrics(self, request: web.Request) -> web.Response:
         metrics.JOURNAL_DEPTH.set(self.journal.depth)

@@ -14,6 +14,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from typing import Any
 
 import faust
@@ -78,11 +79,14 @@ from streams.store import ChangelogEntry, Position, StoreManager
 from streams.topics import (
     ALERTS,
     CANONICAL,
+    CANONICAL_PRIORITY,
     CHANGES,
     DLQ,
     EVENTS,
-    RAW,
+    NORMAL_LANE,
+    PRIORITY_LANE,
     RECIPIENT,
+    RECIPIENT_PRIORITY,
     RESERVE,
     RESERVED,
     REVIEW,
@@ -90,6 +94,8 @@ from streams.topics import (
     STOCK_CHANGES,
     STOCK_UPDATES,
     UNIQUE,
+    UNIQUE_PRIORITY,
+    Lane,
 )
 
 log = logging.getLogger("orderstream.worker")
@@ -140,12 +146,6 @@ def _results(message: Any) -> list[ReservationResult]:
 
 def _requests(message: Any) -> list[ReserveRequest]:
     return RESERVE_CODEC.decode(message.value)
-
-
-def _adjustments(message: Any) -> list[StockAdjustment | DeadLetter]:
-    ctype = _headers(message).get("content-type", b"").decode("ascii", "replace").lower()
-    good, dead = reserve.decode_stock_updates(message.value, ctype, int(message.timestamp * 1000))
-    return [*good, *dead]
 
 
 def _events(message: Any) -> list[OrderEvent | DeadLetter]:
@@ -250,10 +250,12 @@ class Pipeline:
         self.stores = StoreManager(
             data / "stores", epoch, settings.bootstrap_servers, send=self._send_changelog
         )
-        skus = SkuCatalog.from_toml(settings.sku_aliases) if settings.sku_aliases else SkuCatalog()
+        aliases = settings.sku_aliases_path
+        skus = SkuCatalog.from_toml(aliases) if aliases else SkuCatalog()
         self.ctx = NormaliseContext(skus=skus, default_country=settings.default_country)
         self.window_ms = int(settings.near_duplicate_window_s * 1000)
         self.grace_ms = int(settings.near_duplicate_grace_s * 1000)
+        self.priority_tags = frozenset(settings.priority_tags)
         routing = (
             WarehouseRouting.from_toml(settings.warehouses)
             if settings.warehouses
@@ -322,8 +324,11 @@ class Pipeline:
         """A gateway message's position, naming its orders' copies (``copy_ref``)."""
         return f"raw:{self.epoch[:8]}:{message.partition}:{message.offset}"
 
-    async def normalise_batch(self, messages: list[Any]) -> None:
-        """Raw messages (journal envelopes or single gateway orders) -> canonical envelopes."""
+    async def normalise_batch(self, messages: list[Any], lane: Lane = NORMAL_LANE) -> None:
+        """Raw messages (journal envelopes or single gateway orders) -> canonical envelopes.
+
+        An order on the priority lane stays on it; one tagged with a priority tag joins it here.
+        """
         t0 = time.perf_counter()
         records: list[Any] = []
         dead: list[DeadLetter] = []
@@ -335,10 +340,14 @@ class Pipeline:
             dead += bad
         good, rejected = normalise.normalise_records(records, self.ctx)
         dead += rejected
-        futs = await self._send_grouped(
-            CANONICAL, good, [r.order.id.encode() for r in good], CANONICAL_CODEC, b"canonical"
-        )
-        futs += await self._send_dead(dead)
+        urgent = [r for r in good if lane is PRIORITY_LANE or self._urgent(r.order)]
+        normal = [r for r in good if not (lane is PRIORITY_LANE or self._urgent(r.order))]
+        futs = await self._send_dead(dead)
+        for topic, recs in ((CANONICAL, normal), (CANONICAL_PRIORITY, urgent)):
+            if recs:
+                futs += await self._send_grouped(
+                    topic, recs, [r.order.id.encode() for r in recs], CANONICAL_CODEC, b"canonical"
+                )
         await asyncio.gather(*futs)
         # One metric update per channel per batch: multiprocess metrics cost ~3 µs a call.
         for channel, n in Counter(r.order.channel for r in good).items():
@@ -346,6 +355,9 @@ class Pipeline:
         for channel, n in Counter(r.order.channel for r in good if r.origin is None).items():
             metrics.INGESTED.labels(channel, "kafka").inc(n)
         metrics.ENVELOPE_SECONDS.labels(normalise.STAGE).observe(time.perf_counter() - t0)
+
+    def _urgent(self, order: Any) -> bool:
+        return bool(self.priority_tags) and not self.priority_tags.isdisjoint(order.tags)
 
     def _owned_batches(self, topic: str, messages: list[Any]) -> dict[int, list[Any]]:
         """Group by partition, dropping partitions revoked since the batch was taken.
@@ -402,40 +414,44 @@ class Pipeline:
                 await asyncio.gather(*result.outputs)
         return result
 
-    async def exact_dedup_batch(self, messages: list[Any]) -> None:
+    async def exact_dedup_batch(self, messages: list[Any], lane: Lane = NORMAL_LANE) -> None:
         t0 = time.perf_counter()
-        await self._stateful(CANONICAL, dedup.EXACT_STORE, _canonical, messages, self._exact)
+
+        async def step(store: Any, fresh: list[Any], replayed: list[Any]) -> StepResult:
+            if not fresh:
+                return StepResult()
+            out = dedup.exact_envelope(fresh, store.get_many(dedup.exact_keys(fresh)))
+            futs = await self._send_grouped(
+                lane.recipient, out.records, out.keys, CANONICAL_CODEC, b"canonical"
+            )
+            return StepResult(out.updates, futs)
+
+        await self._stateful(lane.canonical, dedup.EXACT_STORE, _canonical, messages, step)
         metrics.ENVELOPE_SECONDS.labels(dedup.EXACT_STAGE).observe(time.perf_counter() - t0)
 
-    async def _exact(self, store: Any, fresh: list[Any], replayed: list[Any]) -> StepResult:
-        if not fresh:
-            return StepResult()
-        out = dedup.exact_envelope(fresh, store.get_many(dedup.exact_keys(fresh)))
-        futs = await self._send_grouped(
-            RECIPIENT, out.records, out.keys, CANONICAL_CODEC, b"canonical"
-        )
-        return StepResult(out.updates, futs)
-
-    async def recipient_dedup_batch(self, messages: list[Any]) -> None:
+    async def recipient_dedup_batch(self, messages: list[Any], lane: Lane = NORMAL_LANE) -> None:
         t0 = time.perf_counter()
-        await self._stateful(
-            RECIPIENT, dedup.RECIPIENT_STORE, _canonical, messages, self._recipient
-        )
+
+        async def step(store: Any, fresh: list[Any], replayed: list[Any]) -> StepResult:
+            if not fresh:
+                return StepResult()
+            out, pruned = dedup.recipient_step(
+                store, fresh, self.window_ms, self.grace_ms, _now_ms()
+            )
+            if pruned:
+                metrics.WINDOW_PRUNED.inc(pruned)
+            futs = await self._send_grouped(
+                lane.unique, out.records, out.keys, CANONICAL_CODEC, b"unique"
+            )
+            return StepResult(out.updates, futs)
+
+        await self._stateful(lane.recipient, dedup.RECIPIENT_STORE, _canonical, messages, step)
         metrics.ENVELOPE_SECONDS.labels(dedup.RECIPIENT_STAGE).observe(time.perf_counter() - t0)
 
-    async def _recipient(self, store: Any, fresh: list[Any], replayed: list[Any]) -> StepResult:
-        if not fresh:
-            return StepResult()
-        out, pruned = dedup.recipient_step(store, fresh, self.window_ms, self.grace_ms, _now_ms())
-        if pruned:
-            metrics.WINDOW_PRUNED.inc(pruned)
-        futs = await self._send_grouped(UNIQUE, out.records, out.keys, CANONICAL_CODEC, b"unique")
-        return StepResult(out.updates, futs)
-
-    async def record_batch(self, messages: list[Any]) -> None:
+    async def record_batch(self, messages: list[Any], lane: Lane = NORMAL_LANE) -> None:
         t0 = time.perf_counter()
         results = await self._stateful(
-            UNIQUE, order_state.STORE, _canonical, messages, self._record
+            lane.unique, order_state.STORE, _canonical, messages, self._record
         )
         await self._send_settles([s for r in results for s in r.settles])
         changes = [c for r in results for c in r.changes]
@@ -450,7 +466,8 @@ class Pipeline:
             metrics.DUPLICATES.labels(rule, channel).inc(n)
         now = _now_ms()
         metrics.observe_many(
-            metrics.E2E_SECONDS, [(now - c.received_at) / 1000 for c in changes if c.version == 1]
+            metrics.E2E_SECONDS.labels(lane.name),
+            [(now - c.received_at) / 1000 for c in changes if c.kind == "created"],
         )
         metrics.ENVELOPE_SECONDS.labels(order_state.STAGE).observe(time.perf_counter() - t0)
 
@@ -495,7 +512,7 @@ class Pipeline:
                 metrics.ALERTS.labels(kind).inc(n)
         for b in out.breaches:
             metrics.SLA_BREACHES.labels(b.kind, b.state, str(b.level)).inc()
-        transitions = Counter(c.state for c in out.changes if c.kind == "event")
+        transitions = Counter(c.state for c in out.changes if c.kind in ("event", "created"))
         for state, n in transitions.items():
             metrics.TRANSITIONS.labels(state).inc(n)
         futs += await self._send_requests(out.requests)
@@ -547,7 +564,9 @@ class Pipeline:
                 dead.append(_refused_letter(event, refusal))
         futs = await self._send_order_outputs(out)
         futs += await self._send_dead(dead)
-        metrics.EVENTS_APPLIED.inc(len(events) - len(out.refusals))
+        refused = {id(e) for e, _ in out.refusals}
+        for name, n in Counter(e.event for e in events if id(e) not in refused).items():
+            metrics.EVENTS_APPLIED.labels(name).inc(n)
         return StepResult(out.store_updates(), futs, changes=out.changes)
 
     async def apply_event_now(self, event: OrderEvent) -> tuple[int, dict[str, Any]]:
@@ -590,7 +609,7 @@ class Pipeline:
                 ChangelogEntry(out.store_updates(), API_INPUT, Position(self.epoch, now)),
                 outputs=futs,
             )
-        metrics.EVENTS_APPLIED.inc()
+        metrics.EVENTS_APPLIED.labels(event.event).inc()
         rec = out.records[event.order_id]
         return 200, {
             "applied": True,
@@ -649,7 +668,19 @@ class Pipeline:
         metrics.ENVELOPE_SECONDS.labels(reserve.STAGE).observe(time.perf_counter() - t0)
 
     async def stock_updates_batch(self, messages: list[Any]) -> None:
-        await self._stateful(STOCK_UPDATES, reserve.STORE, _adjustments, messages, self._inventory)
+        await self._stateful(
+            STOCK_UPDATES, reserve.STORE, self._adjustments, messages, self._inventory
+        )
+
+    def _adjustments(self, message: Any) -> list[StockAdjustment | DeadLetter]:
+        """A WMS message's adjustments; each must name a canonical SKU of this partition."""
+        ctype = _headers(message).get("content-type", b"").decode("ascii", "replace").lower()
+        received = int(message.timestamp * 1000)
+        good, dead = reserve.decode_stock_updates(message.value, ctype, received)
+        placed = reserve.check_placement(
+            good, message.partition, self.partitions, self.ctx.skus.canonical, received
+        )
+        return [*placed.good, *dead, *placed.dead]
 
     async def _inventory(self, store: Any, fresh: list[Any], replayed: list[Any]) -> StepResult:
         requests = [x for x in fresh if isinstance(x, ReserveRequest)]
@@ -708,6 +739,8 @@ class Pipeline:
             )
         for outcome, n in Counter(r.outcome for r in out.results).items():
             metrics.RESERVATIONS.labels(outcome).inc(n)
+        for outcome, n in Counter(a.outcome for a in out.adjustment_results).items():
+            metrics.STOCK_ADJUSTMENTS.labels(outcome).inc(n)
         if out.alerts:
             metrics.STOCK_ALERTS.inc(len(out.alerts))
         if out.oversold:  # cannot happen: the invariant is checked per grant; shout if it does
@@ -826,10 +859,34 @@ class Pipeline:
 
         # Raw messages may be single gateway orders, so take many; canonical and dlq messages
         # are envelopes of up to envelope_max_records each.
-        agent(topic(RAW), "normalise", self.normalise_batch, 2000)
-        agent(topic(CANONICAL), "exact_dedup", self.exact_dedup_batch, 16)
-        agent(topic(RECIPIENT), "recipient_dedup", self.recipient_dedup_batch, 16)
-        agent(topic(UNIQUE), "order_state", self.record_batch, 16)
+        for lane in (NORMAL_LANE, PRIORITY_LANE):
+            # the priority lane: the same stages on their own topics and agents, so VIP/urgent
+            # orders never queue behind a flood of normal ones (only share the CPU with them)
+            suffix = "" if lane is NORMAL_LANE else "_priority"
+            agent(
+                topic(lane.raw),
+                "normalise" + suffix,
+                partial(self.normalise_batch, lane=lane),
+                2000,
+            )
+            agent(
+                topic(lane.canonical),
+                "exact_dedup" + suffix,
+                partial(self.exact_dedup_batch, lane=lane),
+                16,
+            )
+            agent(
+                topic(lane.recipient),
+                "recipient_dedup" + suffix,
+                partial(self.recipient_dedup_batch, lane=lane),
+                16,
+            )
+            agent(
+                topic(lane.unique),
+                "order_state" + suffix,
+                partial(self.record_batch, lane=lane),
+                16,
+            )
         agent(topic(RESERVE), "reserve", self.reserve_batch, 16)
         agent(topic(STOCK_UPDATES), "stock_updates", self.stock_updates_batch, 500)
         agent(topic(RESERVED), "reservation_results", self.reservation_results_batch, 16)
@@ -840,6 +897,9 @@ class Pipeline:
             CANONICAL: dedup.EXACT_STORE,
             RECIPIENT: dedup.RECIPIENT_STORE,
             UNIQUE: order_state.STORE,
+            CANONICAL_PRIORITY: dedup.EXACT_STORE,
+            RECIPIENT_PRIORITY: dedup.RECIPIENT_STORE,
+            UNIQUE_PRIORITY: order_state.STORE,
             RESERVE: reserve.STORE,
             DLQ: dead_letters.STORE,
         }

@@ -30,7 +30,7 @@ from streams.envelope import (
 )
 from streams.journal import IngestJournal, JournalEntry
 from streams.settings import Settings
-from streams.topics import DLQ, RAW, SETTLED
+from streams.topics import DLQ, RAW, RAW_PRIORITY, SETTLED
 
 log = logging.getLogger("orderstream.forwarder")
 
@@ -108,17 +108,22 @@ class Forwarder:
         futures = []
         # Raw records are routed by their order id (kafka_partition of the id) so the partition a
         # record travels on matches where the canonical order will live.
-        ids = [e.order_id.encode() for _, e in entries if e.rejection is None]
-        for part, recs in group_by_partition(raw, ids, parts).items():
-            for chunk in chunks(recs, size):
-                futures.append(
-                    await self.producer.send(
-                        RAW,
-                        RAW_CODEC.encode(chunk),
-                        partition=part,
-                        headers=[(ENVELOPE_HEADER, b"raw")],
+        accepted = [e for _, e in entries if e.rejection is None]
+        for topic, urgent in ((RAW, False), (RAW_PRIORITY, True)):
+            lane = [(r, e) for r, e in zip(raw, accepted, strict=True) if e.priority is urgent]
+            if not lane:
+                continue
+            ids = [e.order_id.encode() for _, e in lane]
+            for part, recs in group_by_partition([r for r, _ in lane], ids, parts).items():
+                for chunk in chunks(recs, size):
+                    futures.append(
+                        await self.producer.send(
+                            topic,
+                            RAW_CODEC.encode(chunk),
+                            partition=part,
+                            headers=[(ENVELOPE_HEADER, b"raw")],
+                        )
                     )
-                )
         for chunk in chunks(dead, size):
             futures.append(
                 await self.producer.send(

@@ -50,6 +50,7 @@ class JournalEntry(msgspec.Struct, array_like=True):
     # Set when the HTTP layer refused the payload (malformed JSON, no order number): it is
     # still journaled so that it reaches the dead-letter topic with its reason.
     rejection: tuple[str, str] | None = None  # (field, reason)
+    priority: bool = False  # sent with X-Priority: high: forwarded on the priority lane
 
 
 class JournalFull(Exception):

@@ -44,11 +44,6 @@ DUPLICATES = Counter(
 WINDOW_PRUNED = Counter(
     "orderstream_dedup_window_pruned_total", "Near-duplicate window entries pruned as they aged"
 )
-REVIEWED = Counter(
-    "orderstream_review_decisions_total",
-    "Suspected duplicates decided by an operator",
-    ["decision"],
-)
 RESERVATIONS = Counter(
     "orderstream_reservations_total",
     "Reservation requests answered by the SKU partitions, by outcome",
@@ -58,6 +53,11 @@ ORDER_RESERVATIONS = Counter(
     "orderstream_order_reservations_total",
     "Orders whose reservation reached a status (reserved, out_of_stock, released, deducted)",
     ["status"],
+)
+STOCK_ADJUSTMENTS = Counter(
+    "orderstream_stock_adjustments_total",
+    "Stock adjustments (HTTP, stock.updates): applied, refused (would oversell), duplicate",
+    ["outcome"],
 )
 OVERSOLD = Counter(
     "orderstream_oversold_total", "Stock levels found with reserved > on_hand - safety: must be 0"
@@ -74,7 +74,12 @@ SLA_BREACHES = Counter(
 TRANSITIONS = Counter(
     "orderstream_state_transitions_total", "Orders moved into a state by an event", ["state"]
 )
-EVENTS_APPLIED = Counter("orderstream_events_applied_total", "Order events applied")
+EVENTS_APPLIED = Counter(
+    "orderstream_events_applied_total",
+    "Order events applied (HTTP, orders.events, timers), by event; review decisions are"
+    " review_approve / review_reject",
+    ["event"],
+)
 EVENTS_REFUSED = Counter(
     "orderstream_events_refused_total",
     "Order events not applied: refused (409 / dead letter) or stale (already past)",
@@ -104,7 +109,8 @@ ENVELOPE_SECONDS = Histogram(
 )
 E2E_SECONDS = Histogram(
     "orderstream_end_to_end_seconds",
-    "Accepted at the door until the order stage recorded it",
+    "Accepted at the door until the order stage recorded it, by lane (normal, priority)",
+    ["lane"],
     buckets=LATENCY_BUCKETS,
 )
 BROKER_EPOCHS = Counter("orderstream_broker_epochs_total", "Fresh broker epochs recovered from")

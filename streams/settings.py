@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     data_dir: str = "./data"
     workers: int = 2  # Faust worker processes started by `serve`: one per core here
     worker_web_port: int = 0  # first worker's internal web port; 0 picks free ports
-    sku_aliases: str = ""  # TOML alias table; "" = none (SKUs pass through)
+    sku_aliases: str = ""  # TOML alias table; "" = the shipped config/skus.toml, "none" = none
     default_country: str = "CN"  # phone fallback when neither payload nor channel names one
     # Ingest journal: accepted orders live here until the order stage has recorded them.
     journal_max_entries: int = 2_000_000
@@ -64,6 +65,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     sla_policy: str = ""
     rules: str = ""
     sla_tick_s: float = 1.0  # how often a worker scans its deadline index for due timers
+    # Orders tagged with any of these (or sent with X-Priority: high) take the priority lane.
+    priority_tags: list[str] = msgspec.field(default_factory=lambda: ["vip", "urgent"])
 
     def __post_init__(self) -> None:
         checks = [
@@ -99,7 +102,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 "must be debug, info, warn or error",
             ),
             (
-                self.sku_aliases == "" or Path(self.sku_aliases).is_file(),
+                self.sku_aliases in ("", "none") or Path(self.sku_aliases).is_file(),
                 "sku_aliases",
                 f"no such file: {self.sku_aliases} (relative paths are from the working directory)",
             ),
@@ -148,6 +151,12 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return self.broker_url.removeprefix("kafka://")
 
     @property
+    def sku_aliases_path(self) -> Path | None:
+        if self.sku_aliases == "none":
+            return None
+        return Path(self.sku_aliases) if self.sku_aliases else CONFIG_DIR / "skus.toml"
+
+    @property
     def sla_path(self) -> Path:
         return Path(self.sla_policy) if self.sla_policy else CONFIG_DIR / "sla.toml"
 
@@ -184,7 +193,9 @@ def load_settings(
     for name in fields:
         env = os.environ.get(_ENV_PREFIX + name.upper())
         if env is not None:
-            raw[name] = env
+            # lists travel as comma-separated values (ORDERSTREAM_PRIORITY_TAGS=vip,urgent)
+            is_list = typing.get_origin(fields[name]) is list
+            raw[name] = [v.strip() for v in env.split(",") if v.strip()] if is_list else env
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         # str_values: environment variables are strings; msgspec converts "4" -> 4, "true" -> True

@@ -22,6 +22,8 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
+from core.routing import WarehouseRouting
+from core.skus import SkuCatalog
 from streams import metrics
 from streams.api import IngestAPI
 from streams.broker import EmbeddedBroker, die_with_parent, free_port
@@ -38,9 +40,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """Settings as ORDERSTREAM_* variables, so a child sees exactly what the parent resolved."""
     env = {}
     for name, value in msgspec.structs.asdict(settings).items():
-        env["ORDERSTREAM_" + name.upper()] = (
-            str(value).lower() if isinstance(value, bool) else str(value)
-        )
+        if isinstance(value, bool):
+            text = str(value).lower()
+        elif isinstance(value, list):
+            text = ",".join(str(v) for v in value)
+        else:
+            text = str(value)
+        env["ORDERSTREAM_" + name.upper()] = text
     return env
 
 
@@ -134,6 +140,10 @@ class Supervisor:
             s.max_body_bytes,
         )
         api.status = {"broker": s.broker_url, "embedded": s.embedded, "epoch": self.epoch}
+        routing = WarehouseRouting.from_toml(s.warehouses) if s.warehouses else None
+        api.warehouses = frozenset((routing or WarehouseRouting.default()).warehouses)
+        if s.sku_aliases_path is not None:
+            api.skus = SkuCatalog.from_toml(s.sku_aliases_path)
         runner = web.AppRunner(api.build(), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, s.http_host, s.http_port, backlog=1024)

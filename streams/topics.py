@@ -19,6 +19,12 @@ RESERVE = "reservations.requests"  # one request per order line; partition = SKU
 RESERVED = "reservations.results"  # the SKU partitions' answers; partition = global id
 STOCK_UPDATES = "stock.updates"  # a WMS's stock adjustments (JSON / NDJSON); key = SKU
 STOCK_CHANGES = "stock.changes"  # every touched (SKU, warehouse) level, and low-stock alerts
+# The priority lane (VIP / urgent orders): the same stages on their own topics and agents, so a
+# flood of normal orders queued on the topics above does not delay them.
+RAW_PRIORITY = "orders.raw.priority"
+CANONICAL_PRIORITY = "orders.canonical.priority"
+RECIPIENT_PRIORITY = "orders.recipient.priority"
+UNIQUE_PRIORITY = "orders.unique.priority"
 EVENTS = "orders.events"  # order events (payment, warehouse, carrier, ...): JSON; key = order id
 ALERTS = "orders.alerts"  # SLA breaches/escalations, rule notifications, carrier exceptions
 DLQ = "orders.dlq"  # dead letters with stage, field, reason and the original bytes
@@ -39,6 +45,10 @@ def hot_topics() -> tuple[str, ...]:
         CANONICAL,
         RECIPIENT,
         UNIQUE,
+        RAW_PRIORITY,
+        CANONICAL_PRIORITY,
+        RECIPIENT_PRIORITY,
+        UNIQUE_PRIORITY,
         REVIEW,
         RESERVE,
         RESERVED,
@@ -71,3 +81,19 @@ def all_topics(partitions: int, app_id: str) -> list[TopicSpec]:
         TopicSpec(f"{app_id}-__assignor-__leader", 1),
     ]
     return specs
+
+
+class Lane(msgspec.Struct, frozen=True):
+    """One lane's topics, stage by stage."""
+
+    name: str
+    raw: str
+    canonical: str
+    recipient: str
+    unique: str
+
+
+NORMAL_LANE = Lane("normal", RAW, CANONICAL, RECIPIENT, UNIQUE)
+PRIORITY_LANE = Lane(
+    "priority", RAW_PRIORITY, CANONICAL_PRIORITY, RECIPIENT_PRIORITY, UNIQUE_PRIORITY
+)

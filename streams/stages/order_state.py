@@ -225,8 +225,9 @@ def fire_deadlines(
 
 def _moved(out: EnvelopeOutcome, held: _Held, old: OrderRecord, flow: Flow, now: int) -> None:
     new = flow.record
-    changed = new.state != old.state or new.reservation != old.reservation
-    if changed or new.priority != old.priority or new.labels != old.labels:
+    if flow.audit or new.reservation != old.reservation or new.priority != old.priority:
+        # anything recorded (a transition, a rule firing, a breach, a carrier update) is a new
+        # version: consumers of orders.changes dedupe on (order_id, version)
         new.version += 1
         new.changed_at = now
         out.changes.append(change_of(new, "event", new.received_at, now))

@@ -12,10 +12,13 @@ and the reason; the others in the message still apply.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 
 from core.framing import split_orders
-from core.inventory import StockAdjustment
+from core.inventory import StockAdjustment, partition_key
+from ext import kafka_partition
 from streams.envelope import DeadLetter
 
 STAGE = "reserve"
@@ -70,3 +73,37 @@ def _letter(payload: bytes, field: str, reason: str, received_at: int) -> DeadLe
         payload=payload,
         received_at=received_at,
     )
+
+
+class Placed(msgspec.Struct):
+    good: list[StockAdjustment]
+    dead: list[DeadLetter]
+
+
+def check_placement(
+    adjustments: list[StockAdjustment],
+    partition: int,
+    partitions: int,
+    canonical: Callable[[str], str],
+    received_at: int,
+) -> Placed:
+    """Keep only adjustments this partition owns, under the SKU orders use.
+
+    A SKU's stock has one writer: the owner of ``partition_key(sku)``'s partition. An
+    adjustment naming an alias, or produced to another partition (a WMS keying by something
+    else), would create a second record that no order ever reserves from, so it is
+    dead-lettered with what to send instead.
+    """
+    out = Placed([], [])
+    for adj in adjustments:
+        sku = canonical(adj.sku)
+        payload = msgspec.json.encode(adj)
+        if sku != adj.sku:
+            why = f"{adj.sku!r} is an alias of {sku!r}: send the canonical SKU"
+            out.dead.append(_letter(payload, "$.sku", why, received_at))
+        elif kafka_partition(partition_key(sku), partitions) != partition:
+            why = f"produced to partition {partition}; key stock.updates by the SKU ({sku!r})"
+            out.dead.append(_letter(payload, "key", why, received_at))
+        else:
+            out.good.append(adj)
+    return out

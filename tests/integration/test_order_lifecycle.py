@@ -226,3 +226,24 @@ def test_a_timer_survives_a_worker_killed_before_it_fires(make_service, tmp_path
     doc = _until(service, oid, lambda d: d["state"] == "cancelled", timeout=60)
     assert doc["reservation"]["status"] == "released"
     assert service.stop() == 0
+
+
+def test_vip_and_flagged_orders_take_the_priority_lane(svc: Service) -> None:
+    vip = _order(svc, 34_000_020, tags="vip")
+    line = dict(SHOPIFY["line_items"][0], sku="LIFE-1", quantity=1)
+    resp = svc.request(
+        "POST",
+        "/v1/orders",
+        shopify_order(34_000_021, line_items=[line]),
+        {"X-Channel": "shopify", "X-Priority": "high"},
+    )
+    flagged = resp.json()["id"]
+    _until(svc, flagged, lambda d: d["state"] == "paid")
+    assert svc.get_order(vip).json()["priority"] == "high"
+    text = svc.request("GET", "/metrics").body.decode()
+    count = next(
+        float(ln.rsplit(" ", 1)[1])
+        for ln in text.splitlines()
+        if ln.startswith('orderstream_end_to_end_seconds_count{lane="priority"}')
+    )
+    assert count >= 2
