@@ -102,7 +102,18 @@ class Service:
             if "ready in" in self.log():
                 return
             time.sleep(0.1)
-        raise TimeoutError(f"service not ready in {timeout}s:\n{self.log()[-3000:]}")
+        log = self.log()[-3000:]
+        self._kill_all()  # a service that never got ready must not outlive the test either
+        raise TimeoutError(f"service not ready in {timeout}s:\n{log}")
+
+    def _kill_all(self) -> None:
+        assert self.proc is not None
+        pids = [p for group in self.child_pids().values() for p in group]
+        self.proc.kill()
+        self.proc.wait()
+        for p in pids:
+            if pid_alive(p):
+                os.kill(p, signal.SIGKILL)
 
     def log(self) -> str:
         try:
