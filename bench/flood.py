@@ -198,6 +198,7 @@ class Observer:
         self.copies: dict[str, int] = {}  # order id -> channel copies recorded (dedup accuracy)
         self.flagged: dict[str, tuple[str, str]] = {}  # order id -> (rule, original id)
         self.reserved: set[str] = set()  # orders whose reservation got its answer
+        self.changes_seen = 0
         self.lat_reserved: list[int] = []  # accepted at the door -> reservation answered (ms)
         self.last_created = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -236,6 +237,7 @@ class Observer:
                 for msg in msgs:
                     if tp.topic == CHANGES:
                         for ch in decode_changes(msg.value):
+                            self.changes_seen += 1
                             self.seen.add(ch.order_id)
                             if ch.kind in ("created", "updated", "duplicate_received"):
                                 self.copies[ch.order_id] = self.copies.get(ch.order_id, 0) + 1
@@ -634,7 +636,16 @@ async def run(args: argparse.Namespace) -> int:
                     if (await resp.json())["journal_depth"] == 0:
                         break
                 await asyncio.sleep(0.2)
-        await asyncio.sleep(1.0)  # let in-flight dead letters and updates land
+        # reservation answers and later copies follow the first recording: wait until the
+        # changes stop coming (quiet for 1.5 s) so they are all counted
+        last, quiet_since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            n = observer.changes_seen
+            if n != last:
+                last, quiet_since = n, time.monotonic()
+            elif time.monotonic() - quiet_since > 1.5:
+                break
+            await asyncio.sleep(0.1)
         await observer.stop()
         dedup = dedup_accuracy(orders, observer.copies, observer.flagged)
         dedup["bars_failed"] = meets_bars(dedup) if args.transport != "http-single" else []

@@ -104,7 +104,11 @@ faust_tuning.apply()
 EPOCH_EXIT_CODE = 75  # exit code of a worker that saw a new broker epoch (it is restarted)
 API_INPUT = "api"  # input name of commits made by operator requests rather than a topic
 TIMER_INPUT = "timer"  # ...and by timers (reservation TTLs, SLA deadlines)
-TAKE_WITHIN_S = 0.005  # how long an agent waits to fill a batch when the topic is quiet
+TAKE_WITHIN_S = 0.005
+# Envelopes shrink as they fan out (each stage splits its output over every partition: 500 raw
+# orders reach the order stage as envelopes of ~8), so a stage takes many at once: one commit
+# (fsync) and one output envelope per destination partition for all of them.
+ENVELOPE_TAKE = 128  # how long an agent waits to fill a batch when the topic is quiet
 
 
 def _now_ms() -> int:
@@ -248,7 +252,10 @@ class Pipeline:
             stream_wait_empty=False,
         )
         self.stores = StoreManager(
-            data / "stores", epoch, settings.bootstrap_servers, send=self._send_changelog
+            data / "stores",
+            epoch,
+            settings.bootstrap_servers,
+            send=self._send_changelog if settings.changelog_enabled else None,
         )
         aliases = settings.sku_aliases_path
         skus = SkuCatalog.from_toml(aliases) if aliases else SkuCatalog()
@@ -873,13 +880,13 @@ class Pipeline:
                 topic(lane.canonical),
                 "exact_dedup" + suffix,
                 partial(self.exact_dedup_batch, lane=lane),
-                16,
+                ENVELOPE_TAKE,
             )
             agent(
                 topic(lane.recipient),
                 "recipient_dedup" + suffix,
                 partial(self.recipient_dedup_batch, lane=lane),
-                16,
+                ENVELOPE_TAKE,
             )
             agent(
                 topic(lane.unique),
@@ -887,11 +894,11 @@ class Pipeline:
                 partial(self.record_batch, lane=lane),
                 16,
             )
-        agent(topic(RESERVE), "reserve", self.reserve_batch, 16)
+        agent(topic(RESERVE), "reserve", self.reserve_batch, ENVELOPE_TAKE)
         agent(topic(STOCK_UPDATES), "stock_updates", self.stock_updates_batch, 500)
-        agent(topic(RESERVED), "reservation_results", self.reservation_results_batch, 16)
+        agent(topic(RESERVED), "reservation_results", self.reservation_results_batch, ENVELOPE_TAKE)
         agent(topic(EVENTS), "order_events", self.events_batch, 500)
-        agent(topic(DLQ), "dead_letters", self.store_dead_letter_batch, 16)
+        agent(topic(DLQ), "dead_letters", self.store_dead_letter_batch, ENVELOPE_TAKE)
 
         store_of = {
             CANONICAL: dedup.EXACT_STORE,

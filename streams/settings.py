@@ -22,7 +22,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     broker: str = ""
     broker_port: int = 19092  # embedded broker's loopback port
     app_id: str = "orderstream"
-    partitions: int = 4  # every hot topic has the same count so partition-local state lines up
+    # Every hot topic has the same count so partition-local state lines up. One per worker here:
+    # each stage splits its output over all partitions, so envelopes shrink by this factor per
+    # hop. Measured at 2,400 orders/s: p50 0.6 s with 2, 5.7 s (falling behind) with 4.
+    partitions: int = 2
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     data_dir: str = "./data"
@@ -47,6 +50,11 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     session_timeout_s: float = 8.0
     heartbeat_interval_s: float = 2.0
     log_level: str = "info"
+    # Changelog every partition-store commit to the broker, so a worker on another machine can
+    # rebuild a partition it takes over. "auto": on with an external cluster; off with the
+    # embedded broker, where every worker shares this machine's data/stores (the local RocksDB
+    # is the truth) and the broker keeps topics only in memory anyway. "on" / "off" force it.
+    store_changelog: str = "auto"
     # Near-duplicates: same recipient, amount and SKU multiset placed within this many seconds
     # (order created_at) are held for review rather than fulfilled twice.
     near_duplicate_window_s: float = 180.0
@@ -113,6 +121,11 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             ),
             (self.reservation_ttl_s >= 0, "reservation_ttl_s", "must be >= 0 (0 = no TTL)"),
             (
+                self.store_changelog in ("auto", "on", "off"),
+                "store_changelog",
+                "must be auto, on or off",
+            ),
+            (
                 self.untracked_skus in ("allow", "refuse"),
                 "untracked_skus",
                 "must be allow or refuse",
@@ -137,6 +150,12 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         for ok, key, why in checks:
             if not ok:
                 raise SettingsError(f"config key '{key}': {why}")
+
+    @property
+    def changelog_enabled(self) -> bool:
+        return self.store_changelog == "on" or (
+            self.store_changelog == "auto" and not self.embedded
+        )
 
     @property
     def embedded(self) -> bool:
