@@ -29,7 +29,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench.kernels
 	$(VENV)/bin/python -m bench.stages --orders 100000
-	$(VENV)/bin/python -m bench.flood --spawn --orders 100000
+	$(VENV)/bin/python -m bench.reserve
+	$(VENV)/bin/python -m bench.state_events
+	$(VENV)/bin/python -m bench.flood --spawn --orders 100000 --vip-rate 0.02
+	$(VENV)/bin/python -m bench.flood --spawn --orders 60000 --rate 2400 --batch 100 --vip-rate 0.02
+	$(VENV)/bin/python -m bench.timers
 
 clean:
 	rm -rf $(VENV) build *.egg-info ext/*.so ext/_kernels.c
