@@ -1006,8 +1006,7 @@ class Pipeline:
             async with self.stores.using(order_state.STORE, part) as store:
                 raw = store.get(key)
             if raw is not None:
-                rec = record_decoder.decode(raw)
-                return msgspec.json.encode({"id": order_id, **msgspec.structs.asdict(rec)})
+                return msgspec.json.encode(order_state.order_view(record_decoder.decode(raw)))
         if self._owned(DLQ, part):
             async with self.stores.using(dead_letters.STORE, part) as store:
                 raw = store.get(dead_letters.BY_ID + key)

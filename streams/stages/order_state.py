@@ -291,6 +291,27 @@ def apply_reservation_results(
     return out
 
 
+# bookkeeping the order stage needs and an API reader does not
+_INTERNAL = frozenset({"ref", "copy_refs", "recent_events", "audit_seq", "waived_rules"})
+
+
+def order_view(rec: OrderRecord) -> dict[str, object]:
+    """``GET /v1/orders/{id}``: the record with named fields, without internal bookkeeping."""
+    view: dict[str, object] = {"id": rec.order.id}
+    for name, value in msgspec.structs.asdict(rec).items():
+        if name not in _INTERNAL:
+            view[name] = value
+    view["duplicates"] = [
+        {"received_at": d.received_at, "channel_updated_at": d.channel_updated_at, "rule": d.rule}
+        for d in rec.duplicates
+    ]
+    view["deadlines"] = [
+        {"timer": d.kind, "state": d.state, "due_at": d.at, "since": d.since, "level": d.level}
+        for d in rec.deadlines
+    ]
+    return view
+
+
 def history(rows: list[tuple[bytes, bytes]]) -> list[AuditEntry]:
     return [msgspec.msgpack.decode(v, type=AuditEntry) for _, v in rows]
 

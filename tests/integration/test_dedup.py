@@ -55,7 +55,7 @@ def test_resent_copy_is_recorded_on_the_order_not_as_a_new_one(service: Service)
     assert _accepted_id(service.post_order("shopify", payload)) == oid  # a webhook retry
     doc = _wait(service, oid, lambda d: d["duplicate_count"] == 1)
     assert doc["state"] == "paid"
-    assert doc["duplicates"][0][3] == "exact_channel"  # (received_at, updated_at, ref, rule)
+    assert doc["duplicates"][0]["rule"] == "exact_channel"
 
 
 def test_newer_copy_updates_and_stale_copy_changes_nothing(service: Service) -> None:
