@@ -34,7 +34,6 @@ from core.sla import (
     fire,
     plan_timers,
     rearm,
-    stale_keys,
 )
 from core.state_machine import (
     OrderEvent,
@@ -419,8 +418,3 @@ def on_deadline(
             flow.retime([], [outcome.next])
         return flow, b
     return flow, None
-
-
-def clear_timers(rec: OrderRecord) -> list[bytes]:
-    """Index keys of every armed deadline (an order leaving the store takes them along)."""
-    return stale_keys(rec.deadlines)

@@ -31,8 +31,26 @@ async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
     return admin
 
 
-async def create_topics(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
-    """Create missing topics with their partition counts; refuse to run on a wrong count."""
+async def create_topics(bootstrap: str, specs: list[TopicSpec], repair: bool = False) -> list[str]:
+    """Create missing topics with their partition counts; refuse to run on a wrong count.
+
+    ``repair``: only after a broker came back empty. A client of the previous epoch that was
+    still sending (a worker's changelog or output, before it noticed) makes the broker
+    auto-create that topic with its default count; what it holds is only that client's stray
+    records, which the journal and the stores replay anyway. Such a topic is deleted and created
+    again with the right count. Without ``repair`` (start-up, a real cluster) a wrong count is
+    an error: orderstream never deletes a topic it did not just lose.
+    """
+    if repair:
+        wrong = await _wrong_counts(bootstrap, specs)
+        if wrong:
+            log.warning("recreating topics auto-created with the wrong partition count: %s", wrong)
+            admin = await _admin(bootstrap)
+            try:
+                await admin.delete_topics(wrong)
+            finally:
+                await admin.close()
+            await asyncio.sleep(0.5)
     admin = await _admin(bootstrap)
     try:
         existing = set(await admin.list_topics())
@@ -94,9 +112,23 @@ async def read_epoch(bootstrap: str, attempts: int = 4) -> str | None:
         await consumer.stop()
 
 
-async def ensure_cluster(bootstrap: str, specs: list[TopicSpec]) -> str:
+async def _wrong_counts(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
+    admin = await _admin(bootstrap)
+    try:
+        existing = set(await admin.list_topics())
+        present = [s for s in specs if s.name in existing]
+        if not present:
+            return []
+        described = await admin.describe_topics([s.name for s in present])
+        counts = {t["topic"]: len(t["partitions"]) for t in described}
+        return [s.name for s in present if counts.get(s.name) != s.partitions]
+    finally:
+        await admin.close()
+
+
+async def ensure_cluster(bootstrap: str, specs: list[TopicSpec], repair: bool = False) -> str:
     """Create every topic, then agree on the epoch: the first marker record written wins."""
-    await create_topics(bootstrap, specs)
+    await create_topics(bootstrap, specs, repair)
     try:
         epoch = await read_epoch(bootstrap)
         if epoch:

@@ -306,7 +306,9 @@ class Supervisor:
             # the child exits, so a pool thread must not start it (it blocks ~0.1 s).
             self.broker.start()
         await wait_for_broker(s.bootstrap_servers, timeout=300)
-        self.epoch = await ensure_cluster(s.bootstrap_servers, all_topics(s.partitions, s.app_id))
+        self.epoch = await ensure_cluster(
+            s.bootstrap_servers, all_topics(s.partitions, s.app_id), repair=True
+        )
         api.status["epoch"] = self.epoch
         metrics.BROKER_EPOCHS.inc()
         forwarder.replay()

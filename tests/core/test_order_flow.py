@@ -1,0 +1,104 @@
+"""The order flow: what follows from a new order, an event, a timer, with the shipped policies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from core.order_flow import FlowContext, on_created, on_deadline, on_event
+from core.order_state import record_order
+from core.routing import WarehouseRouting
+from core.rules import RuleSet
+from core.sla import SlaPolicy
+from core.state_machine import OrderEvent, Refusal
+from tests.core.test_dedup import T0, order
+
+CONFIG = Path(__file__).resolve().parents[2] / "config"
+CTX = FlowContext(
+    SlaPolicy.from_toml(CONFIG / "sla.toml"),
+    RuleSet.from_toml(CONFIG / "rules.toml"),
+    WarehouseRouting.default(),
+)
+
+
+def created(**changes: object):  # type: ignore[no-untyped-def]
+    o = order("1001")
+    o = msgspec.structs.replace(o, **changes) if changes else o
+    rec, _ = record_order(None, o, T0, T0)  # type: ignore[misc]
+    return on_created(rec, CTX, T0)
+
+
+def event(name: str, **data: str) -> OrderEvent:
+    return OrderEvent(order_id=order("1001").id, event=name, actor="ana", at=T0 + 1, data=data)
+
+
+def test_a_paid_order_is_audited_timed_and_reserved() -> None:
+    flow = created()
+    r = flow.record
+    assert r.state == "paid"
+    assert [(a.from_state, a.to_state, a.event) for a in flow.audit] == [
+        ("", "paid", "order_received")
+    ]
+    assert [d.kind for d in r.deadlines] == ["pick_start"]
+    assert [(q.op, q.sku) for q in flow.requests] == [("reserve", "MB-C200")]
+    assert r.reservation is not None and r.reservation.status == "pending"
+
+
+def test_an_unpaid_order_is_cancelled_by_its_timer_and_releases_stock() -> None:
+    r = created(payment_status="unpaid").record
+    assert r.state == "pending_payment"
+    (due,) = r.deadlines
+    flow, breach = on_deadline(r, due, CTX, due.at + 5)
+    assert breach is None and flow.record.state == "cancelled"
+    assert [q.op for q in flow.requests] == ["release"]
+    assert flow.record.deadlines == []
+
+
+def test_a_deposit_order_gets_no_cancel_timer() -> None:
+    r = created(payment_status="deposit_paid").record
+    assert r.state == "pending_payment"
+    assert "payment_timeout" not in [d.kind for d in r.deadlines]
+
+
+def test_cash_on_delivery_skips_the_payment_step() -> None:
+    flow = created(payment_status="unpaid", tags=["cod"])
+    assert flow.record.state == "paid"
+    assert "payment_timeout" not in [d.kind for d in flow.record.deadlines]
+
+
+def test_an_approved_rule_hold_stays_lifted() -> None:
+    flow = created(total=600_000, currency="USD")  # 6,000 USD: held for a manager
+    r = flow.record
+    assert r.state == "held" and r.hold_rule == "big-order-manager-approval"
+    approved = on_event(r, event("review_approve"), CTX, T0 + 2)
+    assert not isinstance(approved, Refusal) and approved is not None
+    assert approved.record.state == "paid"
+    assert approved.record.hold_rule == ""
+
+
+def test_a_refused_event_changes_nothing() -> None:
+    r = created().record
+    refusal = on_event(r, event("ship", tracking_no="SF1"), CTX, T0 + 2)
+    assert isinstance(refusal, Refusal) and refusal.state == "paid"
+
+
+def test_shipping_deducts_and_a_carrier_exception_voids_the_tracking_number() -> None:
+    r = created().record
+    r.reservation = msgspec.structs.replace(r.reservation, status="reserved")  # type: ignore[arg-type]
+    for line in r.reservation.lines:  # type: ignore[union-attr]
+        line.outcome = "granted"
+    picked = on_event(r, event("pick_start"), CTX, T0 + 2)
+    shipped = on_event(picked.record, event("ship", tracking_no="SF1"), CTX, T0 + 3)  # type: ignore[union-attr]
+    assert [q.op for q in shipped.requests] == ["deduct"]  # type: ignore[union-attr]
+    back = on_event(shipped.record, event("carrier_exception"), CTX, T0 + 4)  # type: ignore[union-attr]
+    assert back.record.state == "picking" and back.record.tracking_no == ""  # type: ignore[union-attr]
+    assert [a.kind for a in back.alerts] == ["alert"]  # type: ignore[union-attr]
+
+
+def test_a_repeated_event_id_is_applied_once() -> None:
+    r = created().record
+    ev = msgspec.structs.replace(event("pick_start"), event_id="wms-1")
+    first = on_event(r, ev, CTX, T0 + 2)
+    assert first is not None and not isinstance(first, Refusal)
+    assert on_event(first.record, ev, CTX, T0 + 3) is None
