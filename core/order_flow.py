@@ -93,10 +93,14 @@ class Flow:
         self.record.audit_seq += len(entries)
 
     def retime(self, delete: list[bytes], arm: list[Deadline]) -> None:
-        self.deadline_deletes += delete
-        self.deadline_puts = [d for d in self.deadline_puts if deadline_key(d) not in delete]
+        if delete:
+            gone = set(delete)
+            self.deadline_deletes += delete
+            self.deadline_puts = [d for d in self.deadline_puts if deadline_key(d) not in gone]
+            kept = [d for d in self.record.deadlines if deadline_key(d) not in gone]
+        else:
+            kept = self.record.deadlines
         self.deadline_puts += arm
-        kept = [d for d in self.record.deadlines if deadline_key(d) not in set(delete)]
         self.record.deadlines = kept + arm
 
 
