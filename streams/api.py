@@ -462,12 +462,24 @@ class IngestAPI:
         return web.Response(body=body, headers={"Content-Type": ctype})
 
     async def get_health(self, request: web.Request) -> web.Response:
+        """200 when every worker answers and holds partitions: accepting *and* processing.
+
+        503 otherwise (a worker down, restarting or crash-looping, or partitions unassigned):
+        the API still accepts into the journal then, but nothing moves, and a probe must see it.
+        """
         workers = []
         for status, body in await self._workers("/internal/health"):
             workers.append(msgspec.json.decode(body) if status == 200 else {"up": False})
+        processing = all(w.get("assigned") for w in workers)
         return web.Response(
+            status=200 if processing else 503,
             body=_json.encode(
-                {**self.status, "journal_depth": self.journal.depth, "workers": workers}
+                {
+                    **self.status,
+                    "processing": processing,
+                    "journal_depth": self.journal.depth,
+                    "workers": workers,
+                }
             ),
             content_type="application/json",
         )

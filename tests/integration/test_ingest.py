@@ -151,7 +151,9 @@ def test_metrics_exposition(service: Service) -> None:
 
 
 def test_health_lists_workers_and_partitions(service: Service) -> None:
+    assert service.request("GET", "/health").status == 200
     health = service.health()
+    assert health["processing"] is True
     assert health["embedded"] is True
     assert len(health["workers"]) == 2
     assigned = {tp for w in health["workers"] for tp in w.get("assigned", [])}
