@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 def _fast_sla(tmp: Path) -> Path:
     text = (ROOT / "config" / "sla.toml").read_text()
-    text = text.replace('after = "15m"', 'after = "2s"', 1)  # payment_timeout
+    text = text.replace('after = "15m"', 'after = "4s"', 1)  # payment_timeout
     text = text.replace('after = "7d"', 'after = "3s"', 1)  # auto_complete
     path = tmp / "sla.toml"
     path.write_text(text)
@@ -103,10 +103,12 @@ def _order(svc: Service, number: int, sku: str = "LIFE-1", **changes: object) ->
     return oid
 
 
-def test_paid_order_to_completed_over_http_with_history(svc: Service) -> None:
+def test_pending_order_to_completed_over_http_with_history(svc: Service) -> None:
     _stocked(svc, "LIFE-1", 50)
-    oid = _order(svc, 34_000_001)
-    assert svc.get_order(oid).json()["state"] == "paid"
+    oid = _order(svc, 34_000_001, financial_status="pending")
+    assert svc.get_order(oid).json()["state"] == "pending_payment"
+    status, body = _event(svc, oid, "payment_received", data={"payment_status": "paid"})
+    assert (status, body["state"]) == (200, "paid")
     status, body = _event(svc, oid, "ship", data={"tracking_no": "SF1"})
     assert status == 409 and body["state"] == "paid"  # not picked yet: refused, state unchanged
     assert _event(svc, oid, "pick_start")[0] == 200
@@ -122,7 +124,8 @@ def test_paid_order_to_completed_over_http_with_history(svc: Service) -> None:
     history = svc.request("GET", f"/v1/orders/{oid}/history").json()["history"]
     moves = [(h["from_state"], h["to_state"]) for h in history if h["from_state"] != h["to_state"]]
     assert moves == [
-        ("", "paid"),
+        ("", "pending_payment"),
+        ("pending_payment", "paid"),
         ("paid", "picking"),
         ("picking", "shipped"),
         ("shipped", "in_transit"),
@@ -137,7 +140,7 @@ def test_paid_order_to_completed_over_http_with_history(svc: Service) -> None:
 
 
 def test_order_driven_over_the_events_topic(svc: Service) -> None:
-    oid = _order(svc, 34_000_002)
+    oid = _order(svc, 34_000_002, financial_status="pending")
 
     async def produce() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=f"127.0.0.1:{svc.broker_port}")
@@ -146,6 +149,7 @@ def test_order_driven_over_the_events_topic(svc: Service) -> None:
             at = time.time_ns() // 1_000_000
             for i, (event, data) in enumerate(
                 [
+                    ("payment_received", {"payment_status": "paid"}),
                     ("pick_start", {}),
                     ("ship", {"tracking_no": "YT9"}),
                     ("carrier_pickup", {}),
@@ -204,7 +208,7 @@ def test_deposit_order_is_never_auto_cancelled(svc: Service) -> None:
     resp = svc.post_order("ministore", json.dumps(doc).encode())
     oid = resp.json()["id"]
     _until(svc, oid, lambda d: d["state"] == "pending_payment")
-    time.sleep(4)  # twice the unpaid timer
+    time.sleep(6)  # longer than the unpaid timer
     assert svc.get_order(oid).json()["state"] == "pending_payment"
 
 
