@@ -492,31 +492,17 @@ class Pipeline:
 
     async def _send_order_outputs(self, out: order_state.EnvelopeOutcome) -> list[Awaitable[Any]]:
         """Everything an order-stage outcome publishes: changes, review items, alerts, requests."""
-        futs = await self._send_grouped(
-            CHANGES,
-            out.changes,
-            [c.order_id.encode() for c in out.changes],
-            CHANGES_CODEC,
-            b"changes",
+        futs: list[Awaitable[Any]] = []
+        by_order = (
+            (CHANGES, out.changes, CHANGES_CODEC, b"changes"),
+            (REVIEW, out.reviews, REVIEW_CODEC, b"review"),
+            (ALERTS, out.alerts, ALERT_CODEC, b"alert"),
         )
-        if out.reviews:
-            futs += await self._send_grouped(
-                REVIEW,
-                out.reviews,
-                [r.order_id.encode() for r in out.reviews],
-                REVIEW_CODEC,
-                b"review",
-            )
-        if out.alerts:
-            futs += await self._send_grouped(
-                ALERTS,
-                out.alerts,
-                [a.order_id.encode() for a in out.alerts],
-                ALERT_CODEC,
-                b"alert",
-            )
-            for kind, n in Counter(a.kind for a in out.alerts).items():
-                metrics.ALERTS.labels(kind).inc(n)
+        for topic, records, codec, kind in by_order:  # all keyed by order id
+            keys = [r.order_id.encode() for r in records]
+            futs += await self._send_grouped(topic, records, keys, codec, kind)
+        for kind, n in Counter(a.kind for a in out.alerts).items():
+            metrics.ALERTS.labels(kind).inc(n)
         for b in out.breaches:
             metrics.SLA_BREACHES.labels(b.kind, b.state, str(b.level)).inc()
         transitions = Counter(c.state for c in out.changes if c.kind in ("event", "created"))

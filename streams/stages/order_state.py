@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import msgspec
 
-from core.audit import AuditEntry, audit_encoder, audit_key
+from core.audit import AuditEntry, audit_decoder, audit_encoder, audit_key
 from core.inventory import ReservationResult, ReserveRequest
 from core.order_flow import (
     Alert,
@@ -313,7 +313,7 @@ def order_view(rec: OrderRecord) -> dict[str, object]:
 
 
 def history(rows: list[tuple[bytes, bytes]]) -> list[AuditEntry]:
-    return [msgspec.msgpack.decode(v, type=AuditEntry) for _, v in rows]
+    return [audit_decoder.decode(v) for _, v in rows]
 
 
 def settles_of(records: list[CanonicalRecord]) -> list[Settle]:
