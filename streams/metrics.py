@@ -113,6 +113,52 @@ E2E_SECONDS = Histogram(
     ["lane"],
     buckets=LATENCY_BUCKETS,
 )
+CHANGE_PUBLISHED = Histogram(
+    "orderstream_change_published_seconds",
+    "Accepted at the door until the change reached the sync hub, ready for subscribers and"
+    " webhooks; by lane and change kind (created, updated, duplicate_received, reservation)",
+    ["lane", "kind"],
+    buckets=LATENCY_BUCKETS,
+)
+SYNC_EVENTS = Counter(
+    "orderstream_sync_events_total",
+    "Changes published to subscribers, by type (order, stock, stock_alert)",
+    ["type"],
+)
+STOCK_BELOW_SAFETY = Gauge(
+    "orderstream_stock_below_safety",
+    "SKU x warehouse levels whose available stock is at or below their alert threshold",
+    multiprocess_mode="livemax",
+)
+SUBSCRIBERS = Gauge(
+    "orderstream_subscribers",
+    "Live stream subscribers, by transport (sse, websocket)",
+    ["transport"],
+    multiprocess_mode="livesum",
+)
+SUBSCRIBER_DROPS = Counter(
+    "orderstream_subscriber_drops_total",
+    "Subscribers disconnected by orderstream: lagging (too far behind the head) or"
+    " write_timeout (not reading at all)",
+    ["transport", "reason"],
+)
+WEBHOOK_DELIVERIES = Counter(
+    "orderstream_webhook_deliveries_total",
+    "Webhook delivery attempts: delivered (2xx), failed (retried later), dead_lettered (gave up)",
+    ["outcome"],
+)
+WEBHOOK_BACKLOG = Gauge(
+    "orderstream_webhook_backlog_events",
+    "Sync events not yet delivered to (or skipped by) webhooks, summed over endpoints",
+    multiprocess_mode="livemax",
+)
+CONSUMER_LAG = Gauge(
+    "orderstream_consumer_lag",
+    "Messages (envelopes) behind the topic's end, by consumer group and topic; group 'sync' is"
+    " the sync hub",
+    ["group", "topic"],
+    multiprocess_mode="livemax",
+)
 BROKER_EPOCHS = Counter("orderstream_broker_epochs_total", "Fresh broker epochs recovered from")
 
 

@@ -76,6 +76,21 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Orders tagged with any of these (or sent with X-Priority: high) take the priority lane.
     priority_tags: list[str] = msgspec.field(default_factory=lambda: ["vip", "urgent"])
 
+    # Sync hub (SSE, WebSocket, webhooks): the newest changes stay in memory for live readers,
+    # this many on disk for resume (Last-Event-ID) and webhooks that fell behind.
+    sync_memory_events: int = 200_000
+    sync_retention_events: int = 2_000_000
+    # A subscriber further behind than this, or stuck in one write this long, is dropped.
+    subscriber_max_lag: int = 100_000
+    subscriber_write_timeout_s: float = 10.0
+    # Webhooks: events per POST, per-attempt timeout, attempts before a batch is dead-lettered,
+    # first retry delay (doubling, with jitter) and its cap.
+    webhook_batch_max: int = 500
+    webhook_timeout_s: float = 5.0
+    webhook_max_attempts: int = 8
+    webhook_backoff_s: float = 0.5
+    webhook_backoff_max_s: float = 60.0
+
     def __post_init__(self) -> None:
         checks = [
             (self.partitions >= 1, "partitions", "must be >= 1"),
@@ -140,6 +155,26 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 self.rules == "" or Path(self.rules).is_file(),
                 "rules",
                 f"no such file: {self.rules}",
+            ),
+            (self.sync_memory_events >= 1000, "sync_memory_events", "must be >= 1000"),
+            (
+                self.sync_retention_events >= self.sync_memory_events,
+                "sync_retention_events",
+                "must be >= sync_memory_events",
+            ),
+            (self.subscriber_max_lag >= 100, "subscriber_max_lag", "must be >= 100"),
+            (
+                self.subscriber_write_timeout_s > 0,
+                "subscriber_write_timeout_s",
+                "must be > 0",
+            ),
+            (1 <= self.webhook_batch_max <= 5000, "webhook_batch_max", "must be 1..5000"),
+            (self.webhook_timeout_s > 0, "webhook_timeout_s", "must be > 0"),
+            (self.webhook_max_attempts >= 1, "webhook_max_attempts", "must be >= 1"),
+            (
+                0 < self.webhook_backoff_s <= self.webhook_backoff_max_s,
+                "webhook_backoff_s",
+                "must be > 0 and <= webhook_backoff_max_s",
             ),
             (
                 self.heartbeat_interval_s * 3 <= self.session_timeout_s,

@@ -30,8 +30,14 @@ from streams.broker import EmbeddedBroker, die_with_parent, free_port
 from streams.cluster import ClusterError, ensure_cluster, probe_epoch, wait_for_broker
 from streams.forwarder import Forwarder, SettleListener, wait_closed
 from streams.journal import IngestJournal
+from streams.lag import LagMonitor
 from streams.settings import Settings
+from streams.subscribers import SubscriberHub
+from streams.sync_api import SyncAPI
+from streams.sync_feed import SyncFeed
+from streams.sync_log import SyncLog
 from streams.topics import all_topics
+from streams.webhooks import Webhooks
 
 log = logging.getLogger("orderstream.serve")
 
@@ -104,6 +110,9 @@ class Supervisor:
         self.workers: list[WorkerProcess] = []
         self.stopping = asyncio.Event()
         self.journal: IngestJournal | None = None
+        self.sync_log: SyncLog | None = None
+        self.feed: SyncFeed | None = None
+        self.lag: LagMonitor | None = None
         self._io_tasks: list[asyncio.Task[None]] = []
 
     async def run(self) -> None:
@@ -144,7 +153,28 @@ class Supervisor:
         api.warehouses = frozenset((routing or WarehouseRouting.default()).warehouses)
         if s.sku_aliases_path is not None:
             api.skus = SkuCatalog.from_toml(s.sku_aliases_path)
-        runner = web.AppRunner(api.build(), access_log=None)
+        self.sync_log = SyncLog(data / "sync", s.sync_memory_events, s.sync_retention_events)
+        self.feed = SyncFeed(self.sync_log, s)
+        self.feed.epoch = self.epoch
+        self.lag = LagMonitor(s, self.feed)
+        hub = SubscriberHub(
+            self.sync_log,
+            s.subscriber_max_lag,
+            s.subscriber_write_timeout_s,
+            canonical_sku=api.skus.canonical,
+        )
+        webhooks = Webhooks(
+            self.sync_log,
+            s.webhook_batch_max,
+            s.webhook_timeout_s,
+            s.webhook_max_attempts,
+            s.webhook_backoff_s,
+            s.webhook_backoff_max_s,
+        )
+        app = api.build()
+        app.add_routes(SyncAPI(hub, webhooks, api.skus.canonical).routes())
+        app.on_shutdown.append(hub.close_all)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, s.http_host, s.http_port, backlog=1024)
         await site.start()
@@ -152,9 +182,12 @@ class Supervisor:
         for w in self.workers:
             w.start()
         self._start_io(forwarder, settler)
+        webhooks.start()
         tasks = [
             asyncio.create_task(self._watch(forwarder, settler, api), name="watch"),
             asyncio.create_task(self._announce_ready(), name="ready"),
+            asyncio.create_task(hub.watchdog(), name="subscriber-watchdog"),
+            asyncio.create_task(self._sync_gauges(webhooks), name="sync-gauges"),
         ]
         try:
             await self.stopping.wait()
@@ -162,6 +195,7 @@ class Supervisor:
             log.info("stopping: HTTP API, workers, broker")
             await runner.cleanup()  # stop accepting first; what was accepted is in the journal
             await self._stop_io(forwarder, settler)
+            await webhooks.stop()
             for t in tasks:
                 t.cancel()
             for t in tasks:
@@ -169,13 +203,23 @@ class Supervisor:
                     await t
             await asyncio.get_running_loop().run_in_executor(None, self._stop_children)
             await self.journal.close()
+            self.sync_log.close()
             log.info("stopped")
 
     def _start_io(self, forwarder: Forwarder, settler: SettleListener) -> None:
+        assert self.feed is not None and self.lag is not None
+        self.feed.epoch = self.epoch
         self._io_tasks = [
             asyncio.create_task(forwarder.run(), name="forwarder"),
             asyncio.create_task(settler.run(), name="settle-listener"),
+            asyncio.create_task(self.feed.run(), name="sync-feed"),
+            asyncio.create_task(self.lag.run(), name="lag-monitor"),
         ]
+
+    async def _sync_gauges(self, webhooks: Webhooks) -> None:
+        while True:
+            metrics.WEBHOOK_BACKLOG.set(webhooks.backlog())
+            await asyncio.sleep(1.0)
 
     async def _stop_io(self, forwarder: Forwarder, settler: SettleListener) -> None:
         """Cancel the journal's broker I/O and abandon its clients.
@@ -189,6 +233,10 @@ class Supervisor:
         await asyncio.wait(self._io_tasks, timeout=5)
         forwarder.abandon()
         settler.abandon()
+        if self.feed is not None:
+            self.feed.abandon()
+        if self.lag is not None:
+            self.lag.abandon()
         await wait_closed()
 
     async def _stop_workers(self, timeout: float) -> None:

@@ -1,0 +1,153 @@
+"""The sync log: every order and stock change, numbered, kept on disk for resume and webhooks.
+
+Subscribers resume with ``Last-Event-ID`` and webhooks deliver at least once; both need a
+position that survives broker epochs (the embedded broker forgets its topics) and restarts of
+this process. So the sync feed copies ``orders.changes`` / ``stock.changes`` into this log, one
+RocksDB write batch per fetch that also records the broker offsets it came from, and every
+reader works on event ids of this log, never on broker offsets.
+
+The newest events are also kept in memory (readers near the head never touch RocksDB); the
+disk keeps ``retention`` events, older ones are range-deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from pathlib import Path
+from typing import NamedTuple
+
+import msgspec
+from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+
+EVENT_PREFIX = b"e"
+NEXT_KEY = b"m:next"
+OLDEST_KEY = b"m:oldest"
+POSITION_PREFIX = b"p:"
+_SEQ = struct.Struct(">Q")
+
+
+class SyncEvent(NamedTuple):
+    """One change as subscribers get it; ``body`` is its JSON, built once for every reader."""
+
+    seq: int
+    kind: str  # order | stock | stock_alert
+    order_id: str
+    sku: str
+    channel: str
+    body: bytes  # {"id": seq, "type": kind, "data": {...}}
+
+
+class NewEvent(NamedTuple):
+    kind: str
+    order_id: str
+    sku: str
+    channel: str
+    data: bytes  # the change as JSON
+
+
+_row = msgspec.msgpack.Encoder()
+_row_dec = msgspec.msgpack.Decoder(tuple[str, str, str, str, bytes])
+
+
+def event_key(seq: int) -> bytes:
+    return EVENT_PREFIX + _SEQ.pack(seq)
+
+
+class SyncLog:
+    def __init__(self, path: Path, memory_events: int, retention_events: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        opts = Options(raw_mode=True)
+        opts.create_if_missing(True)
+        self.db = Rdict(str(path), opts)
+        self._write_opts = WriteOptions()  # WAL, no fsync: survives a crash of this process
+        self.memory_events = max(1000, memory_events)
+        self.retention = max(self.memory_events, retention_events)
+        next_raw = self.db.get(NEXT_KEY)
+        self.next_seq = _SEQ.unpack(next_raw)[0] if next_raw else 1
+        oldest_raw = self.db.get(OLDEST_KEY)
+        self.oldest = _SEQ.unpack(oldest_raw)[0] if oldest_raw else 1
+        self._mem: list[SyncEvent] = []  # a suffix of the log: seqs _mem_base .. next_seq - 1
+        self._mem_base = self.next_seq
+        self._changed = asyncio.Event()
+
+    @property
+    def head(self) -> int:
+        """The id of the newest event (0 when empty)."""
+        return self.next_seq - 1
+
+    def position(self, name: str) -> int | None:
+        raw = self.db.get(POSITION_PREFIX + name.encode())
+        return _SEQ.unpack(raw)[0] if raw else None
+
+    def append(self, events: list[NewEvent], positions: dict[str, int]) -> list[SyncEvent]:
+        """Number, store and publish ``events``; ``positions`` (source offsets) commit with them."""
+        seq = self.next_seq
+        out: list[SyncEvent] = []
+        batch = WriteBatch(raw_mode=True)
+        for e in events:
+            body = b'{"id":%d,"type":"%s","data":%s}' % (seq, e.kind.encode(), e.data)
+            out.append(SyncEvent(seq, e.kind, e.order_id, e.sku, e.channel, body))
+            batch.put(event_key(seq), _row.encode((e.kind, e.order_id, e.sku, e.channel, body)))
+            seq += 1
+        for name, offset in positions.items():
+            batch.put(POSITION_PREFIX + name.encode(), _SEQ.pack(offset))
+        batch.put(NEXT_KEY, _SEQ.pack(seq))
+        trim_to = seq - self.retention
+        if trim_to > self.oldest:
+            batch.delete_range(event_key(self.oldest), event_key(trim_to))
+            batch.put(OLDEST_KEY, _SEQ.pack(trim_to))
+        self.db.write(batch, self._write_opts)
+        if trim_to > self.oldest:
+            self.oldest = trim_to
+        self.next_seq = seq
+        if out:
+            self._mem += out
+            if len(self._mem) > 2 * self.memory_events:
+                drop = len(self._mem) - self.memory_events
+                del self._mem[:drop]
+                self._mem_base += drop
+            self._changed.set()
+            self._changed = asyncio.Event()
+        return out
+
+    def read(self, start: int, limit: int) -> list[SyncEvent]:
+        """Up to ``limit`` events from id ``start`` on (the first may be later than ``start``
+        when ``start`` was trimmed: compare to ``oldest``)."""
+        start = max(start, self.oldest)
+        if start >= self.next_seq:
+            return []
+        if start >= self._mem_base:
+            i = start - self._mem_base
+            return self._mem[i : i + limit]
+        out: list[SyncEvent] = []
+        it = self.db.iter()
+        it.seek(event_key(start))
+        end = min(self._mem_base, start + limit)
+        while it.valid() and len(out) < limit:
+            key = it.key()
+            if not key.startswith(EVENT_PREFIX):
+                break
+            seq = _SEQ.unpack(key[1:])[0]
+            if seq >= end:
+                break
+            kind, order_id, sku, channel, body = _row_dec.decode(it.value())
+            out.append(SyncEvent(seq, kind, order_id, sku, channel, body))
+            it.next()
+        del it
+        if len(out) < limit and end == self._mem_base:
+            out += self._mem[: limit - len(out)]
+        return out
+
+    async def wait_after(self, start: int, timeout: float) -> bool:
+        """Wait until an event with id >= ``start`` exists; False on timeout."""
+        if start < self.next_seq:
+            return True
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self.db.close()
