@@ -61,6 +61,13 @@ def hot_topics() -> tuple[str, ...]:
     )
 
 
+def consumed_topics() -> tuple[str, ...]:
+    """The topics the workers' consumer group reads (its lag is reported per topic)."""
+    lanes = (RAW, CANONICAL, RECIPIENT, UNIQUE)
+    lanes += (RAW_PRIORITY, CANONICAL_PRIORITY, RECIPIENT_PRIORITY, UNIQUE_PRIORITY)
+    return (*lanes, RESERVE, RESERVED, STOCK_UPDATES, EVENTS, DLQ)
+
+
 def changelog_topic(store: str) -> str:
     return f"orderstream.store.{store}.changelog"
 

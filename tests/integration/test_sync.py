@@ -137,7 +137,6 @@ def test_sse_and_websocket_follow_an_order_through_its_life(svc: Service) -> Non
             def states(events: list[dict]) -> list[str]:
                 return [e["data"]["state"] for e in events if e["type"] == "order"]
 
-
             await _until(
                 lambda: any(
                     e["type"] == "order" and e["data"]["reservation"] == "reserved" for e in ws_got
