@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml setup.py ext/_kernels.pyx
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip "setuptools>=68" wheel "Cython>=3.0"
-	$(VENV)/bin/pip install --quiet --no-build-isolation -e ".[test]"
+	$(VENV)/bin/pip install --quiet --no-build-isolation -e ".[test,bench]"
 	$(VENV)/bin/python -c "import ext; print('kernels:', ext.IMPLEMENTATION)"
 	touch $(STAMP)
 

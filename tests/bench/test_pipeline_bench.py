@@ -1,0 +1,48 @@
+"""The pipeline benchmark's bookkeeping, and one tiny real run (service, SSE subscriber, JSON)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.pipeline import Schedule, per_second, recovery_s
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_schedule_due_times_follow_the_phases() -> None:
+    s = Schedule([(100, 2), (1000, 1), (100, 1)])
+    assert s.total == 1300
+    assert s.due(0) == 0 and s.due(100) == 1.0 and s.due(200) == 2.0
+    assert s.due(700) == pytest.approx(2.5) and s.due(1250) == pytest.approx(3.5)
+    assert Schedule([(0, 0)]).due(10**6) == 0  # flat out
+
+
+def test_per_second_rows_and_recovery() -> None:
+    acks = {"a": 100.2, "b": 100.7, "c": 102.1}
+    sent = {"a": 100.0, "b": 100.5, "c": 102.0}
+    first = {"a": 100.3, "b": 101.5, "c": 102.2}
+    rows = per_second(100.0, acks, first, sent)
+    assert [(r["in"], r["out"]) for r in rows] == [(2, 1), (0, 1), (1, 1)]
+    assert rows[1]["p99"] == pytest.approx(1000, abs=1)
+    assert recovery_s(rows, 1, 250) == 1  # second 1 is over the bar, second 2 under
+    assert recovery_s(rows, 0, 100) is None
+
+
+@pytest.mark.integration
+def test_a_tiny_burst_run_counts_everything_in_and_out(tmp_path: Path) -> None:
+    out = tmp_path / "burst.json"
+    cmd = [sys.executable, "-m", "bench.pipeline", "burst", "--rate", "200", "--burst-x", "5"]
+    cmd += ["--warmup-s", "1", "--burst-s", "2", "--recover-s", "2", "--json", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    r = json.loads(out.read_text())
+    c = r["counts"]
+    assert c["refused_lines"] == 0 and c["missing"] == 0
+    assert c["distinct_ids_in"] == c["distinct_ids_out"] > 0
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    assert "p99 back under the bar after" in done.stdout
