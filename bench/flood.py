@@ -51,6 +51,21 @@ ROOT = Path(__file__).resolve().parents[1]
 TRANSPORTS = ("http", "http-single", "kafka", "kafka-batch")
 
 
+API_HEADERS: dict[str, str] = {}  # sent by every session a harness opens; see use_key()
+
+
+def use_key(data_dir: Path | None = None) -> None:
+    """The API key of this run: ORDERSTREAM_API_KEY, else the spawned service's bootstrap key
+    (written to <data>/auth/bootstrap.key on its first start)."""
+    key = os.environ.get("ORDERSTREAM_API_KEY", "")
+    if not key and data_dir is not None:
+        with contextlib.suppress(OSError):
+            key = (data_dir / "auth" / "bootstrap.key").read_text().strip()
+    API_HEADERS.clear()
+    if key:
+        API_HEADERS["Authorization"] = f"Bearer {key}"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -136,6 +151,7 @@ class Service:
             m = pat.search(self.log_path.read_bytes())
             if m:
                 self.ready_s = float(m.group(1))
+                use_key(self.data)
                 return
             await asyncio.sleep(0.2)
         raise TimeoutError(f"service not ready in {self.ready_timeout:.0f}s:\n{self.tail()}")
@@ -365,7 +381,9 @@ async def send_http(
                 tally.refused += len(orders)
                 tally.error(f"HTTP {status}")
 
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    async with aiohttp.ClientSession(
+        headers=API_HEADERS, connector=connector, timeout=timeout
+    ) as session:
         tally.first_send = time.time()
         pacer.t0 = time.monotonic()
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
@@ -584,6 +602,7 @@ async def run(args: argparse.Namespace) -> int:
     machine = machine_info()
     service: Service | None = None
     url = args.url
+    use_key()  # a running service (--url): ORDERSTREAM_API_KEY
     result: dict[str, Any] = {}
     code = 0
     try:
@@ -598,7 +617,9 @@ async def run(args: argparse.Namespace) -> int:
             await service.wait_ready()
             url = service.url
             print(f"service ready in {service.ready_s}s", flush=True)
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        async with aiohttp.ClientSession(
+            headers=API_HEADERS, timeout=aiohttp.ClientTimeout(total=10)
+        ) as session:
             async with session.get(url.rstrip("/") + "/health") as resp:
                 health = await resp.json()
         bootstrap = str(health["broker"]).removeprefix("kafka://")
@@ -630,7 +651,9 @@ async def run(args: argparse.Namespace) -> int:
             await asyncio.sleep(0.1)
         # later copies (updates, duplicates) are recorded after the first: wait for the journal
         # to hold nothing unsettled before counting them
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        async with aiohttp.ClientSession(
+            headers=API_HEADERS, timeout=aiohttp.ClientTimeout(total=10)
+        ) as session:
             while time.monotonic() < deadline:
                 async with session.get(url.rstrip("/") + "/health") as resp:
                     if (await resp.json())["journal_depth"] == 0:
@@ -652,7 +675,9 @@ async def run(args: argparse.Namespace) -> int:
         missing = sorted(expected - observer.seen)
         # ask the service about a few missing ones: recorded without a change event, or lost?
         missing_lookup: dict[str, str] = {}
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        async with aiohttp.ClientSession(
+            headers=API_HEADERS, timeout=aiohttp.ClientTimeout(total=10)
+        ) as session:
             for oid in missing[:10]:
                 try:
                     async with session.get(f"{url.rstrip('/')}/v1/orders/{oid}") as resp:

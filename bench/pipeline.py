@@ -35,7 +35,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from bench.flood import Service, Tally, _stats, machine_info, send_http
+from bench.flood import API_HEADERS, Service, Tally, _stats, machine_info, send_http
 from bench.orders import OrderGenerator, ndjson_batch_orders, ndjson_batches
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +79,7 @@ class Subscriber:
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
         try:
             async with (
-                aiohttp.ClientSession(timeout=timeout) as session,
+                aiohttp.ClientSession(headers=API_HEADERS, timeout=timeout) as session,
                 session.get(self.url) as resp,
             ):
                 self.connected.set()
@@ -207,7 +207,9 @@ def stage_seconds(metrics_text: str) -> dict[str, float]:
 
 async def fetch_text(url: str) -> str:
     async with (
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
+        aiohttp.ClientSession(
+            headers=API_HEADERS, timeout=aiohttp.ClientTimeout(total=30)
+        ) as session,
         session.get(url) as resp,
     ):
         return await resp.text()

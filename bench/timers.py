@@ -41,7 +41,7 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.flood import Pacer, Service, fmt, machine_info
+from bench.flood import API_HEADERS, Pacer, Service, fmt, machine_info
 from core.config_check import parse_duration
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -247,7 +247,7 @@ async def post_orders(
             per_body[k] = await post_batch(session, url, bodies[k][1], posted)
 
     timeout = aiohttp.ClientTimeout(total=120)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with aiohttp.ClientSession(headers=API_HEADERS, timeout=timeout) as session:
         t0 = time.monotonic()
         pacer.t0 = t0
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
@@ -327,7 +327,7 @@ async def wait_for_cancellations(
     deadline = t0 + timeout_s
     out = Cancellations(left=dict.fromkeys(ids, "not read"))
     timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with aiohttp.ClientSession(headers=API_HEADERS, timeout=timeout) as session:
         while time.monotonic() < deadline and not await sample_cancelled(session, url, sample):
             await asyncio.sleep(0.5)
         t1 = time.monotonic()
@@ -421,7 +421,9 @@ async def measure(url: str, args: argparse.Namespace, after_ms: int) -> dict[str
     """Post the orders to a ready service, wait for the timer to cancel them, gather figures."""
     template = json.loads(FIXTURE.read_text())
     bodies = ndjson_bodies(args.orders, args.batch, template)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+    async with aiohttp.ClientSession(
+        headers=API_HEADERS, timeout=aiohttp.ClientTimeout(total=10)
+    ) as session:
         before = await scrape_lateness(session, url)
     print(f"posting {args.orders:,} unpaid orders ...", flush=True)
     posted = await post_orders(url, bodies, args.rate, args.concurrency)
@@ -430,7 +432,9 @@ async def measure(url: str, args: argparse.Namespace, after_ms: int) -> dict[str
     got = await wait_for_cancellations(
         url, posted.accepted, after_ms, wait_s, args.read_concurrency
     )
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+    async with aiohttp.ClientSession(
+        headers=API_HEADERS, timeout=aiohttp.ClientTimeout(total=10)
+    ) as session:
         metric = (await scrape_lateness(session, url)).minus(before)
     return {
         "counts": {

@@ -36,13 +36,64 @@ def _configure_logging(level: str) -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
-def _audit_stock(url: str) -> int:
+def _keys(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from streams import auth
+
+    try:
+        settings = load_settings(args.config, {"data_dir": args.data_dir})
+    except SettingsError as exc:
+        print(f"orderstream: {exc}", file=sys.stderr)
+        return 2
+    path = auth.keys_path(settings.data_path)
+    if args.action == "add":
+        scopes = [x.strip() for x in args.scopes.split(",") if x.strip()]
+        channels = [x.strip() for x in args.channels.split(",") if x.strip()]
+        try:
+            token = auth.add_key(path, args.name, scopes, channels, args.expires_days)
+        except ValueError as exc:
+            print(f"orderstream: {exc}", file=sys.stderr)
+            return 2
+        print(token)
+    elif args.action == "rotate":
+        try:
+            token = auth.rotate_key(path, args.name, args.grace_hours)
+        except KeyError:
+            print(f"orderstream: no key named {args.name!r}", file=sys.stderr)
+            return 1
+        print(token)
+    elif args.action == "revoke":
+        n = auth.revoke_key(path, args.name)
+        print(f"revoked {n} key(s)")
+        return 0 if n else 1
+    elif args.action == "channel-secret":
+        if len(args.secret) < 16:
+            print("orderstream: --secret must be at least 16 characters", file=sys.stderr)
+            return 2
+        auth.set_channel_secret(path, args.channel.lower(), args.secret, args.header)
+        print(f"{args.channel}: requests with {args.header} are verified against the secret")
+    else:
+        for key in auth.load_keys(path).keys:
+            expires = (
+                datetime.fromtimestamp(key.expires_at / 1000, UTC).isoformat(timespec="seconds")
+                if key.expires_at
+                else "never"
+            )
+            channels = ",".join(key.channels) or "all channels"
+            print(f"{key.name}\t{key.id}\t{','.join(key.scopes)}\t{channels}\texpires {expires}")
+    return 0
+
+
+def _audit_stock(url: str, api_key: str = "") -> int:
     import json
     import urllib.error
     import urllib.request
 
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    request = urllib.request.Request(url.rstrip("/") + "/v1/stock-audit", headers=headers)
     try:
-        with urllib.request.urlopen(url.rstrip("/") + "/v1/stock-audit", timeout=60) as resp:
+        with urllib.request.urlopen(request, timeout=60) as resp:
             doc = json.loads(resp.read())
     except (urllib.error.URLError, OSError) as exc:
         print(f"orderstream: audit failed: {exc}", file=sys.stderr)
@@ -88,10 +139,34 @@ def main(argv: list[str] | None = None) -> None:
         " discrepancy",
     )
     a.add_argument("--url", default="http://127.0.0.1:8080", help="the service's HTTP API")
+    a.add_argument("--api-key", default=os.environ.get("ORDERSTREAM_API_KEY", ""))
+    k = sub.add_parser("keys", help="API keys and channel webhook secrets (applied live)")
+    k.add_argument("--data-dir", help="the service's data dir (default ./data)")
+    k.add_argument("--config", help="TOML settings file (for data_dir)")
+    ks = k.add_subparsers(dest="action", required=True)
+    add = ks.add_parser("add", help="create a key; prints it once")
+    add.add_argument("name")
+    add.add_argument("--scopes", default="ingest", help="comma-separated: ingest, read, write")
+    add.add_argument("--channels", default="", help="ingest only for these (default: all)")
+    add.add_argument("--expires-days", type=float, default=0)
+    rot = ks.add_parser("rotate", help="new key for NAME; the old one expires after --grace-hours")
+    rot.add_argument("name")
+    rot.add_argument("--grace-hours", type=float, default=24.0)
+    rev = ks.add_parser("revoke", help="remove every key named NAME (or with that id) now")
+    rev.add_argument("name")
+    ks.add_parser("list", help="names, ids, scopes, channels, expiry (never secrets)")
+    sec = ks.add_parser(
+        "channel-secret", help="verify a channel's pushed webhooks by HMAC-SHA256 of the body"
+    )
+    sec.add_argument("channel")
+    sec.add_argument("--secret", default=os.environ.get("ORDERSTREAM_CHANNEL_SECRET", ""))
+    sec.add_argument("--header", default="X-Shopify-Hmac-Sha256")
     args = parser.parse_args(argv)
 
     if args.command == "audit-stock":
-        sys.exit(_audit_stock(args.url))
+        sys.exit(_audit_stock(args.url, args.api_key))
+    if args.command == "keys":
+        sys.exit(_keys(args))
 
     if args.command == "broker":
         _configure_logging("info")

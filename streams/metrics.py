@@ -159,6 +159,12 @@ CONSUMER_LAG = Gauge(
     ["group", "topic"],
     multiprocess_mode="livemax",
 )
+AUTH_FAILURES = Counter(
+    "orderstream_auth_failures_total",
+    "Requests refused for their credential (401/403), by reason: missing, malformed, unknown,"
+    " wrong, expired, scope, channel, bad_signature",
+    ["reason"],
+)
 BROKER_EPOCHS = Counter("orderstream_broker_epochs_total", "Fresh broker epochs recovered from")
 
 

@@ -91,6 +91,15 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     webhook_backoff_s: float = 0.5
     webhook_backoff_max_s: float = 60.0
 
+    # Authentication: "on" = every /v1 endpoint needs an API key (or a channel's HMAC signature);
+    # keys live in <data_dir>/auth/keys.json, managed with `orderstream keys`. "off" only for
+    # a closed test bench.
+    auth: str = "on"
+    # Serve /metrics (without credentials) on its own port for the scraper; 0 = only on the API
+    # port, where it needs a read key.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+
     def __post_init__(self) -> None:
         checks = [
             (self.partitions >= 1, "partitions", "must be >= 1"),
@@ -156,6 +165,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 "rules",
                 f"no such file: {self.rules}",
             ),
+            (self.auth in ("on", "off"), "auth", "must be on or off"),
+            (0 <= self.metrics_port < 65536, "metrics_port", "must be a TCP port or 0"),
             (self.sync_memory_events >= 1000, "sync_memory_events", "must be >= 1000"),
             (
                 self.sync_retention_events >= self.sync_memory_events,

@@ -69,7 +69,9 @@ class SubscriberHub:
     # -- what a subscriber asks for ------------------------------------------------------------
 
     def _subscription(self, request: web.Request, transport: str) -> Subscriber | web.Response:
-        params = {k: v for k, v in request.query.items() if k != "last_event_id"}
+        params = {
+            k: v for k, v in request.query.items() if k not in ("last_event_id", "access_token")
+        }
         try:
             filter_ = parse_filter(params, self.canonical_sku)
         except FilterError as exc:

@@ -26,6 +26,7 @@ from core.routing import WarehouseRouting
 from core.skus import SkuCatalog
 from streams import metrics
 from streams.api import IngestAPI
+from streams.auth import Authenticator, ensure_bootstrap_key, keys_path
 from streams.broker import EmbeddedBroker, die_with_parent, free_port
 from streams.cluster import ClusterError, ensure_cluster, probe_epoch, wait_for_broker
 from streams.forwarder import Forwarder, SettleListener, wait_closed
@@ -173,12 +174,33 @@ class Supervisor:
         )
         app = api.build()
         app.add_routes(SyncAPI(hub, webhooks, api.skus.canonical).routes())
+        auth = Authenticator(keys_path(data), s.auth == "on", metrics_open=False)
+        if s.auth == "on":
+            made = ensure_bootstrap_key(data)
+            if made is not None:
+                auth.reload()
+                log.warning(
+                    "no API keys yet: created key 'bootstrap' (ingest, read, write), written to"
+                    " %s; make per-gateway keys with `orderstream keys add`",
+                    made,
+                )
+        else:
+            log.warning("auth = off: the API accepts requests without credentials")
+        app.middlewares.append(auth.middleware)
         app.on_shutdown.append(hub.close_all)
         runner = web.AppRunner(app, access_log=None)
+        metrics_runner: web.AppRunner | None = None
         await runner.setup()
         site = web.TCPSite(runner, s.http_host, s.http_port, backlog=1024)
         await site.start()
         log.info("HTTP API listening on http://%s:%d", s.http_host, s.http_port)
+        if s.metrics_port:
+            metrics_app = web.Application()
+            metrics_app.router.add_get("/metrics", api.get_metrics)
+            metrics_runner = web.AppRunner(metrics_app, access_log=None)
+            await metrics_runner.setup()
+            await web.TCPSite(metrics_runner, s.metrics_host, s.metrics_port).start()
+            log.info("metrics on http://%s:%d/metrics", s.metrics_host, s.metrics_port)
         for w in self.workers:
             w.start()
         self._start_io(forwarder, settler)
@@ -187,13 +209,15 @@ class Supervisor:
             asyncio.create_task(self._watch(forwarder, settler, api), name="watch"),
             asyncio.create_task(self._announce_ready(), name="ready"),
             asyncio.create_task(hub.watchdog(), name="subscriber-watchdog"),
-            asyncio.create_task(self._sync_gauges(webhooks), name="sync-gauges"),
+            asyncio.create_task(self._sync_gauges(webhooks, auth), name="sync-gauges"),
         ]
         try:
             await self.stopping.wait()
         finally:
             log.info("stopping: HTTP API, workers, broker")
             await runner.cleanup()  # stop accepting first; what was accepted is in the journal
+            if metrics_runner is not None:
+                await metrics_runner.cleanup()
             await self._stop_io(forwarder, settler)
             await webhooks.stop()
             for t in tasks:
@@ -216,9 +240,11 @@ class Supervisor:
             asyncio.create_task(self.lag.run(), name="lag-monitor"),
         ]
 
-    async def _sync_gauges(self, webhooks: Webhooks) -> None:
+    async def _sync_gauges(self, webhooks: Webhooks, auth: Authenticator) -> None:
+        """Once a second: gauges, and the key file (new, rotated, revoked keys apply live)."""
         while True:
             metrics.WEBHOOK_BACKLOG.set(webhooks.backlog())
+            auth.reload()
             await asyncio.sleep(1.0)
 
     async def _stop_io(self, forwarder: Forwarder, settler: SettleListener) -> None:

@@ -70,6 +70,7 @@ class Service:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-serve.log"
         self.base = f"http://127.0.0.1:{self.http_port}"
+        self.api_key = ""  # the service's bootstrap key (all scopes), read once it is ready
 
     def start(self, timeout: float = 60.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -100,6 +101,8 @@ class Service:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"serve exited {self.proc.returncode}:\n{self.log()[-3000:]}")
             if "ready in" in self.log():
+                key = self.data_dir / "auth" / "bootstrap.key"
+                self.api_key = key.read_text().strip() if key.exists() else ""
                 return
             time.sleep(0.1)
         log = self.log()[-3000:]
@@ -151,16 +154,21 @@ class Service:
 
     # -- HTTP --------------------------------------------------------------------------------
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """Headers carrying the bootstrap key: tests act as a fully trusted client."""
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
     def request(
         self,
         method: str,
         path: str,
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
+        auth: bool = True,
     ) -> Response:
-        req = urllib.request.Request(
-            self.base + path, data=body, method=method, headers=headers or {}
-        )
+        sent = {**(self.auth if auth else {}), **(headers or {})}
+        req = urllib.request.Request(self.base + path, data=body, method=method, headers=sent)
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 return Response(resp.status, resp.read(), dict(resp.headers))

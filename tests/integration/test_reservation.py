@@ -200,8 +200,9 @@ def test_hot_sku_flood_two_workers_one_killed_grants_exactly_the_stock(
     assert all(d["version"] == 2 for d in docs)  # created, then reserved or refused: once each
     level = svc.request("GET", "/v1/stock/HOODIE-HOT").json()["warehouses"]["main"]
     assert (level["on_hand"], level["reserved"], level["available"]) == (100, 100, 0)
+    cli = [sys.executable, "-m", "streams.cli", "audit-stock"]
     audit = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "audit-stock", "--url", svc.base],
+        [*cli, "--url", svc.base, "--api-key", svc.api_key],
         cwd=ROOT,
         capture_output=True,
         text=True,

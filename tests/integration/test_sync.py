@@ -119,7 +119,7 @@ def test_sse_and_websocket_follow_an_order_through_its_life(svc: Service) -> Non
     oid = expected_id("shopify", payload)
 
     async def run() -> None:
-        async with aiohttp.ClientSession() as s:
+        async with aiohttp.ClientSession(headers=svc.auth) as s:
             await _stock(s, svc.base, "SYNC-1", on_hand=10)
             sse: list[dict] = []
             ws_got: list[dict] = []
@@ -192,7 +192,7 @@ def test_sse_and_websocket_follow_an_order_through_its_life(svc: Service) -> Non
 
 def test_stream_filters_and_bad_requests(svc: Service) -> None:
     async def run() -> None:
-        async with aiohttp.ClientSession() as s:
+        async with aiohttp.ClientSession(headers=svc.auth) as s:
             for query, field in [
                 ("type=orders", "type"),
                 ("colour=red", "colour"),
@@ -224,7 +224,8 @@ def test_a_slow_subscriber_is_dropped_and_the_pipeline_keeps_going(svc: Service)
     # a client that subscribes to everything and never reads a byte
     sock = socket.create_connection(("127.0.0.1", svc.http_port))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.sendall(b"GET /v1/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    auth = f"Authorization: Bearer {svc.api_key}\r\n".encode()
+    sock.sendall(b"GET /v1/stream HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n")
     try:
         time.sleep(0.3)
         assert len(svc.request("GET", "/v1/subscribers").json()["subscribers"]) >= 1
@@ -287,7 +288,7 @@ def test_webhook_gets_signed_deliveries_and_retries_after_a_500(svc: Service) ->
     oid = expected_id("shopify", payload)
 
     async def run() -> None:
-        async with Receiver([500]) as rx, aiohttp.ClientSession() as s:
+        async with Receiver([500]) as rx, aiohttp.ClientSession(headers=svc.auth) as s:
             status, hook = await _post(
                 s,
                 f"{svc.base}/v1/webhooks",
@@ -322,7 +323,7 @@ def test_webhook_dead_letters_a_batch_after_n_failures_then_redelivers(svc: Serv
     oid = expected_id("shopify", payload)
 
     async def run() -> None:
-        async with Receiver([500, 503, 500]) as rx, aiohttp.ClientSession() as s:
+        async with Receiver([500, 503, 500]) as rx, aiohttp.ClientSession(headers=svc.auth) as s:
             _, hook = await _post(
                 s, f"{svc.base}/v1/webhooks", {"url": rx.url, "filter": {"order": oid}}
             )
