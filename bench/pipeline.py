@@ -181,6 +181,34 @@ def ceilings() -> list[tuple[str, float, str]]:
     return out
 
 
+def process_rss(pids: list[int]) -> dict[str, float]:
+    """Resident MiB by role (api, broker, worker summed)."""
+    out: dict[str, float] = defaultdict(float)
+    page = os.sysconf("SC_PAGE_SIZE")
+    for pid in pids:
+        try:
+            pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        role = (
+            "broker"
+            if b"tansu" in cmd
+            else "worker"
+            if b" worker" in cmd.replace(b"\0", b" ")
+            else "api"
+        )
+        out[role] += pages * page / 2**20
+    return dict(out)
+
+
+async def sample_rss(root: int, t0: float, out: list[dict[str, float]], every: float) -> None:
+    while True:
+        row = {"t": time.time() - t0, **process_rss(descendants(root))}
+        out.append(row)
+        await asyncio.sleep(every)
+
+
 def process_cpu(pids: list[int]) -> dict[int, tuple[str, float]]:
     """CPU seconds (user + system) so far, and a role name, per live process."""
     out = {}
@@ -238,14 +266,32 @@ def per_second(
     return rows
 
 
-def plot(rows: list[dict[str, Any]], title: str, path: Path) -> None:
+def plot(
+    rows: list[dict[str, Any]], title: str, path: Path, rss: list[dict[str, float]] | None = None
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     t = [r["t"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
+    n = 3 if rss else 2
+    fig, axes = plt.subplots(n, 1, figsize=(10, 3.3 * n), sharex=True)
+    ax1, ax2 = axes[0], axes[1]
+    if rss:
+        ax3 = axes[2]
+        for role in ("api", "worker", "broker"):
+            ax3.plot([r["t"] for r in rss], [r.get(role, 0) for r in rss], label=role, lw=1.2)
+        ax3.plot(
+            [r["t"] for r in rss],
+            [sum(v for k, v in r.items() if k != "t") for r in rss],
+            label="total",
+            lw=1.5,
+            color="black",
+        )
+        ax3.set_ylabel("resident MiB")
+        ax3.legend(loc="upper left")
+        ax3.grid(alpha=0.3)
     ax1.plot(t, [r["in"] for r in rows], label="accepted / s", lw=1.2)
     ax1.plot(t, [r["out"] for r in rows], label="at the SSE subscriber / s", lw=1.2)
     ax1.set_ylabel("orders / s")
@@ -255,7 +301,7 @@ def plot(rows: list[dict[str, Any]], title: str, path: Path) -> None:
     ax2.plot(t, [r["p99"] for r in rows], label="p99", lw=1.2)
     ax2.set_yscale("log")
     ax2.set_ylabel("sent -> subscriber (ms)")
-    ax2.set_xlabel("seconds since the first send")
+    axes[-1].set_xlabel("seconds since the first send")
     ax2.legend(loc="upper right")
     ax2.grid(alpha=0.3, which="both")
     fig.suptitle(title)
@@ -298,6 +344,9 @@ async def run(args: argparse.Namespace) -> int:
     units = [(ch, body, grp) for (ch, body), grp in zip(bodies, groups, strict=True)]
 
     env = {"ORDERSTREAM_WORKERS": str(args.workers)}
+    for item in args.env:
+        key, _, value = item.partition("=")
+        env[key] = value
     service = Service(args.ready_timeout, env)
     machine = machine_info()
     code = 0
@@ -316,6 +365,8 @@ async def run(args: argparse.Namespace) -> int:
         stages0 = stage_seconds(await fetch_text(service.url + "/metrics"))
         tally = Tally()
         sent_at: dict[str, float] = {}
+        rss: list[dict[str, float]] = []
+        sampler = asyncio.create_task(sample_rss(service.proc.pid, time.time(), rss, 2.0))
         gc.collect()
         gc.freeze()
 
@@ -345,6 +396,7 @@ async def run(args: argparse.Namespace) -> int:
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.0)  # late copies (duplicates) of orders already seen
         cpu1 = process_cpu(descendants(service.proc.pid))
+        sampler.cancel()
         metrics_text = await fetch_text(service.url + "/metrics")
         stages1 = stage_seconds(metrics_text)
         await sub.stop()
@@ -399,6 +451,11 @@ async def run(args: argparse.Namespace) -> int:
             "stage_wall_us_per_order": stage_us,
             "stage_ceilings_one_core": ceilings(),
             "per_second": rows,
+            "rss_mib": rss,
+            "rss_peak_total_mib": max(
+                (sum(v for k, v in r.items() if k != "t") for r in rss), default=None
+            ),
+            "service_env": env,
             "missing_sample": missing[:10],
             "load_avg_after": os.getloadavg(),
         }
@@ -424,7 +481,7 @@ async def run(args: argparse.Namespace) -> int:
     if not args.no_plot:
         png = out.with_suffix(".png")
         title = f"orderstream {args.scenario}, {args.workers} worker(s), {count:,} orders"
-        plot(result["per_second"], title, png)
+        plot(result["per_second"], title, png, result["rss_mib"])
         print(f"wrote {png}")
     return code
 
@@ -461,6 +518,8 @@ def report(r: dict[str, Any]) -> None:
             f"p50 {ms(srv['p50'])}  p99 {ms(srv['p99'])}  max {ms(srv['max'])}",
         ),
     ]
+    if r.get("rss_peak_total_mib"):
+        rows.append(("peak resident memory (all)", f"{r['rss_peak_total_mib']:,.0f} MiB"))
     if "recovery_s_to_p99_under_bar" in r:
         rec = r["recovery_s_to_p99_under_bar"]
         rows.append(("p99 back under the bar after", "never" if rec is None else f"{rec:.0f} s"))
@@ -504,6 +563,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--drain-timeout", type=float, default=600.0)
     p.add_argument("--json", default="", help="default bench/results/pipeline-<scenario>-w<N>")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        help="KEY=VALUE for the service, e.g. ORDERSTREAM_MEMORY_BUDGET_MB=600 (repeatable)",
+    )
     args = p.parse_args(argv)
     import uvloop
 

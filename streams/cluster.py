@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from streams import kafka_client
 from streams.topics import EPOCH, TopicSpec
 
 log = logging.getLogger("orderstream.cluster")
@@ -26,7 +27,9 @@ class ClusterError(RuntimeError):
 
 
 async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=5000, **kafka_client.options()
+    )
     await admin.start()
     return admin
 
@@ -95,7 +98,11 @@ async def read_epoch(bootstrap: str, attempts: int = 4) -> str | None:
     finally:
         await admin.close()
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, fetch_max_wait_ms=50
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        fetch_max_wait_ms=50,
+        **kafka_client.options(),
     )
     await consumer.start()
     try:
@@ -135,7 +142,7 @@ async def ensure_cluster(bootstrap: str, specs: list[TopicSpec], repair: bool = 
             return epoch
     except EpochUnread:
         pass  # empty (or slow: a second marker is harmless, the first one written wins)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **kafka_client.options())
     await producer.start()
     try:
         await producer.send_and_wait(EPOCH, uuid.uuid4().hex.encode(), partition=0)

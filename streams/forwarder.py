@@ -16,7 +16,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from streams import metrics
+from streams import kafka_client, metrics
 from streams.envelope import (
     DLQ_CODEC,
     ENVELOPE_HEADER,
@@ -54,6 +54,7 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         max_request_size=4 * 1024 * 1024,
         max_batch_size=1024 * 1024,
         request_timeout_ms=15000,
+        **kafka_client.options(),
     )
 
 
@@ -90,9 +91,15 @@ class Forwarder:
         self._wakeup = asyncio.Event()
         self.producer: AIOKafkaProducer | None = None
         self._stuck: tuple[int | None, float] = (None, 0.0)  # oldest unsettled seq, seen since
+        self.paused = False  # set while the broker is replaced on purpose (memory budget)
 
     def notify(self) -> None:
         self._wakeup.set()
+
+    def forwarded_settled(self) -> bool:
+        """Everything sent in this epoch has been recorded (settled) by a terminal stage."""
+        oldest = self.journal.oldest_live()
+        return oldest is None or oldest > self.cursor
 
     def replay(self) -> None:
         """Send everything still in the journal again (new broker epoch, or our restart)."""
@@ -136,6 +143,9 @@ class Forwarder:
         backoff = 0.2
         busy = False  # the previous round found entries waiting: more are on their way
         while True:
+            if self.paused:
+                await asyncio.sleep(0.05)
+                continue
             self._reforward_if_stuck()
             if self.cursor >= self.journal.durable_seq:
                 busy = False
@@ -221,6 +231,7 @@ class SettleListener:
                         group_id=None,
                         enable_auto_commit=False,
                         fetch_max_wait_ms=20,  # Tansu holds fetches this long, data or not
+                        **kafka_client.options(),
                     )
                     await self.consumer.start()
                     self.consumer.assign([tp])

@@ -14,7 +14,7 @@ from collections import defaultdict
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from streams import metrics
+from streams import kafka_client, metrics
 from streams.forwarder import close_in_background
 from streams.settings import Settings
 from streams.sync_feed import SyncFeed
@@ -36,10 +36,12 @@ async def group_lag(consumer: AIOKafkaConsumer, partitions: int) -> dict[str, in
 
 
 class LagMonitor:
-    def __init__(self, settings: Settings, feed: SyncFeed, interval_s: float = 5.0) -> None:
+    def __init__(self, settings: Settings, feed: SyncFeed, interval_s: float = 2.0) -> None:
         self.settings = settings
         self.feed = feed
         self.interval_s = interval_s
+        self.last: dict[str, int] | None = None  # the workers' lag at the last probe
+        self.probes = 0
         self.consumer: AIOKafkaConsumer | None = None
 
     async def run(self) -> None:
@@ -51,13 +53,17 @@ class LagMonitor:
                         bootstrap_servers=s.bootstrap_servers,
                         group_id=s.app_id,  # never subscribes: reads the group's offsets only
                         enable_auto_commit=False,
+                        **kafka_client.options(),
                     )
                     await self.consumer.start()
                 lag = await group_lag(self.consumer, s.partitions)
+                self.last = dict(lag)
+                self.probes += 1
                 for topic, n in lag.items():
                     metrics.CONSUMER_LAG.labels(s.app_id, topic).set(n)
             except (KafkaError, OSError, TimeoutError) as exc:
                 log.debug("lag probe failed: %s", exc)
+                self.last = None
                 self.abandon()
             for topic, n in self.feed.lag().items():
                 metrics.CONSUMER_LAG.labels("sync", topic).set(n)
@@ -67,3 +73,18 @@ class LagMonitor:
         if self.consumer is not None:
             close_in_background(self.consumer)
             self.consumer = None
+
+
+async def lag_once(settings: Settings) -> dict[str, int]:
+    """One reading with a client of its own (e.g. right after the workers stopped)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=settings.app_id,
+        enable_auto_commit=False,
+        **kafka_client.options(),
+    )
+    await consumer.start()
+    try:
+        return await group_lag(consumer, settings.partitions)
+    finally:
+        close_in_background(consumer)

@@ -165,6 +165,17 @@ AUTH_FAILURES = Counter(
     " wrong, expired, scope, channel, bad_signature",
     ["reason"],
 )
+PROCESS_RSS = Gauge(
+    "orderstream_process_resident_bytes",
+    "Resident memory of the service's processes by role (api, broker, workers summed)",
+    ["role"],
+    multiprocess_mode="livemax",
+)
+BROKER_REPLACEMENTS = Counter(
+    "orderstream_broker_replacements_total",
+    "Embedded broker replaced on purpose, by reason (memory_budget)",
+    ["reason"],
+)
 BROKER_EPOCHS = Counter("orderstream_broker_epochs_total", "Fresh broker epochs recovered from")
 
 

@@ -99,6 +99,21 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # port, where it needs a read key.
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
+    # Memory budget (MiB) for the whole service (API, workers, embedded broker; RSS). The
+    # embedded broker keeps every message in memory and never trims, so past the budget the
+    # supervisor drains the pipeline and replaces the broker with an empty one (the journal and
+    # the stores are the truth). 0 = no budget.
+    memory_budget_mb: int = 0
+    # An external cluster's security (passed to every Kafka client, the workers' included):
+    # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; SASL mechanism PLAIN, SCRAM-SHA-256 or
+    # SCRAM-SHA-512. Give the password through ORDERSTREAM_KAFKA_SASL_PASSWORD, not a file.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
 
     def __post_init__(self) -> None:
         checks = [
@@ -167,6 +182,32 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             ),
             (self.auth in ("on", "off"), "auth", "must be on or off"),
             (0 <= self.metrics_port < 65536, "metrics_port", "must be a TCP port or 0"),
+            (
+                self.kafka_security_protocol in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+                "kafka_security_protocol",
+                "must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+            ),
+            (
+                self.kafka_security_protocol == "PLAINTEXT" or self.broker != "",
+                "kafka_security_protocol",
+                "applies to an external cluster (--broker); the embedded broker is plain text",
+            ),
+            (
+                self.kafka_sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+                "kafka_sasl_mechanism",
+                "must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+            ),
+            (
+                not self.kafka_security_protocol.startswith("SASL")
+                or bool(self.kafka_sasl_username and self.kafka_sasl_password),
+                "kafka_sasl_username",
+                "SASL needs kafka_sasl_username and kafka_sasl_password",
+            ),
+            (
+                self.memory_budget_mb == 0 or self.memory_budget_mb >= 256,
+                "memory_budget_mb",
+                "must be 0 (none) or >= 256",
+            ),
             (self.sync_memory_events >= 1000, "sync_memory_events", "must be >= 1000"),
             (
                 self.sync_retention_events >= self.sync_memory_events,

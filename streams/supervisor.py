@@ -24,14 +24,14 @@ from aiohttp import web
 
 from core.routing import WarehouseRouting
 from core.skus import SkuCatalog
-from streams import metrics
+from streams import kafka_client, metrics
 from streams.api import IngestAPI
 from streams.auth import Authenticator, ensure_bootstrap_key, keys_path
 from streams.broker import EmbeddedBroker, die_with_parent, free_port
 from streams.cluster import ClusterError, ensure_cluster, probe_epoch, wait_for_broker
 from streams.forwarder import Forwarder, SettleListener, wait_closed
 from streams.journal import IngestJournal
-from streams.lag import LagMonitor
+from streams.lag import LagMonitor, lag_once
 from streams.settings import Settings
 from streams.subscribers import SubscriberHub
 from streams.sync_api import SyncAPI
@@ -114,6 +114,8 @@ class Supervisor:
         self.sync_log: SyncLog | None = None
         self.feed: SyncFeed | None = None
         self.lag: LagMonitor | None = None
+        self._last_replacement = 0.0
+        self._budget_warned = 0.0
         self._io_tasks: list[asyncio.Task[None]] = []
 
     async def run(self) -> None:
@@ -316,13 +318,141 @@ class Supervisor:
                 log.exception("supervision round failed; retrying")
                 await asyncio.sleep(1.0)
 
+    def _rss(self) -> dict[str, int]:
+        """Resident bytes per role: this process (API, journal, sync), broker, workers."""
+        pids = {"api": [os.getpid()], "broker": [], "workers": []}
+        if self.broker is not None and self.broker.alive():
+            pids["broker"].append(self.broker.proc.pid)  # type: ignore[union-attr]
+        pids["workers"] = [w.proc.pid for w in self.workers if w.alive()]  # type: ignore[union-attr]
+        out: dict[str, int] = {}
+        page = os.sysconf("SC_PAGE_SIZE")
+        for role, group in pids.items():
+            total = 0
+            for pid in group:
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    total += int(open(f"/proc/{pid}/statm").read().split()[1]) * page
+            out[role] = total
+        return out
+
+    def _over_budget(self, now: float) -> bool:
+        """Sample memory; True when the embedded broker should be replaced to stay in budget."""
+        rss = self._rss()
+        for role, n in rss.items():
+            metrics.PROCESS_RSS.labels(role).set(n)
+        budget = self.settings.memory_budget_mb * 2**20
+        if not budget or self.broker is None or sum(rss.values()) <= budget:
+            return False
+        if now - self._last_replacement < 60:
+            return False  # let the last replacement settle; never thrash
+        if rss["broker"] < budget // 4:
+            # the broker is not what is big: replacing it would not help
+            if now - self._budget_warned > 300:
+                self._budget_warned = now
+                log.warning(
+                    "memory %d MiB over the %d MiB budget, but the broker holds only %d MiB:"
+                    " the budget is too small for the API and workers",
+                    sum(rss.values()) >> 20,
+                    budget >> 20,
+                    rss["broker"] >> 20,
+                )
+            return False
+        return True
+
+    async def _drained(self, forwarder: Forwarder, timeout: float) -> bool:
+        """Until everything forwarded is recorded and no consumer has anything left to read."""
+        assert self.lag is not None and self.feed is not None
+        deadline = time.monotonic() + timeout
+        quiet = 0
+        seen = self.lag.probes
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            if self.lag.probes == seen:
+                continue
+            seen = self.lag.probes
+            lag = self.lag.last
+            idle = (
+                lag is not None
+                and not any(lag.values())
+                and forwarder.forwarded_settled()
+                and not any(self.feed.lag().values())
+            )
+            quiet = quiet + 1 if idle else 0
+            if quiet >= 2:
+                return True
+        return False
+
+    async def _replace_broker(
+        self, forwarder: Forwarder, settler: SettleListener, api: IngestAPI
+    ) -> None:
+        """Memory budget: drain, then swap the embedded broker for an empty one.
+
+        The API keeps accepting into the journal throughout; the forwarder holds new entries
+        back until the new broker is up. Workers stop only once every stage is idle, and the
+        group's offsets are read once more after they stopped, so no message between stages is
+        left on the old broker (anything produced straight to it by an outside gateway in those
+        seconds is: use an external cluster for long-running Kafka gateways).
+        """
+        assert self.broker is not None
+        s = self.settings
+        t0 = time.monotonic()
+        rss = self._rss()
+        log.warning(
+            "memory %d MiB over the %d MiB budget (broker %d MiB): draining to replace the broker",
+            sum(rss.values()) >> 20,
+            s.memory_budget_mb,
+            rss["broker"] >> 20,
+        )
+        forwarder.paused = True
+        try:
+            for attempt in range(3):
+                if not await self._drained(forwarder, timeout=120):
+                    log.warning("pipeline did not drain in 120 s: replacing the broker anyway")
+                await self._stop_workers(timeout=15.0)
+                left = await lag_once(s)
+                if not any(left.values()) or attempt == 2:
+                    break
+                log.info("messages left after the workers stopped (%s): draining again", left)
+                for w in self.workers:
+                    w.start()
+            await self._stop_io(forwarder, settler)
+            self.broker.stop()
+            await asyncio.sleep(0.5)
+            self.broker.start()
+            await wait_for_broker(s.bootstrap_servers, timeout=60)
+            self.epoch = await ensure_cluster(
+                s.bootstrap_servers, all_topics(s.partitions, s.app_id), repair=True
+            )
+            api.status["epoch"] = self.epoch
+            metrics.BROKER_EPOCHS.inc()
+            metrics.BROKER_REPLACEMENTS.labels("memory_budget").inc()
+            forwarder.replay()
+        finally:
+            forwarder.paused = False
+        self._start_io(forwarder, settler)
+        for w in self.workers:
+            if not w.alive():
+                w.start()
+        self._last_replacement = time.monotonic()
+        log.warning(
+            "broker replaced in %.1fs (epoch %s): memory now %d MiB",
+            time.monotonic() - t0,
+            self.epoch,
+            sum(self._rss().values()) >> 20,
+        )
+
     async def _watch_once(
         self, forwarder: Forwarder, settler: SettleListener, api: IngestAPI
     ) -> None:
         s = self.settings
         last_probe = 0.0
+        last_memory = 0.0
         while True:
             await asyncio.sleep(0.25)
+            if time.monotonic() - last_memory > 2.0:
+                last_memory = time.monotonic()
+                if self._over_budget(last_memory):
+                    await self._replace_broker(forwarder, settler, api)
+                    continue
             broker_died = self.broker is not None and not self.broker.alive()
             now = time.monotonic()
             if broker_died or now - last_probe > 2.0:
@@ -394,6 +524,8 @@ class Supervisor:
 
 def serve(settings: Settings) -> None:
     import uvloop
+
+    kafka_client.configure(settings)
 
     async def main() -> None:
         sup = Supervisor(settings)

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from core.inventory import StockAlert, StockChange
-from streams import metrics
+from streams import kafka_client, metrics
 from streams.envelope import (
     CHANGES_CODEC,
     ENVELOPE_HEADER,
@@ -101,6 +101,7 @@ class SyncFeed:
                         enable_auto_commit=False,
                         fetch_max_wait_ms=10,  # Tansu holds a fetch this long, data or not
                         max_partition_fetch_bytes=8 * 1024 * 1024,
+                        **kafka_client.options(),
                     )
                     await self.consumer.start()
                     self.consumer.assign(tps)

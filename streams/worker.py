@@ -8,6 +8,7 @@ import logging
 import faust
 import uvloop
 
+from streams import kafka_client
 from streams.cluster import ensure_cluster, wait_for_broker
 from streams.settings import Settings
 from streams.topics import all_topics
@@ -17,6 +18,7 @@ log = logging.getLogger("orderstream.worker")
 
 def run_worker(settings: Settings, web_port: int) -> None:
     uvloop.install()
+    kafka_client.configure(settings)
 
     async def prepare() -> str:
         await wait_for_broker(settings.bootstrap_servers, timeout=60)

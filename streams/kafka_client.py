@@ -1,0 +1,45 @@
+"""Security options every Kafka client of a process gets (TLS, SASL), set once at start-up.
+
+Only for an external cluster: the embedded broker listens on loopback in plain text. The same
+options go to the aiokafka clients of the API process (forwarder, settle listener, sync feed,
+lag monitor, topic admin) and to the workers' Faust app, so one set of settings secures all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka.helpers import create_ssl_context
+
+from streams.settings import Settings
+
+_options: dict[str, Any] = {}
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """aiokafka keyword arguments for ``settings``' security protocol."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return {}
+    opts: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        opts["ssl_context"] = create_ssl_context(
+            cafile=settings.kafka_ssl_cafile or None,
+            certfile=settings.kafka_ssl_certfile or None,
+            keyfile=settings.kafka_ssl_keyfile or None,
+        )
+    if protocol.startswith("SASL"):
+        opts["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        opts["sasl_plain_username"] = settings.kafka_sasl_username
+        opts["sasl_plain_password"] = settings.kafka_sasl_password
+    return opts
+
+
+def configure(settings: Settings) -> None:
+    _options.clear()
+    _options.update(client_options(settings))
+
+
+def options() -> dict[str, Any]:
+    """What to pass to every AIOKafkaProducer / Consumer / AdminClient of this process."""
+    return dict(_options)
