@@ -34,7 +34,7 @@ _ENTRY = b"e"
 _META_ID = b"m:id"
 
 # Committed entries kept in memory for the forwarder; beyond this it reads RocksDB instead.
-RECENT_MAX = 100_000
+RECENT_MAX = 25_000
 # The group commit hands each batch to a writer thread and back. Both hops need the GIL, which the
 # busy event loop gives up only every switch interval (5 ms by default): with an fsync of ~1-2 ms
 # the hops, not the disk, set the commit rate. 0.5 ms makes a commit round trip GIL-bound no

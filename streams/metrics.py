@@ -173,7 +173,8 @@ PROCESS_RSS = Gauge(
 )
 BROKER_REPLACEMENTS = Counter(
     "orderstream_broker_replacements_total",
-    "Embedded broker replaced on purpose, by reason (memory_budget)",
+    "Processes replaced on purpose to stay within the memory budget: the embedded broker"
+    " (memory_budget) or a worker (worker_memory)",
     ["reason"],
 )
 BROKER_EPOCHS = Counter("orderstream_broker_epochs_total", "Fresh broker epochs recovered from")

@@ -78,7 +78,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     # Sync hub (SSE, WebSocket, webhooks): the newest changes stay in memory for live readers,
     # this many on disk for resume (Last-Event-ID) and webhooks that fell behind.
-    sync_memory_events: int = 200_000
+    sync_memory_events: int = 50_000
     sync_retention_events: int = 2_000_000
     # A subscriber further behind than this, or stuck in one write this long, is dropped.
     subscriber_max_lag: int = 100_000
@@ -114,6 +114,16 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     kafka_ssl_cafile: str = ""
     kafka_ssl_certfile: str = ""
     kafka_ssl_keyfile: str = ""
+
+    # Hostile input (core.model.Limits has the same defaults). A request over max_body_bytes or
+    # with more than max_batch_lines NDJSON lines is refused whole (413); an order over
+    # max_order_bytes is refused at the door (400 / its batch line, and a dead letter); more
+    # line items or longer text fields than these dead-letter the order in normalise.
+    max_batch_lines: int = 5000
+    max_order_bytes: int = 256 * 1024
+    max_order_lines: int = 500
+    max_string_chars: int = 1000  # names, address parts, SKUs, titles, statuses, tags
+    max_note_chars: int = 5000  # the buyer's note / message
 
     def __post_init__(self) -> None:
         checks = [
@@ -232,6 +242,20 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 self.heartbeat_interval_s * 3 <= self.session_timeout_s,
                 "heartbeat_interval_s",
                 "must be at most a third of session_timeout_s",
+            ),
+            (self.max_body_bytes >= 4096, "max_body_bytes", "must be >= 4096"),
+            (1 <= self.max_batch_lines <= 100_000, "max_batch_lines", "must be 1..100000"),
+            (
+                1024 <= self.max_order_bytes <= self.max_body_bytes,
+                "max_order_bytes",
+                "must be >= 1024 and <= max_body_bytes",
+            ),
+            (1 <= self.max_order_lines <= 100_000, "max_order_lines", "must be 1..100000"),
+            (64 <= self.max_string_chars <= 1_000_000, "max_string_chars", "must be 64..1000000"),
+            (
+                self.max_string_chars <= self.max_note_chars <= 1_000_000,
+                "max_note_chars",
+                "must be max_string_chars..1000000",
             ),
         ]
         for ok, key, why in checks:

@@ -43,6 +43,8 @@ class Subscriber:
         self.writing_since = 0.0  # monotonic start of the write in progress; 0 = not writing
         self.task: asyncio.Task[None] | None = None
         self.dropped = ""  # why orderstream disconnected it
+        # events behind the head at the last check; none yet, so the first check only records
+        self.behind: int | None = None
 
 
 def error(status: int, field: str, reason: str) -> web.Response:
@@ -257,10 +259,12 @@ class SubscriberHub:
         for sub in list(self.subscribers.values()):
             if sub.dropped or sub.task is None:
                 continue
+            behind, before = head - sub.cursor, sub.behind
+            sub.behind = behind
             if sub.writing_since and now - sub.writing_since > self.write_timeout_s:
                 reason = "write_timeout"
-            elif head - sub.cursor > self.max_lag:
-                reason = "lagging"
+            elif behind > self.max_lag and before is not None and behind >= before:
+                reason = "lagging"  # far behind and not catching up (a replay from 0 does)
             else:
                 continue
             sub.dropped = reason

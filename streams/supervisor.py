@@ -220,17 +220,37 @@ class Supervisor:
             await runner.cleanup()  # stop accepting first; what was accepted is in the journal
             if metrics_runner is not None:
                 await metrics_runner.cleanup()
-            await self._stop_io(forwarder, settler)
-            await webhooks.stop()
             for t in tasks:
                 t.cancel()
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
+            # Workers finish their batches and publish their changes first; the sync feed keeps
+            # reading meanwhile and takes the last of them before the broker goes away.
+            forwarder.paused = True
+            await self._stop_workers(timeout=15.0)
+            await self._feed_caught_up(timeout=10.0)
+            await self._stop_io(forwarder, settler)
+            await webhooks.stop()
             await asyncio.get_running_loop().run_in_executor(None, self._stop_children)
             await self.journal.close()
             self.sync_log.close()
             log.info("stopped")
+
+    async def _feed_caught_up(self, timeout: float) -> None:
+        """Until the sync feed has fetched past everything on its topics (or ``timeout``)."""
+        if self.feed is None or not self.broker_alive():
+            return
+        deadline = time.monotonic() + timeout
+        start = self.feed.fetches
+        while time.monotonic() < deadline:
+            if self.feed.fetches > start + 1 and not any(self.feed.lag().values()):
+                return
+            await asyncio.sleep(0.05)
+        log.warning("sync feed still behind at shutdown: %s", dict(self.feed.lag()))
+
+    def broker_alive(self) -> bool:
+        return self.broker is None or self.broker.alive()
 
     def _start_io(self, forwarder: Forwarder, settler: SettleListener) -> None:
         assert self.feed is not None and self.lag is not None
@@ -334,29 +354,56 @@ class Supervisor:
             out[role] = total
         return out
 
-    def _over_budget(self, now: float) -> bool:
-        """Sample memory; True when the embedded broker should be replaced to stay in budget."""
+    def _over_budget(self, now: float) -> str | int | None:
+        """Sample memory; past the budget, what to replace: "broker", a worker's index, or
+        None (within budget, too soon after the last replacement, or nothing big to replace).
+
+        The embedded broker never trims what it holds; a worker's memory (RocksDB memtables,
+        fetch buffers, Python's heap after a backlog) only shrinks when it restarts, which
+        costs a rebalance and nothing else (its state is on disk).
+        """
         rss = self._rss()
         for role, n in rss.items():
             metrics.PROCESS_RSS.labels(role).set(n)
         budget = self.settings.memory_budget_mb * 2**20
-        if not budget or self.broker is None or sum(rss.values()) <= budget:
-            return False
-        if now - self._last_replacement < 60:
-            return False  # let the last replacement settle; never thrash
-        if rss["broker"] < budget // 4:
-            # the broker is not what is big: replacing it would not help
-            if now - self._budget_warned > 300:
-                self._budget_warned = now
-                log.warning(
-                    "memory %d MiB over the %d MiB budget, but the broker holds only %d MiB:"
-                    " the budget is too small for the API and workers",
-                    sum(rss.values()) >> 20,
-                    budget >> 20,
-                    rss["broker"] >> 20,
-                )
-            return False
-        return True
+        if not budget or sum(rss.values()) <= budget or now - self._last_replacement < 60:
+            return None
+        if self.broker is not None and rss["broker"] >= budget // 4:
+            return "broker"
+        page = os.sysconf("SC_PAGE_SIZE")
+        sizes = []
+        for i, w in enumerate(self.workers):
+            if now - w.started_at < 120:
+                continue  # a fresh worker is as small as it gets: restarting it again is thrash
+            with contextlib.suppress(OSError, IndexError, ValueError, AttributeError):
+                pid = w.proc.pid  # type: ignore[union-attr]
+                sizes.append((int(open(f"/proc/{pid}/statm").read().split()[1]) * page, i))
+        if sizes and max(sizes)[0] >= budget // 4:
+            return max(sizes)[1]
+        if now - self._budget_warned > 300:
+            self._budget_warned = now
+            log.warning(
+                "memory %d MiB over the %d MiB budget, but no broker or worker holds a quarter"
+                " of it: the budget is too small for this service",
+                sum(rss.values()) >> 20,
+                budget >> 20,
+            )
+        return None
+
+    async def _recycle_worker(self, index: int) -> None:
+        """Memory budget: restart the biggest worker (gracefully; its state is on disk)."""
+        w = self.workers[index]
+        rss = self._rss()
+        log.warning(
+            "memory %d MiB over the %d MiB budget: restarting worker %d to release its memory",
+            sum(rss.values()) >> 20,
+            self.settings.memory_budget_mb,
+            index,
+        )
+        await asyncio.get_running_loop().run_in_executor(None, w.stop, 15.0)
+        w.start()
+        metrics.BROKER_REPLACEMENTS.labels("worker_memory").inc()
+        self._last_replacement = time.monotonic()
 
     async def _drained(self, forwarder: Forwarder, timeout: float) -> bool:
         """Until everything forwarded is recorded and no consumer has anything left to read."""
@@ -450,8 +497,12 @@ class Supervisor:
             await asyncio.sleep(0.25)
             if time.monotonic() - last_memory > 2.0:
                 last_memory = time.monotonic()
-                if self._over_budget(last_memory):
+                action = self._over_budget(last_memory)
+                if action == "broker":
                     await self._replace_broker(forwarder, settler, api)
+                    continue
+                if isinstance(action, int):
+                    await self._recycle_worker(action)
                     continue
             broker_died = self.broker is not None and not self.broker.alive()
             now = time.monotonic()

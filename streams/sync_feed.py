@@ -74,6 +74,7 @@ class SyncFeed:
         self.epoch = ""
         self.consumer: AIOKafkaConsumer | None = None
         self.high_water: dict[TopicPartition, int] = {}
+        self.fetches = 0  # completed fetch rounds (shutdown waits for one past the workers')
         self._low: dict[tuple[str, str], bool] = {}  # (sku, warehouse) -> below alert threshold
 
     def _position_name(self, tp: TopicPartition) -> str:
@@ -123,6 +124,7 @@ class SyncFeed:
                     self.high_water[tp] = high
             if batch:
                 self._take(batch)
+            self.fetches += 1
 
     def _take(self, batch: dict[TopicPartition, list]) -> None:  # type: ignore[type-arg]
         changes: list[Change] = []

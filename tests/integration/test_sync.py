@@ -96,7 +96,7 @@ async def _sse(session: aiohttp.ClientSession, url: str, out: list[dict], **head
                 frame["data"] = json.loads(line[6:])
 
 
-async def _until(check: Any, timeout: float = 30.0, what: str = "") -> None:
+async def _until(check: Any, timeout: float = 60.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
