@@ -61,7 +61,10 @@ async def create_topics(bootstrap: str, specs: list[TopicSpec], repair: bool = F
         created = []
         if missing:
             resp = await admin.create_topics(
-                [NewTopic(s.name, s.partitions, 1, topic_configs=s.configs) for s in missing]
+                [
+                    NewTopic(s.name, s.partitions, s.replication, topic_configs=s.configs)
+                    for s in missing
+                ]
             )
             for name, code, msg in resp.topic_errors:
                 if code == 0:

@@ -107,6 +107,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # An external cluster's security (passed to every Kafka client, the workers' included):
     # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; SASL mechanism PLAIN, SCRAM-SHA-256 or
     # SCRAM-SHA-512. Give the password through ORDERSTREAM_KAFKA_SASL_PASSWORD, not a file.
+    # Replicas per topic orderstream creates on an external cluster (3 in production: with
+    # acks=all and min.insync.replicas=2, set for 3+, an acknowledged order survives a broker).
+    replication_factor: int = 1
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str = "PLAIN"
     kafka_sasl_username: str = ""

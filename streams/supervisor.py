@@ -37,7 +37,7 @@ from streams.subscribers import SubscriberHub
 from streams.sync_api import SyncAPI
 from streams.sync_feed import SyncFeed
 from streams.sync_log import SyncLog
-from streams.topics import all_topics
+from streams.topics import service_topics
 from streams.webhooks import Webhooks
 
 log = logging.getLogger("orderstream.serve")
@@ -134,7 +134,7 @@ class Supervisor:
         s = self.settings
         data = s.data_path
         await wait_for_broker(s.bootstrap_servers, timeout=30)
-        self.epoch = await ensure_cluster(s.bootstrap_servers, all_topics(s.partitions, s.app_id))
+        self.epoch = await ensure_cluster(s.bootstrap_servers, service_topics(s))
         log.info("broker %s ready, epoch %s", s.broker_url, self.epoch)
 
         self.journal = IngestJournal(data / "journal", s.journal_max_entries, s.journal_fsync)
@@ -467,7 +467,9 @@ class Supervisor:
             self.broker.start()
             await wait_for_broker(s.bootstrap_servers, timeout=60)
             self.epoch = await ensure_cluster(
-                s.bootstrap_servers, all_topics(s.partitions, s.app_id), repair=True
+                s.bootstrap_servers,
+                service_topics(s),
+                repair=True,
             )
             api.status["epoch"] = self.epoch
             metrics.BROKER_EPOCHS.inc()
@@ -562,7 +564,9 @@ class Supervisor:
             self.broker.start()
         await wait_for_broker(s.bootstrap_servers, timeout=300)
         self.epoch = await ensure_cluster(
-            s.bootstrap_servers, all_topics(s.partitions, s.app_id), repair=True
+            s.bootstrap_servers,
+            service_topics(s),
+            repair=True,
         )
         api.status["epoch"] = self.epoch
         metrics.BROKER_EPOCHS.inc()

@@ -6,6 +6,8 @@ so nothing may touch a topic before ``streams.cluster.ensure_cluster`` has creat
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 # gateways (keyed channel:order_no, or not keyed) and journal envelopes (partition = murmur2 of the
@@ -37,6 +39,7 @@ class TopicSpec(msgspec.Struct, frozen=True):
     name: str
     partitions: int
     configs: dict[str, str] = {}
+    replication: int = 1
 
 
 def hot_topics() -> tuple[str, ...]:
@@ -75,7 +78,22 @@ def changelog_topic(store: str) -> str:
 STORES = ("seen", "recipients", "orders", "stock", "dead_letters")
 
 
-def all_topics(partitions: int, app_id: str) -> list[TopicSpec]:
+def all_topics(partitions: int, app_id: str, replication: int = 1) -> list[TopicSpec]:
+    """Every topic with its count; ``replication`` > 1 on a cluster (with acks=all and, from 3
+    replicas, min.insync.replicas=2: an acknowledged write survives one broker's loss)."""
+    specs = _topics(partitions, app_id)
+    if replication == 1:
+        return specs
+    durable = {"min.insync.replicas": "2"} if replication >= 3 else {}
+    return [TopicSpec(t.name, t.partitions, {**t.configs, **durable}, replication) for t in specs]
+
+
+def service_topics(settings: Any) -> list[TopicSpec]:
+    """The topics of a service with these settings (partitions, app id, replication)."""
+    return all_topics(settings.partitions, settings.app_id, settings.replication_factor)
+
+
+def _topics(partitions: int, app_id: str) -> list[TopicSpec]:
     specs = [TopicSpec(name, partitions) for name in hot_topics()]
     specs += [TopicSpec(changelog_topic(s), partitions, {"retention.ms": "-1"}) for s in STORES]
     specs += [

@@ -11,7 +11,7 @@ import uvloop
 from streams import kafka_client
 from streams.cluster import ensure_cluster, wait_for_broker
 from streams.settings import Settings
-from streams.topics import all_topics
+from streams.topics import service_topics
 
 log = logging.getLogger("orderstream.worker")
 
@@ -23,7 +23,8 @@ def run_worker(settings: Settings, web_port: int) -> None:
     async def prepare() -> str:
         await wait_for_broker(settings.bootstrap_servers, timeout=60)
         return await ensure_cluster(
-            settings.bootstrap_servers, all_topics(settings.partitions, settings.app_id)
+            settings.bootstrap_servers,
+            service_topics(settings),
         )
 
     epoch = asyncio.run(prepare())
