@@ -27,6 +27,7 @@ import contextlib
 import gc
 import json
 import os
+import signal
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -233,6 +234,46 @@ def stage_seconds(metrics_text: str) -> dict[str, float]:
     return out
 
 
+async def kill_a_worker(root: int, at: float, t0: float, out: dict[str, Any]) -> None:
+    """SIGKILL one worker ``at`` seconds after ``t0``: what a crash costs (rebalance, replay)."""
+    await asyncio.sleep(max(0.0, t0 + at - time.time()))
+    for pid in descendants(root):
+        with contextlib.suppress(OSError):
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            if b" worker" in cmd:
+                os.kill(pid, signal.SIGKILL)
+                out.update(pid=pid, at_s=time.time() - t0)
+                return
+
+
+def worker_kill_cost(
+    kill: dict[str, Any], first: dict[str, float], sent: dict[str, float], t0: float, bar_ms: float
+) -> dict[str, Any]:
+    """After the kill: the longest silence at the subscriber, and how long until orders sent
+    after it arrive as fast as before it again (200 in a row within 1.5x the p99 of the ten
+    seconds before the kill, or within ``bar_ms``)."""
+    at = t0 + kill["at_s"]
+    arrivals = sorted(t for t in first.values() if t >= at)
+    gaps = [b - a for a, b in zip([at, *arrivals], arrivals, strict=False)]
+    before = [(t - sent[o]) * 1000 for o, t in first.items() if at - 10 <= sent.get(o, 0) < at]
+    bar = max(bar_ms, 1.5 * (_stats(before)["p99"] or 0))
+    late = sorted(
+        (sent[o], (t - sent[o]) * 1000) for o, t in first.items() if o in sent and sent[o] >= at
+    )
+    recovered = None
+    for i, (ts, _) in enumerate(late):
+        if all(x < bar for _, x in late[i : i + 200]):
+            recovered = ts - at
+            break
+    return {
+        **kill,
+        "p99_before_ms": _stats(before)["p99"],
+        "recovery_bar_ms": bar,
+        "longest_silence_s": max(gaps, default=None),
+        "back_to_normal_after_s": recovered,
+    }
+
+
 async def fetch_text(url: str) -> str:
     async with (
         aiohttp.ClientSession(
@@ -388,6 +429,11 @@ async def run(args: argparse.Namespace) -> int:
         schedule.take = take  # type: ignore[method-assign]
         print(f"sending {count:,} orders ({args.scenario}) ...", flush=True)
         t_send = time.time()
+        kill: dict[str, Any] = {}
+        if args.kill_worker_at:
+            killer = asyncio.create_task(
+                kill_a_worker(service.proc.pid, args.kill_worker_at, t_send, kill)
+            )
         await send_http(service.url, units, True, args.concurrency, tally, schedule)  # type: ignore[arg-type]
         send_end = time.time()
         expected = {oid for oid in tally.ack}
@@ -459,6 +505,10 @@ async def run(args: argparse.Namespace) -> int:
             "missing_sample": missing[:10],
             "load_avg_after": os.getloadavg(),
         }
+        if kill:
+            result["worker_kill"] = worker_kill_cost(kill, sub.first, sent_at, t_send, args.bar_ms)
+        elif args.kill_worker_at:
+            killer.cancel()
         if args.scenario == "burst":
             burst_end = args.warmup_s + args.burst_s
             result["recovery_s_to_p99_under_bar"] = recovery_s(rows, burst_end, args.bar_ms)
@@ -518,6 +568,17 @@ def report(r: dict[str, Any]) -> None:
             f"p50 {ms(srv['p50'])}  p99 {ms(srv['p99'])}  max {ms(srv['max'])}",
         ),
     ]
+    if "worker_kill" in r:
+        k = r["worker_kill"]
+        back = k["back_to_normal_after_s"]
+        rows.append(
+            (
+                f"worker SIGKILLed at {k['at_s']:.0f} s",
+                f"longest silence {k['longest_silence_s'] or 0:.1f} s, sent-after-kill orders "
+                f"back under {k['recovery_bar_ms']:.0f} ms after "
+                f"{'never' if back is None else f'{back:.1f} s'}",
+            )
+        )
     if r.get("rss_peak_total_mib"):
         rows.append(("peak resident memory (all)", f"{r['rss_peak_total_mib']:,.0f} MiB"))
     if "recovery_s_to_p99_under_bar" in r:
@@ -554,6 +615,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--recover-s", type=float, default=60.0)
     p.add_argument("--bar-ms", type=float, default=250.0, help="burst: p99 recovery bar")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--kill-worker-at", type=float, default=0, help="SIGKILL a worker this many s in"
+    )
     p.add_argument("--batch", type=int, default=100, help="orders per NDJSON request")
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--dup-rate", type=float, default=0.058)
