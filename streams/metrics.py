@@ -9,6 +9,7 @@ reason class — never order ids or raw SKUs.
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -191,10 +192,7 @@ def observe_many(histogram: Histogram, values: list[float]) -> None:
     bounds = histogram._upper_bounds
     counts = [0] * len(bounds)
     for v in values:
-        for i, bound in enumerate(bounds):
-            if v <= bound:
-                counts[i] += 1
-                break
+        counts[bisect_left(bounds, v)] += 1  # the first bound >= v; the last is +Inf
     for i, n in enumerate(counts):
         if n:
             histogram._buckets[i].inc(n)
