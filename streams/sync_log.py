@@ -20,7 +20,8 @@ from typing import NamedTuple
 import msgspec
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
-EVENT_PREFIX = b"e"
+CHUNK_PREFIX = b"c"  # + first event id (8 bytes big-endian) -> up to CHUNK events
+CHUNK = 1000
 NEXT_KEY = b"m:next"
 OLDEST_KEY = b"m:oldest"
 POSITION_PREFIX = b"p:"
@@ -46,12 +47,12 @@ class NewEvent(NamedTuple):
     data: bytes  # the change as JSON
 
 
-_row = msgspec.msgpack.Encoder()
-_row_dec = msgspec.msgpack.Decoder(tuple[str, str, str, str, bytes])
+_rows = msgspec.msgpack.Encoder()
+_rows_dec = msgspec.msgpack.Decoder(list[tuple[str, str, str, str, bytes]])
 
 
-def event_key(seq: int) -> bytes:
-    return EVENT_PREFIX + _SEQ.pack(seq)
+def chunk_key(first: int) -> bytes:
+    return CHUNK_PREFIX + _SEQ.pack(max(0, first))
 
 
 class SyncLog:
@@ -88,14 +89,19 @@ class SyncLog:
         for e in events:
             body = b'{"id":%d,"type":"%s","data":%s}' % (seq, e.kind.encode(), e.data)
             out.append(SyncEvent(seq, e.kind, e.order_id, e.sku, e.channel, body))
-            batch.put(event_key(seq), _row.encode((e.kind, e.order_id, e.sku, e.channel, body)))
             seq += 1
+        # stored in chunks: one key per up to CHUNK events (a put per event cost more than
+        # everything else the feed does per event)
+        for i in range(0, len(out), CHUNK):
+            part = out[i : i + CHUNK]
+            batch.put(chunk_key(part[0].seq), _rows.encode([ev[1:] for ev in part]))
         for name, offset in positions.items():
             batch.put(POSITION_PREFIX + name.encode(), _SEQ.pack(offset))
         batch.put(NEXT_KEY, _SEQ.pack(seq))
         trim_to = seq - self.retention
         if trim_to > self.oldest:
-            batch.delete_range(event_key(self.oldest), event_key(trim_to))
+            # whole chunks only: one that starts CHUNK or more before trim_to ends before it
+            batch.delete_range(chunk_key(0), chunk_key(trim_to - CHUNK + 1))
             batch.put(OLDEST_KEY, _SEQ.pack(trim_to))
         self.db.write(batch, self._write_opts)
         if trim_to > self.oldest:
@@ -121,20 +127,22 @@ class SyncLog:
             i = start - self._mem_base
             return self._mem[i : i + limit]
         out: list[SyncEvent] = []
-        it = self.db.iter()
-        it.seek(event_key(start))
         end = min(self._mem_base, start + limit)
-        while it.valid() and len(out) < limit:
-            key = it.key()
-            if not key.startswith(EVENT_PREFIX):
+        it = self.db.iter()
+        it.seek_for_prev(chunk_key(start))
+        if not it.valid() or not it.key().startswith(CHUNK_PREFIX):
+            it.seek(chunk_key(start))
+        while it.valid() and it.key().startswith(CHUNK_PREFIX) and len(out) < limit:
+            first = _SEQ.unpack(it.key()[1:])[0]
+            if first >= end:
                 break
-            seq = _SEQ.unpack(key[1:])[0]
-            if seq >= end:
-                break
-            kind, order_id, sku, channel, body = _row_dec.decode(it.value())
-            out.append(SyncEvent(seq, kind, order_id, sku, channel, body))
+            for j, (kind, order_id, sku, channel, body) in enumerate(_rows_dec.decode(it.value())):
+                seq = first + j
+                if start <= seq < end:
+                    out.append(SyncEvent(seq, kind, order_id, sku, channel, body))
             it.next()
         del it
+        out = out[:limit]
         if len(out) < limit and end == self._mem_base:
             out += self._mem[: limit - len(out)]
         return out
