@@ -18,9 +18,9 @@ import msgspec
 from aiohttp import web
 
 from core.channels import ADAPTERS
-from core.framing import split_orders
+from core.framing import TooManyLines, split_orders
 from core.inventory import StockAdjustment
-from core.model import Rejection, global_order_id
+from core.model import Limits, Rejection, global_order_id
 from core.skus import SkuCatalog
 from core.state_machine import EventError, validate_event
 from streams import metrics
@@ -59,6 +59,9 @@ class _Children(dict):  # type: ignore[type-arg]
 
 _REFUSED = _Children(metrics.HTTP_REFUSED)
 _INGESTED = _Children(metrics.INGESTED, "http")
+# An order over max_order_bytes is not an order: its dead letter keeps this much of it, enough
+# to see what it was, while a flood of them cannot bloat the journal, the DLQ or its store.
+OVERSIZE_KEEP_BYTES = 4096
 
 
 # Raised by the service (timers, the reservation saga, dedup): a client sending them would forge
@@ -116,9 +119,13 @@ class IngestAPI:
         # must reach the same record, never create a second one nobody orders from
         self.skus = SkuCatalog()
         self.status: dict[str, Any] = {}
+        # per-request and per-order bounds (settings max_batch_lines, max_order_bytes, ...)
+        self.limits = Limits()
 
     def build(self) -> web.Application:
-        app = web.Application(client_max_size=self.max_body_bytes)
+        # the body limit's middleware comes first, so it also answers for a body another
+        # middleware (a channel's signature check) reads
+        app = web.Application(client_max_size=self.max_body_bytes, middlewares=[self._body_limit])
         app.add_routes(
             [
                 web.post("/v1/orders", self.post_orders),
@@ -146,6 +153,27 @@ class IngestAPI:
 
     # -- ingest ----------------------------------------------------------------------------------
 
+    @web.middleware
+    async def _body_limit(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """413 with a JSON error naming the limit, for any endpoint: at once when the declared
+        length is over it (nothing is read), else when reading passes it (chunked bodies)."""
+        length = request.content_length
+        if length is not None and length > self.max_body_bytes:
+            return self._body_too_large(f"{length:,} bytes")
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return self._body_too_large("more")
+
+    def _body_too_large(self, size: str) -> web.Response:
+        _REFUSED["body_too_large"].inc()
+        return _error(
+            413,
+            "body",
+            f"request body of {size}; at most {self.max_body_bytes:,} bytes (max_body_bytes):"
+            " send fewer orders per request",
+        )
+
     async def post_orders(self, request: web.Request) -> web.Response:
         channel = request.headers.get("X-Channel", "").strip().lower()
         if not channel:
@@ -161,8 +189,16 @@ class IngestAPI:
         if not body.strip():
             _REFUSED["empty_body"].inc()
             return _error(400, "$", "empty body: send one JSON order, or NDJSON (one per line)")
-        framed, batch = split_orders(body, request.content_type)
-        lines = [(n, payload, adapter.order_no(payload)) for n, payload in framed]
+        limits = self.limits
+        try:
+            framed, batch = split_orders(body, request.content_type, limits.max_batch_lines)
+        except TooManyLines as exc:
+            _REFUSED["too_many_lines"].inc()
+            return _error(413, "body", f"{exc} (max_batch_lines): split the batch")
+        max_bytes = limits.max_order_bytes
+        order_no = adapter.order_no
+        # None: over max_order_bytes, refused unread
+        lines = [(n, p, order_no(p) if len(p) <= max_bytes else None) for n, p in framed]
         # a gateway that knows an order is urgent (a VIP live-stream buyer) says so up front:
         # it rides the priority lane from the first topic on
         urgent = request.headers.get("X-Priority", "").strip().lower() == "high"
@@ -172,6 +208,14 @@ class IngestAPI:
         add_entry, add_result = entries.append, results.append
         accepted = 0
         for line_no, payload, found in lines:
+            if found is None:
+                found = Rejection(
+                    channel=channel,
+                    field="$",
+                    reason=f"order of {len(payload):,} bytes; at most {max_bytes:,} per order"
+                    f" (max_order_bytes); its dead letter keeps the first {OVERSIZE_KEEP_BYTES:,}",
+                )
+                payload = payload[:OVERSIZE_KEEP_BYTES]
             if isinstance(found, Rejection):
                 add_entry(JournalEntry(channel, payload, now, "", (found.field, found.reason)))
                 add_result(

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from core.model import CanonicalOrder, Rejection
+from core.model import DEFAULT_LIMITS, CanonicalOrder, Limits, Rejection
 from core.skus import SkuCatalog
 
 
@@ -20,6 +20,7 @@ class NormaliseContext(msgspec.Struct, frozen=True):
 
     skus: SkuCatalog
     default_country: str = "CN"  # only a fallback when the address names no country
+    limits: Limits = DEFAULT_LIMITS  # per-order bounds (settings max_order_bytes, ...)
 
 
 class ChannelAdapter(msgspec.Struct, frozen=True):

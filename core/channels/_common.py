@@ -8,12 +8,22 @@ found; loops and wrappers prepend their part on the way out, and :func:`run` tur
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
-from core.model import CanonicalOrder, Rejection
+from core.model import (
+    MAX_MINOR,
+    MAX_ORDER_NO_CHARS,
+    MAX_QUANTITY,
+    MAX_TIME_MS,
+    CanonicalOrder,
+    Rejection,
+    limit_problem,
+)
 from core.money import MINOR_UNITS, amount_to_minor
 from core.times import SHANGHAI, iso_to_ms, local_to_ms, unix_to_ms
 from ext import normalize_phone
@@ -71,26 +81,59 @@ def currency_exp(currency: str, field: str) -> int:
     return exp
 
 
+# The longest amount text read: MAX_MINOR has 16 digits; room for a point, decimals, zeros.
+_MAX_AMOUNT_CHARS = 40
+
+
 def minor(amount: Amount | None, exp: int, field: str, required: bool = False) -> int:
-    """Amount -> minor units; absent optional amounts are 0 (channels omit zero fees)."""
+    """Amount -> minor units; absent optional amounts are 0 (channels omit zero fees).
+
+    Bounded both ways before and after conversion: a 5,000-digit string or "1e999999" would
+    otherwise cost seconds or raise from inside int()/Decimal, and a huge value overflows the
+    64-bit ints every later stage stores.
+    """
     if amount is None or amount == "":
         if required:
             raise Bad(field, "missing amount")
         return 0
-    value = amount_to_minor(amount, exp)
+    if type(amount) is str:
+        if len(amount) > _MAX_AMOUNT_CHARS:  # type: ignore[arg-type]
+            raise Bad(field, f"amount of {len(amount):,} characters is not a price")  # type: ignore[arg-type]
+        if "e" in amount or "E" in amount:  # type: ignore[operator]
+            _exponent_in_range(amount, field)  # type: ignore[arg-type]
+    try:
+        value = amount_to_minor(amount, exp)
+    except (ValueError, ArithmeticError):  # Decimal overflow of "1e999999"
+        raise Bad(field, f"amount {amount!r} is out of range") from None
     if type(value) is not int:
         raise Bad(field, value.reason)  # type: ignore[union-attr]
+    if value > MAX_MINOR:
+        shown = repr(amount) if type(amount) is str or value.bit_length() < 200 else "a huge number"
+        raise Bad(field, f"amount {shown} is out of range (at most {MAX_MINOR} minor units)")
     return value
 
 
+def _exponent_in_range(text: str, field: str) -> None:
+    """int(Decimal("1e999999")) takes over a minute (and "1e9999999" overflows): refuse an
+    exponent that makes the amount huge before money.py turns it into digits."""
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        return  # not a number at all: money.py says so
+    if value.is_finite() and value.adjusted() > 20:
+        raise Bad(field, f"amount {text!r} is out of range (at most {MAX_MINOR} minor units)")
+
+
 def quantity(value: int | str, field: str) -> int:
-    """Line quantity: a positive int (JD sends it as a string)."""
+    """Line quantity: a positive int up to MAX_QUANTITY (JD sends it as a string)."""
     if type(value) is str:
-        if not (value.isdigit() and value.isascii()):
-            raise Bad(field, f"quantity must be a whole number, got {value!r}")
+        if not (value.isdigit() and value.isascii()) or len(value) > 12:
+            raise Bad(field, f"quantity must be a whole number up to {MAX_QUANTITY}, got {value!r}")
         value = int(value)
     if value <= 0:  # type: ignore[operator]
         raise Bad(field, f"quantity must be positive, got {value!r}")
+    if value > MAX_QUANTITY:  # type: ignore[operator]
+        raise Bad(field, f"quantity {value} is out of range (at most {MAX_QUANTITY} per line)")
     return value  # type: ignore[return-value]
 
 
@@ -117,9 +160,13 @@ def shanghai_ms_opt(text: str | None, field: str) -> int | None:
 
 
 def unix_ms(value: int | str, field: str) -> int:
+    if type(value) is str and len(value) > 20:  # int() of thousands of digits is slow, or raises
+        raise Bad(field, f"not a unix timestamp: {len(value):,} characters")
     ms = unix_to_ms(value)
     if type(ms) is not int:
         raise Bad(field, ms.reason)  # type: ignore[union-attr]
+    if ms > MAX_TIME_MS:
+        raise Bad(field, f"unix timestamp {value} is past the year 9999")
     return ms
 
 
@@ -131,10 +178,28 @@ def status_of(table: dict[str, T], status: str, field: str) -> T:
     return mapped
 
 
+# C0 and C1 control characters and DEL: never part of an identifier. They would end up in
+# store keys (which use \x00 as a separator), logs and URLs.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def order_number(value: int | str | None, field: str) -> str:
-    no = "" if value is None else (value.strip() if type(value) is str else str(value))
+    if value is None:
+        no = ""
+    elif type(value) is str:
+        if len(value) > 4 * MAX_ORDER_NO_CHARS:  # don't strip megabytes to find out
+            raise Bad(field, f"order number of {len(value):,} characters; at most 128")
+        no = value.strip()
+    elif type(value) is int and value.bit_length() > 4 * MAX_ORDER_NO_CHARS:
+        raise Bad(field, f"order number of about {value.bit_length() * 3 // 10:,} digits")
+    else:
+        no = str(value)
     if not no:
         raise Bad(field, "missing order number")
+    if len(no) > MAX_ORDER_NO_CHARS:
+        raise Bad(field, f"order number of {len(no):,} characters; at most {MAX_ORDER_NO_CHARS}")
+    if _CONTROL.search(no) is not None:
+        raise Bad(field, f"order number {no!r} contains control characters")
     return no
 
 
@@ -166,14 +231,36 @@ def readable(value: str | None, mask: str | None) -> str:
 
 
 def pick_sku(ctx: NormaliseContext, field: str, *candidates: object) -> tuple[str, str]:
-    """(canonical, as sent): the first non-empty candidate, merchant code before platform ids."""
+    """(canonical, as sent): the first non-empty candidate, merchant code before platform ids.
+
+    Checked before the alias lookup, which counts unknown SKUs by name: an over-long or
+    control-character SKU must not reach that table (nor the stock keys, which use \x00).
+    """
     for cand in candidates:
         if cand is None:
             continue
+        if type(cand) is int and cand.bit_length() > 256:
+            raise Bad(field, "SKU is a number of more than 77 digits")
         text = cand if type(cand) is str else str(cand)
         if text.strip():
+            limit = ctx.limits.max_string_chars
+            if len(text) > limit:
+                raise Bad(
+                    field, f"SKU of {len(text):,} characters; at most {limit:,} (max_string_chars)"
+                )
+            if _CONTROL.search(text) is not None:
+                raise Bad(field, f"SKU {text!r} contains control characters")
             return ctx.skus.canonical(text), text  # type: ignore[arg-type]
     raise Bad(field, "line has no SKU (neither merchant code nor platform id)")
+
+
+def lines_within(items: list[Any], field: str, ctx: NormaliseContext) -> None:
+    """Refuse an order with more line items than ``max_order_lines`` before reading them."""
+    limit = ctx.limits.max_order_lines
+    if len(items) > limit:
+        raise Bad(
+            field, f"{len(items):,} line items; at most {limit:,} per order (max_order_lines)"
+        )
 
 
 def join_nonempty(*parts: str | None) -> str:
@@ -201,6 +288,13 @@ def malformed(channel: str, exc: msgspec.DecodeError | UnicodeDecodeError) -> Re
     return Rejection(channel=channel, field="$", reason=f"malformed JSON: {exc}")
 
 
+def too_deep(channel: str) -> Rejection:
+    """msgspec raises RecursionError past Python's recursion limit (~1,000 nested levels)."""
+    return Rejection(
+        channel=channel, field="$", reason="malformed JSON: nested too deeply (over ~1,000 levels)"
+    )
+
+
 def order_no_reader(
     channel: str, number_type: type[N], field: str, number_in: Callable[[N], str]
 ) -> Callable[[bytes], str | Rejection]:
@@ -219,10 +313,16 @@ def order_no_reader(
             return Rejection(channel=channel, field=field, reason=str(exc))
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             return malformed(channel, exc)
+        except RecursionError:
+            return too_deep(channel)
         try:
             return number_in(doc)
         except Bad as exc:
             return Rejection(channel=channel, field=exc.field, reason=exc.reason)
+        except Exception as exc:  # a bug must refuse one payload, not fail the whole request
+            return Rejection(
+                channel=channel, field=field, reason=f"internal error: {type(exc).__name__}: {exc}"
+            )
 
     return order_no
 
@@ -271,10 +371,29 @@ def normaliser(
 ) -> Callable[[bytes, NormaliseContext], CanonicalOrder | Rejection]:
     """A channel's ``normalise``: decode + build with every failure turned into a ``Rejection``
     carrying the order no (``number`` reads it from a decoded order, ``fast_no`` from bytes that
-    did not decode into one).
+    did not decode into one). The finished order is checked against the limits
+    (:func:`core.model.limit_problem`): whatever passes is safe for every later stage.
     """
 
+    def no_of(doc: T) -> str:
+        """The order number for the dead letter, if it is one the door would have accepted."""
+        try:
+            return order_number(number(doc), "")
+        except Exception:  # Bad, or e.g. str() of a huge int: the rejection matters, not this
+            return ""
+
+    def numbered(rejection: Rejection, payload: bytes) -> Rejection:
+        """With the order number the door read, if it could (invalid UTF-8 in a field the door
+        skips): the client holds an id for it, and ``GET /v1/orders/{id}`` must find why."""
+        no = fast_no(payload)
+        return rejection if type(no) is not str else msgspec.structs.replace(rejection, order_no=no)
+
     def normalise(payload: bytes, ctx: NormaliseContext) -> CanonicalOrder | Rejection:
+        limits = ctx.limits
+        if len(payload) > limits.max_order_bytes:  # a gateway's: HTTP refuses these at the door
+            reason = f"order of {len(payload):,} bytes; at most {limits.max_order_bytes:,}"
+            reason += " (max_order_bytes)"
+            return numbered(Rejection(channel=channel, field="$", reason=reason), payload)
         try:
             doc, root = decode(payload)
         except msgspec.ValidationError as exc:
@@ -284,21 +403,61 @@ def normaliser(
                 channel=channel, field=field, reason=reason, order_no=no if type(no) is str else ""
             )
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            return malformed(channel, exc)
+            return numbered(malformed(channel, exc), payload)
+        except RecursionError:
+            return numbered(too_deep(channel), payload)
         except Bad as exc:
-            return Rejection(channel=channel, field=exc.field, reason=exc.reason)
+            return numbered(Rejection(channel=channel, field=exc.field, reason=exc.reason), payload)
         try:
-            return build(doc, ctx)
+            order = build(doc, ctx)
         except Bad as exc:
             return Rejection(
-                channel=channel, field=root + exc.field, reason=exc.reason, order_no=number(doc)
+                channel=channel, field=root + exc.field, reason=exc.reason, order_no=no_of(doc)
             )
         except Exception as exc:  # a bug must cost one order, not the stream
             return Rejection(
                 channel=channel,
                 field="$",
                 reason=f"internal error: {type(exc).__name__}: {exc}",
-                order_no=number(doc),
+                order_no=no_of(doc),
             )
+        problem = limit_problem(order, limits)
+        if problem is None:
+            return order
+        where, reason = problem
+        field = source_of(doc, root, where, order, limits.max_string_chars)
+        return Rejection(channel=channel, field=field, reason=reason, order_no=no_of(doc))
 
     return normalise
+
+
+def source_of(doc: object, root: str, where: str, order: CanonicalOrder, limit: int) -> str:
+    """The payload path of an over-long string the canonical check found at ``where``.
+
+    Slow path (a rejection): walks the decoded payload for a string over ``limit`` that the
+    canonical value contains. A value built from several fields (an address joined from its
+    lines, a derived total) has no single source: then the canonical field is named.
+    """
+    value: Any = order
+    try:
+        for part in re.split(r"[.\[\]]+", where.strip("]")):
+            value = value[int(part)] if part.isdigit() else getattr(value, part)
+    except (AttributeError, IndexError, ValueError):
+        value = None
+    if type(value) is str:
+        for path, text in _strings(doc, root):
+            if len(text) > limit and text.strip() in value:
+                return path
+    return f"canonical {where}"
+
+
+def _strings(obj: object, path: str, depth: int = 0) -> Any:
+    """(JSON path, string) for every string in a decoded payload Struct, depth first."""
+    if type(obj) is str:
+        yield path, obj
+    elif isinstance(obj, msgspec.Struct) and depth < 20:
+        for name in obj.__struct_fields__:
+            yield from _strings(getattr(obj, name), f"{path}.{name}", depth + 1)
+    elif type(obj) is list and depth < 20:
+        for i, item in enumerate(obj):
+            yield from _strings(item, f"{path}[{i}]", depth + 1)

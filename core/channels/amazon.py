@@ -19,6 +19,7 @@ from core.channels._common import (
     currency_exp,
     iso_ms,
     join_nonempty,
+    lines_within,
     minor,
     normaliser,
     order_no_reader,
@@ -139,6 +140,7 @@ def _build(d: Doc, ctx: NormaliseContext) -> CanonicalOrder:
     status = status_of(ORDER_STATUS, raw_status, ".order.OrderStatus")
     if not d.items:
         raise Bad(".items", "order has no items")
+    lines_within(d.items, ".items", ctx)
 
     # Pending orders may come without OrderTotal; the items then carry the currency.
     if o.OrderTotal is not None:

@@ -16,6 +16,7 @@ from core.channels._common import (
     Bad,
     at,
     bare_decoder,
+    lines_within,
     minor,
     normaliser,
     order_no_reader,
@@ -120,6 +121,7 @@ def _build(o: Order, ctx: NormaliseContext) -> CanonicalOrder:
 
     if not o.itemInfoList:
         raise Bad(".itemInfoList", "order has no items")
+    lines_within(o.itemInfoList, ".itemInfoList", ctx)
     lines = []
     for i, it in enumerate(o.itemInfoList):
         try:

@@ -17,6 +17,7 @@ from core.channels._common import (
     currency_exp,
     iso_ms,
     iso_ms_opt,
+    lines_within,
     minor,
     normaliser,
     order_no_reader,
@@ -115,6 +116,7 @@ def _build(o: Order, ctx: NormaliseContext) -> CanonicalOrder:
 
     if not o.lines:
         raise Bad(".lines", "order has no lines")
+    lines_within(o.lines, ".lines", ctx)
     lines = []
     for i, ln in enumerate(o.lines):
         try:

@@ -17,6 +17,7 @@ from core.channels._common import (
     Bad,
     at,
     bare_or_wrapped_decoder,
+    lines_within,
     minor,
     normaliser,
     order_no_reader,
@@ -151,6 +152,7 @@ def _build(o: Order, ctx: NormaliseContext) -> CanonicalOrder:
 
     if not o.item_list:
         raise Bad(".item_list", "order has no items")
+    lines_within(o.item_list, ".item_list", ctx)
     lines = []
     for i, it in enumerate(o.item_list):
         try:

@@ -19,6 +19,7 @@ from core.channels._common import (
     iso_ms,
     iso_ms_opt,
     join_nonempty,
+    lines_within,
     minor,
     normaliser,
     order_no_reader,
@@ -179,6 +180,7 @@ def _build(o: Order, ctx: NormaliseContext) -> CanonicalOrder:
 
     if not o.line_items:
         raise Bad(".line_items", "order has no line items")
+    lines_within(o.line_items, ".line_items", ctx)
     lines = []
     for i, li in enumerate(o.line_items):
         try:

@@ -17,6 +17,7 @@ from core.channels._common import (
     at,
     bare_or_wrapped_decoder,
     join_nonempty,
+    lines_within,
     minor,
     normaliser,
     order_no_reader,
@@ -171,6 +172,7 @@ def _build(t: Trade, ctx: NormaliseContext) -> CanonicalOrder:
     subs = t.orders.order if t.orders is not None else []
     if not subs:
         raise Bad(".orders.order", "trade has no sub-orders")
+    lines_within(subs, ".orders.order", ctx)
     lines = []
     refunded_any = False
     for i, so in enumerate(subs):

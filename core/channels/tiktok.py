@@ -18,6 +18,7 @@ from core.channels._common import (
     bare_or_wrapped_decoder,
     currency_exp,
     join_nonempty,
+    lines_within,
     minor,
     normaliser,
     order_no_reader,
@@ -202,6 +203,7 @@ def _build(o: Order, ctx: NormaliseContext) -> CanonicalOrder:
         )
         for a in folded.values()
     ]
+    lines_within(lines, ".line_items", ctx)  # one entry per unit: the folded lines count
 
     tags = ["presale"] if o.order_type == "PRE_ORDER" else []
     created = unix_ms(o.create_time, ".create_time")
