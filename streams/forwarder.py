@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -25,7 +26,6 @@ from streams.envelope import (
     DeadLetter,
     Origin,
     RawRecord,
-    chunks,
     group_by_partition,
 )
 from streams.journal import IngestJournal, JournalEntry
@@ -43,6 +43,32 @@ REFORWARD_AFTER_S = 120.0  # an unsettled entry this old (and not moving) is for
 # request dominated. After an idle spell the first entries go at once.
 COALESCE_S = 0.03
 COALESCE_RECORDS = 2000  # a hung broker must not hold the forwarder forever
+
+
+# Payload bytes per envelope: well under the producer's max_request_size (4 MiB) whatever the
+# orders weigh (up to max_order_bytes each), so one batch of big orders can never be unsendable
+# and hold the journal's head forever.
+ENVELOPE_MAX_BYTES = 1024 * 1024
+
+
+def sized_chunks(
+    records: list[RawRecord] | list[DeadLetter], max_records: int, max_bytes: int
+) -> list[list[Any]]:
+    """Envelopes of at most ``max_records`` records and ``max_bytes`` payload bytes (a single
+    record bigger than that travels alone)."""
+    out: list[list[Any]] = []
+    current: list[Any] = []
+    weight = 0
+    for rec in records:
+        n = len(rec.payload)
+        if current and (len(current) >= max_records or weight + n > max_bytes):
+            out.append(current)
+            current, weight = [], 0
+        current.append(rec)
+        weight += n
+    if current:
+        out.append(current)
+    return out
 
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:
@@ -122,7 +148,7 @@ class Forwarder:
                 continue
             ids = [e.order_id.encode() for _, e in lane]
             for part, recs in group_by_partition([r for r, _ in lane], ids, parts).items():
-                for chunk in chunks(recs, size):
+                for chunk in sized_chunks(recs, size, ENVELOPE_MAX_BYTES):
                     futures.append(
                         await self.producer.send(
                             topic,
@@ -131,7 +157,7 @@ class Forwarder:
                             headers=[(ENVELOPE_HEADER, b"raw")],
                         )
                     )
-        for chunk in chunks(dead, size):
+        for chunk in sized_chunks(dead, size, ENVELOPE_MAX_BYTES):
             futures.append(
                 await self.producer.send(
                     DLQ, DLQ_CODEC.encode(chunk), partition=0, headers=[(ENVELOPE_HEADER, b"dlq")]

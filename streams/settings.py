@@ -14,6 +14,8 @@ from typing import Any
 
 import msgspec
 
+from core.model import Limits
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 
 
@@ -249,9 +251,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             (self.max_body_bytes >= 4096, "max_body_bytes", "must be >= 4096"),
             (1 <= self.max_batch_lines <= 100_000, "max_batch_lines", "must be 1..100000"),
             (
-                1024 <= self.max_order_bytes <= self.max_body_bytes,
+                1024 <= self.max_order_bytes <= min(self.max_body_bytes, 3 * 1024 * 1024),
                 "max_order_bytes",
-                "must be >= 1024 and <= max_body_bytes",
+                "must be >= 1024 and <= max_body_bytes and 3 MiB (one order fits a message)",
             ),
             (1 <= self.max_order_lines <= 100_000, "max_order_lines", "must be 1..100000"),
             (64 <= self.max_string_chars <= 1_000_000, "max_string_chars", "must be 64..1000000"),
@@ -264,6 +266,17 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         for ok, key, why in checks:
             if not ok:
                 raise SettingsError(f"config key '{key}': {why}")
+
+    @property
+    def limits(self) -> Limits:
+        """The per-order and per-request bounds, for the door and the normaliser."""
+        return Limits(
+            max_batch_lines=self.max_batch_lines,
+            max_order_bytes=self.max_order_bytes,
+            max_order_lines=self.max_order_lines,
+            max_string_chars=self.max_string_chars,
+            max_note_chars=self.max_note_chars,
+        )
 
     @property
     def changelog_enabled(self) -> bool:

@@ -152,6 +152,7 @@ class Supervisor:
             s.max_body_bytes,
         )
         api.status = {"broker": s.broker_url, "embedded": s.embedded, "epoch": self.epoch}
+        api.limits = s.limits
         routing = WarehouseRouting.from_toml(s.warehouses) if s.warehouses else None
         api.warehouses = frozenset((routing or WarehouseRouting.default()).warehouses)
         if s.sku_aliases_path is not None:

@@ -310,3 +310,21 @@ def test_hostile_storm(svc: Service) -> None:
     log = svc.log()
     assert not re.search(r"worker \d+ exited", log), log[-3000:]
     assert svc.child_pids()["worker"] == started_workers
+
+
+def test_a_batch_of_big_orders_is_forwarded_in_envelopes_that_fit(svc: Service) -> None:
+    """60 orders of ~200 KB in one 12 MB request (each under max_order_bytes): the journal must
+    split them into messages the broker takes, or its head is stuck and nothing moves."""
+    note = "x" * 4000
+    big = [
+        dict(SHOPIFY["line_items"][0], sku=f"BIG-{i}", quantity=1, title=note) for i in range(45)
+    ]
+    payloads = [shopify_order(81_000_000 + n, line_items=big, note="n" * 4000) for n in range(60)]
+    assert all(150_000 < len(p) < 256 * 1024 for p in payloads), len(payloads[0])
+    resp = svc.post_batch("shopify", payloads)
+    assert resp.status == 202 and resp.headers["X-Accepted"] == "60", resp.body[:500]
+    svc.wait_drained(timeout=120)
+    good = shopify_order(81_000_999)
+    assert svc.post_order("shopify", good).status == 202
+    svc.wait_order(expected_id("shopify", good))
+    assert svc.get_order(expected_id("shopify", payloads[-1])).status == 200
