@@ -377,12 +377,20 @@ async def run(args: argparse.Namespace) -> int:
     schedule = Schedule(phases)
     seed = args.seed if args.seed is not None else time.time_ns() % 2**32
     gen = OrderGenerator(seed, duplicate_rate=args.dup_rate, sku_count=args.skus)
+    # a long run is generated as it goes, a slice at a time (the whole of a 30-minute flood
+    # would not fit in memory as payloads); a short one entirely before the clock starts
+    per_slice = int(args.rate * args.slice_s) if args.slice_s else count
+    per_slice = max(1, min(per_slice, count))
+
+    def make_units(n: int) -> list[tuple[str, bytes, list[Any]]]:
+        orders = gen.generate(n)
+        bodies = ndjson_batches(orders, args.batch)
+        groups = ndjson_batch_orders(orders, args.batch)
+        return [(ch, body, grp) for (ch, body), grp in zip(bodies, groups, strict=True)]
+
     t = time.perf_counter()
-    orders = gen.generate(count)
-    print(f"generated {count:,} orders in {time.perf_counter() - t:.1f}s", flush=True)
-    bodies = ndjson_batches(orders, args.batch)
-    groups = ndjson_batch_orders(orders, args.batch)
-    units = [(ch, body, grp) for (ch, body), grp in zip(bodies, groups, strict=True)]
+    units = make_units(per_slice)
+    print(f"generated {per_slice:,} orders in {time.perf_counter() - t:.1f}s", flush=True)
 
     env = {"ORDERSTREAM_WORKERS": str(args.workers)}
     for item in args.env:
@@ -423,9 +431,14 @@ async def run(args: argparse.Namespace) -> int:
 
         units_by_start: dict[int, list[Any]] = {}
         k = 0
-        for _, _, grp in units:
-            units_by_start[k] = grp
-            k += len(grp)
+
+        def index(batch: list[tuple[str, bytes, list[Any]]]) -> None:
+            nonlocal k
+            for _, _, grp in batch:
+                units_by_start[k] = grp
+                k += len(grp)
+
+        index(units)
         schedule.take = take  # type: ignore[method-assign]
         print(f"sending {count:,} orders ({args.scenario}) ...", flush=True)
         t_send = time.time()
@@ -434,7 +447,14 @@ async def run(args: argparse.Namespace) -> int:
             killer = asyncio.create_task(
                 kill_a_worker(service.proc.pid, args.kill_worker_at, t_send, kill)
             )
-        await send_http(service.url, units, True, args.concurrency, tally, schedule)  # type: ignore[arg-type]
+        left = count - per_slice
+        while True:
+            await send_http(service.url, units, True, args.concurrency, tally, schedule)  # type: ignore[arg-type]
+            if left <= 0:
+                break
+            units = make_units(min(per_slice, left))
+            left -= per_slice
+            index(units)
         send_end = time.time()
         expected = {oid for oid in tally.ack}
         deadline = time.monotonic() + args.drain_timeout
@@ -627,6 +647,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--drain-timeout", type=float, default=600.0)
     p.add_argument("--json", default="", help="default bench/results/pipeline-<scenario>-w<N>")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument(
+        "--slice-s",
+        type=float,
+        default=0,
+        help="generate orders this many seconds' worth at a time (long runs); 0 = all upfront",
+    )
     p.add_argument(
         "--env",
         action="append",
