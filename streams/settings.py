@@ -87,10 +87,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     subscriber_write_timeout_s: float = 10.0
     # Webhooks: events per POST, per-attempt timeout, attempts before a batch is dead-lettered,
     # first retry delay (doubling, with jitter) and its cap.
-    webhook_batch_max: int = 500
+    webhook_batch_max: int = 2000
     webhook_timeout_s: float = 5.0
     webhook_max_attempts: int = 8
-    webhook_backoff_s: float = 0.5
+    webhook_backoff_s: float = 0.25
     webhook_backoff_max_s: float = 60.0
 
     # Authentication: "on" = every /v1 endpoint needs an API key (or a channel's HMAC signature);
