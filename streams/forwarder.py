@@ -181,6 +181,12 @@ class Forwarder:
                 except TimeoutError:
                     pass
                 continue
+            if self.journal.live_through(self.cursor) >= self.settings.forward_window:
+                # Flow control: the broker holds at most a window of unrecorded orders; the
+                # journal (on disk) holds the rest of a flood, a backlog or a replay, so the
+                # broker's memory and the workers' fetch buffers track the processing rate.
+                await asyncio.sleep(0.02)
+                continue
             if busy and self.journal.durable_seq - self.cursor < COALESCE_RECORDS:
                 await asyncio.sleep(COALESCE_S)
             busy = True

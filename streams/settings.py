@@ -42,6 +42,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_body_bytes: int = 64 * 1024 * 1024
     # Envelopes: how many records one broker message carries and how long a forwarder waits.
     envelope_max_records: int = 500
+    # Flow control: orders forwarded to the broker and not yet recorded, at most. The journal
+    # buffers the rest of a flood on disk; the broker (memory-only when embedded) never holds
+    # more than this window, and the stages are never handed more than they can chew.
+    forward_window: int = 50_000
     forward_linger_ms: int = 5
     # Producer compression: the broker keeps batches as sent, so this also bounds its memory.
     # zstd measured fastest here (1.0 ms per 300-order envelope vs gzip 2.6, lz4 1.8, none 2.2).
@@ -148,6 +152,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 "must be 0..86400 seconds",
             ),
             (1 <= self.envelope_max_records <= 2000, "envelope_max_records", "must be 1..2000"),
+            (self.forward_window >= 1000, "forward_window", "must be >= 1000"),
             (
                 self.compression in ("gzip", "none", "lz4", "zstd", "snappy"),
                 "compression",

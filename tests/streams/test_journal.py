@@ -107,3 +107,18 @@ def test_recent_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         await j.close()
 
     _run(main())
+
+
+def test_live_through_counts_unsettled_entries_up_to_a_seq(tmp_path: Path) -> None:
+    """What the forwarder's window is measured with: forwarded (<= cursor) and not recorded."""
+
+    async def main() -> None:
+        j = IngestJournal(tmp_path / "j", 1000, fsync=False)
+        await j.append(_entries(10))
+        assert [j.live_through(s) for s in (0, 1, 5, 10, 50)] == [0, 1, 5, 10, 10]
+        j.settle([1, 2, 3, 7])
+        assert [j.live_through(s) for s in (3, 5, 10)] == [0, 2, 6]
+        assert j.live_through(10) == j.depth
+        await j.close()
+
+    _run(main())
