@@ -58,10 +58,12 @@ __all__ = [
     "RULE_NEAR_DUPLICATE",
     "WATERMARK_KEY",
     "WINDOW_PREFIX",
+    "DedupFacts",
     "DedupVerdict",
     "ExactOutcome",
     "RecipientOutcome",
     "cross_channel_duplicate",
+    "dedup_facts",
     "exact_dedup",
     "exact_store_key",
     "expiry_scan_stop",
@@ -81,7 +83,7 @@ LATE_GRACE_MS = 600_000  # how late (behind the watermark) an order is still ful
 MAX_FUTURE_SKEW_MS = 3_600_000  # created_at beyond now + this does not move the watermark
 
 
-class DedupVerdict(msgspec.Struct, frozen=True, array_like=True):
+class DedupVerdict(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """What dedup decided about one order; travels with it to the order stage.
 
     ``rule`` is "" for ``new``, ``exact_channel`` for ``update``/``repeat`` (``original_id`` is
@@ -97,6 +99,46 @@ class DedupVerdict(msgspec.Struct, frozen=True, array_like=True):
 NEW = DedupVerdict("new")
 
 
+class DedupFacts(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """The few facts of an order both dedup stages read, computed once by the normaliser.
+
+    The dedup stages carry the canonical order itself through as encoded bytes (they never look
+    inside it), so an order is decoded once, by the order stage, instead of three times. Every
+    function here accepts these or a full :class:`CanonicalOrder`.
+    """
+
+    id: str
+    channel_order_no: str
+    created_at: int
+    updated_at: int
+    currency: str
+    total: int
+    phone: str  # E.164, "" when masked or absent
+    rkey: bytes  # recipient_key(order)
+    items: int  # sku_multiset_fingerprint of the lines
+
+
+def dedup_facts(order: CanonicalOrder) -> DedupFacts:
+    return DedupFacts(
+        order.id,
+        order.channel_order_no,
+        order.created_at,
+        order.updated_at,
+        order.currency,
+        order.total,
+        order.recipient.phone,
+        recipient_key(order),
+        _items_fp(order),
+    )
+
+
+OrderLike = CanonicalOrder | DedupFacts
+
+
+def _facts(orders: Sequence[OrderLike]) -> list[DedupFacts]:
+    return [o if isinstance(o, DedupFacts) else dedup_facts(o) for o in orders]
+
+
 def cross_channel_duplicate(original_id: str) -> DedupVerdict:
     return DedupVerdict("duplicate", RULE_EXACT_CROSS_CHANNEL, original_id)
 
@@ -104,7 +146,7 @@ def cross_channel_duplicate(original_id: str) -> DedupVerdict:
 # ------------------------------------------------------------------------------ recipient key
 
 
-def recipient_key(order: CanonicalOrder) -> bytes:
+def recipient_key(order: OrderLike) -> bytes:
     """Partition key of the recipient stage: who the order ships to.
 
     The E.164 phone when the channel gave one (unique per person, stable across channels);
@@ -114,6 +156,8 @@ def recipient_key(order: CanonicalOrder) -> bytes:
     compared with a phone key (two renderings of one person may land in two partitions, which
     only costs a missed near-duplicate between a masked and an unmasked copy).
     """
+    if isinstance(order, DedupFacts):
+        return order.rkey
     r = order.recipient
     if r.phone:
         return r.phone.encode()
@@ -126,7 +170,7 @@ def recipient_key(order: CanonicalOrder) -> bytes:
 # ------------------------------------------------------------------------------ stage 1: exact
 
 
-class SeenOrder(msgspec.Struct, frozen=True, array_like=True):
+class SeenOrder(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """Seen-id store value: newest channel ``updated_at`` and where the first copy was routed."""
 
     updated_at: int
@@ -143,12 +187,12 @@ _seen_enc = msgspec.msgpack.Encoder()
 _seen_dec = msgspec.msgpack.Decoder(SeenOrder)
 
 
-def exact_store_key(order: CanonicalOrder) -> bytes:
+def exact_store_key(order: OrderLike) -> bytes:
     """Seen-id store key: the global id (deterministic from channel + channel order no)."""
     return order.id.encode()
 
 
-def exact_dedup(orders: list[CanonicalOrder], held: Sequence[bytes | None]) -> ExactOutcome:
+def exact_dedup(orders: Sequence[OrderLike], held: Sequence[bytes | None]) -> ExactOutcome:
     """Rule 1 over a batch; ``held[i]`` is the store value under ``exact_store_key(orders[i])``.
 
     A later copy keeps the route key of the first, so it follows the first copy through the
@@ -161,13 +205,13 @@ def exact_dedup(orders: list[CanonicalOrder], held: Sequence[bytes | None]) -> E
     changed: dict[str, SeenOrder] = {}
     verdicts: list[DedupVerdict] = []
     route_keys: list[bytes] = []
-    for order, raw in zip(orders, held, strict=True):
+    for order, raw in zip(_facts(orders), held, strict=True):
         oid = order.id
         prior = seen.get(oid)
         if prior is None and raw is not None:
             prior = _seen_dec.decode(raw)
         if prior is None:
-            now = SeenOrder(order.updated_at, recipient_key(order))
+            now = SeenOrder(order.updated_at, order.rkey)
             verdict = NEW
         elif order.updated_at > prior.updated_at:
             now = SeenOrder(order.updated_at, prior.route_key)
@@ -196,7 +240,7 @@ _EXPIRY_AT = len(EXPIRY_PREFIX)
 _EXPIRY_KEY_AT = _EXPIRY_AT + 8
 
 
-class WindowEntry(msgspec.Struct, frozen=True, array_like=True):
+class WindowEntry(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One order in a recipient's near-duplicate window, with the verdict it got."""
 
     id: str
@@ -229,8 +273,8 @@ def _items_fp(order: CanonicalOrder) -> int:
     return sku_multiset_fingerprint([ln.sku for ln in lines], [ln.quantity for ln in lines])
 
 
-def _cross_key(order: CanonicalOrder) -> bytes | None:
-    phone = order.recipient.phone
+def _cross_key(order: DedupFacts) -> bytes | None:
+    phone = order.phone
     if not phone:
         return None
     return CROSS_PREFIX + phone.encode() + b"\x1f" + order.channel_order_no.encode()
@@ -241,14 +285,15 @@ def _expiry_key(expire_at: int, rkey: bytes) -> bytes:
 
 
 def recipient_lookup_keys(
-    orders: list[CanonicalOrder], rkeys: list[bytes] | None = None
+    orders: Sequence[OrderLike], rkeys: list[bytes] | None = None
 ) -> list[bytes]:
     """Every store key :func:`recipient_dedup` reads for this batch, each once, in order.
 
     ``rkeys``: the orders' recipient keys when the caller has them (they cost ~1 µs each)."""
     keys: dict[bytes, None] = {WATERMARK_KEY: None}
-    rkeys = rkeys if rkeys is not None else [recipient_key(o) for o in orders]
-    for order, rkey in zip(orders, rkeys, strict=True):
+    facts = _facts(orders)
+    rkeys = rkeys if rkeys is not None else [f.rkey for f in facts]
+    for order, rkey in zip(facts, rkeys, strict=True):
         keys[WINDOW_PREFIX + rkey] = None
         cross = _cross_key(order)
         if cross is not None:
@@ -271,7 +316,7 @@ def expiry_scan_stop(held: dict[bytes, bytes | None], now_ms: int | None = None)
 
 
 def recipient_dedup(
-    orders: list[CanonicalOrder],
+    orders: Sequence[OrderLike],
     held: dict[bytes, bytes | None],
     expiring: list[tuple[bytes, bytes]],
     window_ms: int = DEFAULT_WINDOW_MS,
@@ -304,6 +349,7 @@ def recipient_dedup(
     clock0 = watermark0 if now_ms is None else now_ms  # what "now" is for forgetting
     future_cap = None if now_ms is None else now_ms + MAX_FUTURE_SKEW_MS
 
+    orders = _facts(orders)
     n = len(orders)
     verdicts: list[DedupVerdict | None] = [None] * n
     windows: dict[bytes, list[WindowEntry]] = {}  # recipient key -> live entries (+ this batch)
@@ -318,7 +364,7 @@ def recipient_dedup(
     given = rkeys
     rkeys = []
     for i, order in enumerate(orders):
-        rkey = given[i] if given is not None else recipient_key(order)
+        rkey = given[i] if given is not None else order.rkey
         rkeys.append(rkey)
         entries = windows.get(rkey)
         if entries is None:
@@ -369,7 +415,7 @@ def recipient_dedup(
         order = orders[i]
         keys.append(rkeys[i])
         amounts.append(_amount_key(order.currency, order.total))
-        items.append(_items_fp(order))
+        items.append(order.items)
         created.append(order.created_at)
         ids.append(order.id)
     matches = near_duplicate_matches(keys, amounts, items, created, start, window_ms)

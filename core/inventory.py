@@ -45,7 +45,7 @@ UntrackedPolicy = Literal["refuse", "allow"]
 AdjustmentOp = Literal["set", "receipt", "correction", "safety", "alert_at", "hold"]
 
 
-class ReserveRequest(msgspec.Struct, frozen=True, array_like=True):
+class ReserveRequest(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One order line's request to the SKU partition; idempotent on (order_id, sku).
 
     ``warehouses`` are the routing candidates in preference order (only read by ``reserve``);
@@ -86,7 +86,7 @@ class StockAdjustment(msgspec.Struct, frozen=True, kw_only=True):
     adjustment_id: str = ""
 
 
-class ReservationResult(msgspec.Struct, frozen=True, array_like=True):
+class ReservationResult(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """The partition's answer to one request; goes to ``reservations.results`` keyed by order."""
 
     order_id: str
@@ -119,7 +119,7 @@ class AdjustmentResult(msgspec.Struct, frozen=True, kw_only=True):
 # -------------------------------------------------------------------------------------- state
 
 
-class StockLevel(msgspec.Struct, array_like=True):
+class StockLevel(msgspec.Struct, array_like=True, gc=False):
     """One SKU in one warehouse. ``available`` is what a new reservation may take."""
 
     warehouse: str
@@ -152,14 +152,14 @@ class StockLevel(msgspec.Struct, array_like=True):
         return max(0, free - held_for_others)
 
 
-class SkuStock(msgspec.Struct, array_like=True):
+class SkuStock(msgspec.Struct, array_like=True, gc=False):
     """All warehouses of one SKU: one record, one key, one read per batch."""
 
     sku: str
     levels: dict[str, StockLevel] = {}
 
 
-class Reservation(msgspec.Struct, array_like=True):
+class Reservation(msgspec.Struct, array_like=True, gc=False):
     """The ledger entry of (order id, SKU); kept after it ends so redeliveries are recognised."""
 
     order_id: str
@@ -176,7 +176,7 @@ class Reservation(msgspec.Struct, array_like=True):
     attempt: int = 0
 
 
-class StockChange(msgspec.Struct, frozen=True, kw_only=True):
+class StockChange(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Event for ``stock.changes``: a (SKU, warehouse)'s level after a batch touched it.
 
     Coalesced per batch (a hot SKU gets one event per envelope, not one per line): subscribers
@@ -198,7 +198,7 @@ class StockChange(msgspec.Struct, frozen=True, kw_only=True):
     version: int = 0
 
 
-class StockAlert(msgspec.Struct, frozen=True, kw_only=True):
+class StockAlert(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Available stock crossed down to the alert threshold during this batch."""
 
     sku: str
@@ -252,7 +252,7 @@ def partition_key(sku: str) -> bytes:
     return sku.encode()
 
 
-class TtlEntry(msgspec.Struct, frozen=True, array_like=True):
+class TtlEntry(msgspec.Struct, frozen=True, array_like=True, gc=False):
     order_id: str
     sku: str
     quantity: int

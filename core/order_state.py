@@ -55,7 +55,7 @@ _PAYMENT_DRIVEN: frozenset[str] = frozenset({"pending_payment", "paid"})
 MAX_COPIES_KEPT = 16  # the last copies shown on the order; the count keeps the total
 
 
-class DuplicateCopy(msgspec.Struct, frozen=True, array_like=True):
+class DuplicateCopy(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """A later copy of this very order (same channel + order no) that changed nothing."""
 
     received_at: int
@@ -64,7 +64,7 @@ class DuplicateCopy(msgspec.Struct, frozen=True, array_like=True):
     rule: str = "exact_channel"
 
 
-class OrderRecord(msgspec.Struct, kw_only=True):
+class OrderRecord(msgspec.Struct, kw_only=True, gc=False):
     order: CanonicalOrder
     state: OrderStateName
     version: int  # 1 on creation, +1 per recorded update
@@ -176,3 +176,47 @@ def record_order(
 
 record_encoder = msgspec.msgpack.Encoder()
 record_decoder = msgspec.msgpack.Decoder(OrderRecord)
+
+
+class OrderHead(msgspec.Struct, gc=False):
+    """The order fields a change event needs, read from the encoded order (the rest skipped)."""
+
+    id: str
+    channel: str
+    payment_status: str
+
+
+def _stored_record_type() -> type:
+    """``OrderRecord`` with the canonical order left encoded (``msgspec.Raw``).
+
+    Same fields, same order, same defaults: it decodes what ``record_encoder`` wrote and
+    encodes back byte for byte, so a step that only touches the bookkeeping (a reservation
+    answer) neither decodes nor re-encodes the order, the bulk of the record."""
+    fields: list[tuple[str, object] | tuple[str, object, object]] = []
+    for f in msgspec.structs.fields(OrderRecord):
+        typ = msgspec.Raw if f.name == "order" else f.type
+        if f.default is not msgspec.NODEFAULT:
+            fields.append((f.name, typ, f.default))
+        elif f.default_factory is not msgspec.NODEFAULT:
+            fields.append((f.name, typ, msgspec.field(default_factory=f.default_factory)))
+        else:
+            fields.append((f.name, typ))
+    return msgspec.defstruct("StoredRecord", fields, kw_only=True, gc=False, module=__name__)  # type: ignore[arg-type]
+
+
+StoredRecord = _stored_record_type()
+stored_decoder = msgspec.msgpack.Decoder(StoredRecord)
+head_decoder = msgspec.msgpack.Decoder(OrderHead)
+
+
+def order_head(rec: object) -> OrderHead | CanonicalOrder:
+    """id / channel / payment_status of a record's order, decoded or not."""
+    order = rec.order  # type: ignore[attr-defined]
+    return head_decoder.decode(order) if isinstance(order, msgspec.Raw) else order
+
+
+def full_record(rec: object) -> OrderRecord:
+    """A decoded ``OrderRecord`` from either form."""
+    if isinstance(rec, OrderRecord):
+        return rec
+    return record_decoder.decode(record_encoder.encode(rec))

@@ -13,10 +13,11 @@ A redelivered order (same id) is counted once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 
-from core.dedup import recipient_key
-from core.model import CanonicalOrder
+from core.dedup import OrderLike, recipient_key
 
 DAY_MS = 86_400_000
 HISTORY = b"hist:"  # + recipient key -> [(created_at, order id)], oldest first
@@ -26,7 +27,7 @@ _enc = msgspec.msgpack.Encoder()
 _dec = msgspec.msgpack.Decoder(list[tuple[int, str]])
 
 
-def history_keys(orders: list[CanonicalOrder], rkeys: list[bytes] | None = None) -> list[bytes]:
+def history_keys(orders: Sequence[OrderLike], rkeys: list[bytes] | None = None) -> list[bytes]:
     rkeys = rkeys if rkeys is not None else [recipient_key(o) for o in orders]
     return list(dict.fromkeys(HISTORY + k for k in rkeys))
 
@@ -41,7 +42,7 @@ def due_bound(now: int) -> bytes:
 
 
 def count_recent(
-    orders: list[CanonicalOrder],
+    orders: Sequence[OrderLike],
     held: dict[bytes, bytes | None],
     due: list[tuple[bytes, bytes]],
     window_ms: int = DAY_MS,

@@ -31,7 +31,7 @@ SagaStatus = Literal["pending", "reserved", "out_of_stock", "released", "deducte
 LineOutcome = Literal["pending", "granted", "refused", "released", "deducted"]
 
 
-class LineReservation(msgspec.Struct, kw_only=True):
+class LineReservation(msgspec.Struct, kw_only=True, gc=False):
     sku: str
     quantity: int
     outcome: LineOutcome = "pending"
@@ -40,7 +40,7 @@ class LineReservation(msgspec.Struct, kw_only=True):
     tracked: bool = True  # False: granted as not stock-managed; nothing to release or deduct
 
 
-class ReservationSaga(msgspec.Struct, kw_only=True):
+class ReservationSaga(msgspec.Struct, kw_only=True, gc=False):
     status: SagaStatus
     lines: list[LineReservation]
     warehouses: list[str]  # the order's routing candidates (SKU classes may differ per line)

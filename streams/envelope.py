@@ -12,7 +12,7 @@ from typing import Generic, TypeVar
 
 import msgspec
 
-from core.dedup import DedupVerdict
+from core.dedup import DedupFacts, DedupVerdict
 from core.inventory import ReservationResult, ReserveRequest, StockAlert, StockChange
 from core.model import CanonicalOrder
 from core.order_flow import Alert
@@ -24,14 +24,14 @@ ENVELOPE_HEADER = "orderstream-envelope"  # value: the record type, e.g. b"raw"
 T = TypeVar("T")
 
 
-class Origin(msgspec.Struct, frozen=True, array_like=True):
+class Origin(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """Where an accepted record lives in an ingest journal, so a terminal stage can settle it."""
 
     journal: str
     seq: int
 
 
-class RawRecord(msgspec.Struct, array_like=True):
+class RawRecord(msgspec.Struct, array_like=True, gc=False):
     channel: str
     payload: bytes
     received_at: int  # epoch ms when orderstream accepted it
@@ -39,7 +39,7 @@ class RawRecord(msgspec.Struct, array_like=True):
     ref: str = ""  # for gateway records: their position on orders.raw (see copy_ref)
 
 
-class CanonicalRecord(msgspec.Struct, array_like=True):
+class CanonicalRecord(msgspec.Struct, array_like=True, gc=False):
     order: CanonicalOrder
     received_at: int
     origin: Origin | None = None
@@ -47,9 +47,25 @@ class CanonicalRecord(msgspec.Struct, array_like=True):
     ref: str = ""
     address_orders_24h: int = 0  # orders to this recipient in the last 24 h (recipient stage)
     recipient_key: bytes = b""  # set by the exact stage: the recipient partition's key
+    facts: DedupFacts | None = None  # set by the normaliser: what the dedup stages read
 
 
-def copy_ref(rec: RawRecord | CanonicalRecord) -> str:
+class RoutedRecord(msgspec.Struct, array_like=True, gc=False):
+    """A :class:`CanonicalRecord` as the dedup stages read it: the same fields in the same
+    places, but the order stays encoded (``msgspec.Raw``, re-sent byte for byte), and only its
+    ``facts`` are decoded. The order stage decodes the order, once."""
+
+    order: msgspec.Raw
+    received_at: int
+    origin: Origin | None = None
+    verdict: DedupVerdict | None = None
+    ref: str = ""
+    address_orders_24h: int = 0
+    recipient_key: bytes = b""
+    facts: DedupFacts | None = None
+
+
+def copy_ref(rec: RawRecord | CanonicalRecord | RoutedRecord) -> str:
     """Which accepted copy this is: a replay of the same copy must not count as a duplicate.
 
     Journal entries are named by journal and sequence number; gateway records by the broker
@@ -73,7 +89,7 @@ class DeadLetter(msgspec.Struct, kw_only=True):
     origin: Origin | None = None
 
 
-class OrderChange(msgspec.Struct, kw_only=True):
+class OrderChange(msgspec.Struct, kw_only=True, gc=False):
     """A recorded change of an order; the sync stage fans these out to subscribers."""
 
     order_id: str
@@ -105,7 +121,7 @@ class ReviewItem(msgspec.Struct, kw_only=True):
     held_at: int
 
 
-class Settle(msgspec.Struct, array_like=True):
+class Settle(msgspec.Struct, array_like=True, gc=False):
     journal: str
     seqs: list[int]
 
@@ -144,6 +160,7 @@ class EnvelopeCodec(Generic[T]):
 
 RAW_CODEC = EnvelopeCodec(RawRecord)
 CANONICAL_CODEC = EnvelopeCodec(CanonicalRecord)
+ROUTED_CODEC = EnvelopeCodec(RoutedRecord)  # the same envelopes, orders left encoded
 DLQ_CODEC = EnvelopeCodec(DeadLetter)
 CHANGES_CODEC = EnvelopeCodec(OrderChange)
 SETTLE_CODEC = EnvelopeCodec(Settle)

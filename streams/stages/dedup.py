@@ -15,24 +15,33 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from core.dedup import (
     EXPIRY_PREFIX,
+    DedupFacts,
+    dedup_facts,
     exact_dedup,
-    exact_store_key,
     expiry_scan_stop,
     recipient_dedup,
-    recipient_key,
     recipient_lookup_keys,
 )
+from core.model import CanonicalOrder
 from core.recipient_history import EXPIRY as HISTORY_EXPIRY
 from core.recipient_history import count_recent, due_bound, history_keys
-from streams.envelope import CanonicalRecord
+from streams.envelope import CanonicalRecord, RoutedRecord
+
+# The stages take either record type: the worker reads RoutedRecords (the order stays encoded
+# and only its facts are read); tests and benches may hand in decoded CanonicalRecords.
+Record = CanonicalRecord | RoutedRecord
+_order_dec = msgspec.msgpack.Decoder(CanonicalOrder)
 
 EXACT_STAGE = "exact_dedup"
 EXACT_STORE = "seen"
 RECIPIENT_STAGE = "recipient_dedup"
 RECIPIENT_STORE = "recipients"
 PRUNE_BATCH = 2000  # window entries pruned per envelope at most: pruning keeps pace, never stalls
+FULL_SCAN_EVERY = 32  # every this many batches a due-row scan starts at its index's start again
 
 
 class StageOutcome:
@@ -40,7 +49,7 @@ class StageOutcome:
 
     def __init__(
         self,
-        records: list[CanonicalRecord],
+        records: list[Record],
         keys: list[bytes],
         updates: list[tuple[bytes, bytes | None]],
     ) -> None:
@@ -49,36 +58,47 @@ class StageOutcome:
         self.updates = updates  # for the stage's store
 
 
-def exact_keys(records: list[CanonicalRecord]) -> list[bytes]:
-    return [exact_store_key(r.order) for r in records]
+def facts_of(rec: Record) -> DedupFacts:
+    """What the dedup stages read of a record's order (derived once if a producer left it out)."""
+    facts = rec.facts
+    if facts is None:
+        order = rec.order
+        if isinstance(order, msgspec.Raw):
+            order = _order_dec.decode(order)
+        facts = rec.facts = dedup_facts(order)
+    return facts
 
 
-def exact_envelope(records: list[CanonicalRecord], held: list[bytes | None]) -> StageOutcome:
-    out = exact_dedup([r.order for r in records], held)
+def exact_keys(records: list[Record]) -> list[bytes]:
+    return [facts_of(r).id.encode() for r in records]
+
+
+def exact_envelope(records: list[Record], held: list[bytes | None]) -> StageOutcome:
+    out = exact_dedup([facts_of(r) for r in records], held)
     for rec, verdict, rkey in zip(records, out.verdicts, out.route_keys, strict=True):
         rec.verdict = verdict
         rec.recipient_key = rkey
     return StageOutcome(records, out.route_keys, out.updates)
 
 
-def recipient_keys(records: list[CanonicalRecord]) -> list[bytes]:
+def recipient_keys(records: list[Record]) -> list[bytes]:
     fresh = _new(records)
-    orders = [r.order for r in fresh]
+    orders = [facts_of(r) for r in fresh]
     rkeys = [_rkey(r) for r in fresh]
     return recipient_lookup_keys(orders, rkeys) + history_keys(orders, rkeys)
 
 
-def _rkey(rec: CanonicalRecord) -> bytes:
+def _rkey(rec: Record) -> bytes:
     """The recipient key stage 1 routed the record by (carried, not recomputed)."""
-    return rec.recipient_key or recipient_key(rec.order)
+    return rec.recipient_key or facts_of(rec).rkey
 
 
-def _new(records: list[CanonicalRecord]) -> list[CanonicalRecord]:
+def _new(records: list[Record]) -> list[Record]:
     return [r for r in records if r.verdict is None or r.verdict.kind == "new"]
 
 
 def recipient_envelope(
-    records: list[CanonicalRecord],
+    records: list[Record],
     held: dict[bytes, bytes | None],
     expiring: list[tuple[bytes, bytes]],
     window_ms: int,
@@ -88,7 +108,7 @@ def recipient_envelope(
 ) -> tuple[StageOutcome, int]:
     """Verdicts for new orders, and each new order's recipient history (orders in 24 h)."""
     fresh = _new(records)
-    orders = [r.order for r in fresh]
+    orders = [facts_of(r) for r in fresh]
     rkeys = [_rkey(r) for r in fresh]
     out = recipient_dedup(
         orders, held, expiring, window_ms, grace_ms=grace_ms, now_ms=now_ms, rkeys=rkeys
@@ -97,17 +117,38 @@ def recipient_envelope(
     for rec, verdict, n in zip(fresh, out.verdicts, counts, strict=True):
         rec.verdict = verdict
         rec.address_orders_24h = n
-    keys = [r.order.id.encode() for r in records]
+    keys = [facts_of(r).id.encode() for r in records]
     return StageOutcome(records, keys, out.updates + history_updates), out.pruned
 
 
+def due_rows(store: Any, prefix: bytes, stop: bytes) -> list[tuple[bytes, bytes]]:
+    """The due rows of an expiry index (keys ``prefix`` + big-endian time + ...) below
+    ``stop``, oldest first, at most ``PRUNE_BATCH``.
+
+    The batch that reads them deletes (or moves) them, but RocksDB keeps the tombstones until a
+    compaction, and a scan from ``prefix`` walks every one of them: after a day of pruning that
+    is most of the scan. So the next scan starts after what this one returned (or at ``stop``
+    when it returned everything due), and every ``FULL_SCAN_EVERY``-th scan starts at
+    ``prefix`` again for a row that a late order put below, or that a batch kept. A row
+    skipped meanwhile is pruned a little later, never wrongly: verdicts and counts never
+    depend on how far pruning has got.
+    """
+    count, start = store.scan_hints.get(prefix, (0, prefix))
+    if count % FULL_SCAN_EVERY == 0 or start < prefix:
+        start = prefix
+    rows = store.scan_range(start, stop, PRUNE_BATCH) if start < stop else []
+    follow = rows[-1][0] + b"\x00" if len(rows) >= PRUNE_BATCH else stop
+    store.scan_hints[prefix] = (count + 1, follow)
+    return rows
+
+
 def recipient_step(
-    store: Any, records: list[CanonicalRecord], window_ms: int, grace_ms: int, now: int
+    store: Any, records: list[Record], window_ms: int, grace_ms: int, now: int
 ) -> tuple[StageOutcome, int]:
     """The recipient stage on one partition batch: one multi-get, two range scans of what is
     due (window entries, 24 h histories), the verdicts, the store updates."""
     keys = recipient_keys(records)
     held = dict(zip(keys, store.get_many(keys), strict=True))
-    expiring = store.scan_range(EXPIRY_PREFIX, expiry_scan_stop(held, now), PRUNE_BATCH)
-    history_due = store.scan_range(HISTORY_EXPIRY, due_bound(now), PRUNE_BATCH)
+    expiring = due_rows(store, EXPIRY_PREFIX, expiry_scan_stop(held, now))
+    history_due = due_rows(store, HISTORY_EXPIRY, due_bound(now))
     return recipient_envelope(records, held, expiring, window_ms, grace_ms, now, history_due)

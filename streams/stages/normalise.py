@@ -10,6 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from core.channels import NormaliseContext, normalise
+from core.dedup import dedup_facts
 from core.framing import split_orders
 from core.model import CanonicalOrder, Rejection, global_order_id
 from streams.envelope import (
@@ -83,7 +84,11 @@ def normalise_records(
             reason = f"internal error: {type(exc).__name__}: {exc}"
             result = Rejection(channel=rec.channel, field="$", reason=reason)
         if isinstance(result, CanonicalOrder):
-            good.append(CanonicalRecord(result, rec.received_at, rec.origin, None, rec.ref))
+            good.append(
+                CanonicalRecord(
+                    result, rec.received_at, rec.origin, None, rec.ref, facts=dedup_facts(result)
+                )
+            )
         else:
             dead.append(
                 DeadLetter(

@@ -24,7 +24,15 @@ from core.order_flow import (
     on_deadline,
     on_event,
 )
-from core.order_state import OrderRecord, record_decoder, record_encoder, record_order
+from core.order_state import (
+    OrderRecord,
+    full_record,
+    order_head,
+    record_decoder,
+    record_encoder,
+    record_order,
+    stored_decoder,
+)
 from core.saga import apply_result
 from core.sla import Breach, Deadline, deadline_key, encode_deadline
 from core.state_machine import OrderEvent, Refusal
@@ -80,7 +88,9 @@ class EnvelopeOutcome:
     )
 
     def __init__(self) -> None:
-        self.records: dict[str, OrderRecord] = {}  # encoded once, at the end of the envelope
+        # encoded once, at the end of the envelope; a record whose order was not touched may
+        # stay a StoredRecord (order still encoded)
+        self.records: dict[str, OrderRecord] = {}
         self.updates: dict[bytes, bytes | None] = {}
         self.changes: list[OrderChange] = []
         self.reviews: list[ReviewItem] = []
@@ -90,8 +100,8 @@ class EnvelopeOutcome:
         self.refusals: list[tuple[OrderEvent, Refusal | str]] = []
         self.settles: list[Settle] = []
 
-    def put_record(self, rec: OrderRecord) -> None:
-        self.records[rec.order.id] = rec
+    def put_record(self, rec: OrderRecord, oid: str = "") -> None:
+        self.records[oid or rec.order.id] = rec
 
     def store_updates(self) -> list[tuple[bytes, bytes | None]]:
         """Everything to write: each touched record encoded once, however often it moved."""
@@ -112,13 +122,14 @@ class EnvelopeOutcome:
 
 
 def change_of(rec: OrderRecord, kind: str, received_at: int, now: int) -> OrderChange:
+    order = order_head(rec)
     return OrderChange(
-        order_id=rec.order.id,
-        channel=rec.order.channel,
+        order_id=order.id,
+        channel=order.channel,
         kind=kind,
         version=rec.version,
         state=rec.state,
-        payment_status=rec.order.payment_status,
+        payment_status=order.payment_status,
         received_at=received_at,
         recorded_at=now,
         duplicate_of=rec.duplicate_of,
@@ -139,6 +150,15 @@ class _Held:
     def get(self, oid: str, raw: bytes | None) -> OrderRecord | None:
         if oid not in self.current:
             self.current[oid] = None if raw is None else record_decoder.decode(raw)
+        rec = self.current[oid]
+        if rec is not None and not isinstance(rec, OrderRecord):
+            rec = self.current[oid] = full_record(rec)
+        return rec
+
+    def get_stored(self, oid: str, raw: bytes | None) -> OrderRecord | None:
+        """The record as it is (a ``StoredRecord`` unless this envelope decoded it already)."""
+        if oid not in self.current:
+            self.current[oid] = None if raw is None else stored_decoder.decode(raw)
         return self.current[oid]
 
 
@@ -259,7 +279,9 @@ def apply_reservation_results(
     out = EnvelopeOutcome()
     held = _Held()
     for res, raw in zip(results, held_raw, strict=True):
-        rec = held.get(res.order_id, raw)
+        oid = res.order_id
+        # the order itself stays encoded unless the state machine needs it (out of stock)
+        rec = held.get_stored(oid, raw)
         if rec is None or rec.reservation is None:
             continue  # cannot happen in order; a result for an unknown order changes nothing
         saga, releases = apply_result(rec.reservation, res)
@@ -267,10 +289,13 @@ def apply_reservation_results(
         if saga == rec.reservation:
             continue
         moved = saga.status != rec.reservation.status
+        if moved and saga.status == "out_of_stock":
+            rec = held.get(oid, raw)
+            assert rec is not None
         rec2 = msgspec.structs.replace(rec, reservation=saga)
         if moved and saga.status == "out_of_stock":
             event = OrderEvent(
-                order_id=rec.order.id,
+                order_id=oid,
                 event="stock_refused",
                 actor="system",
                 source="inventory",
@@ -286,8 +311,8 @@ def apply_reservation_results(
             rec2.version += 1
             rec2.changed_at = now
             out.changes.append(change_of(rec2, "reservation", rec2.received_at, now))
-        held.current[rec.order.id] = rec2
-        out.put_record(rec2)
+        held.current[oid] = rec2
+        out.put_record(rec2, oid)
     return out
 
 
