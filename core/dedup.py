@@ -171,10 +171,14 @@ def recipient_key(order: OrderLike) -> bytes:
 
 
 class SeenOrder(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """Seen-id store value: newest channel ``updated_at`` and where the first copy was routed."""
+    """Seen-id store value: newest channel ``updated_at``, where the first copy was routed, and
+    which accepted copies were the first and the newest (so a replay of either is told apart
+    from a repeat: it must take the same path and get the same verdict as the first time)."""
 
     updated_at: int
     route_key: bytes
+    first_ref: str = ""
+    last_ref: str = ""
 
 
 class ExactOutcome(msgspec.Struct):
@@ -192,12 +196,21 @@ def exact_store_key(order: OrderLike) -> bytes:
     return order.id.encode()
 
 
-def exact_dedup(orders: Sequence[OrderLike], held: Sequence[bytes | None]) -> ExactOutcome:
+def exact_dedup(
+    orders: Sequence[OrderLike],
+    held: Sequence[bytes | None],
+    refs: Sequence[str] | None = None,
+) -> ExactOutcome:
     """Rule 1 over a batch; ``held[i]`` is the store value under ``exact_store_key(orders[i])``.
 
     A later copy keeps the route key of the first, so it follows the first copy through the
     same recipient partition and can never overtake it, even if the buyer edited the address.
     The same id twice in one batch is handled in order (the second is an update or a repeat).
+
+    ``refs[i]`` names the accepted copy (``copy_ref``). The first copy replayed (its outputs
+    were lost with a broker, and the journal sends it again) is ``new`` again and goes through
+    the recipient stage again, which answers it as the first time (a cross-channel duplicate or
+    a suspected near-duplicate stays one); the newest update replayed is an ``update`` again.
     """
     if len(held) != len(orders):
         raise ValueError(f"{len(orders)} orders but {len(held)} held values")
@@ -205,16 +218,23 @@ def exact_dedup(orders: Sequence[OrderLike], held: Sequence[bytes | None]) -> Ex
     changed: dict[str, SeenOrder] = {}
     verdicts: list[DedupVerdict] = []
     route_keys: list[bytes] = []
-    for order, raw in zip(_facts(orders), held, strict=True):
+    copies = refs if refs is not None else [""] * len(orders)
+    for order, raw, ref in zip(_facts(orders), held, copies, strict=True):
         oid = order.id
         prior = seen.get(oid)
         if prior is None and raw is not None:
             prior = _seen_dec.decode(raw)
         if prior is None:
-            now = SeenOrder(order.updated_at, order.rkey)
+            now = SeenOrder(order.updated_at, order.rkey, ref, ref)
             verdict = NEW
+        elif ref and ref == prior.first_ref:
+            now = prior
+            verdict = NEW
+        elif ref and ref == prior.last_ref:
+            now = prior
+            verdict = DedupVerdict("update", RULE_EXACT_CHANNEL, oid)
         elif order.updated_at > prior.updated_at:
-            now = SeenOrder(order.updated_at, prior.route_key)
+            now = SeenOrder(order.updated_at, prior.route_key, prior.first_ref, ref)
             verdict = DedupVerdict("update", RULE_EXACT_CHANNEL, oid)
         else:
             now = prior

@@ -29,7 +29,7 @@ from core.dedup import (
 from core.model import CanonicalOrder
 from core.recipient_history import EXPIRY as HISTORY_EXPIRY
 from core.recipient_history import count_recent, due_bound, history_keys
-from streams.envelope import CanonicalRecord, RoutedRecord
+from streams.envelope import CanonicalRecord, RoutedRecord, copy_ref
 
 # The stages take either record type: the worker reads RoutedRecords (the order stays encoded
 # and only its facts are read); tests and benches may hand in decoded CanonicalRecords.
@@ -74,7 +74,7 @@ def exact_keys(records: list[Record]) -> list[bytes]:
 
 
 def exact_envelope(records: list[Record], held: list[bytes | None]) -> StageOutcome:
-    out = exact_dedup([facts_of(r) for r in records], held)
+    out = exact_dedup([facts_of(r) for r in records], held, [copy_ref(r) for r in records])
     for rec, verdict, rkey in zip(records, out.verdicts, out.route_keys, strict=True):
         rec.verdict = verdict
         rec.recipient_key = rkey

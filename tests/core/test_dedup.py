@@ -470,3 +470,26 @@ def test_with_a_wall_clock_entries_outlive_a_watermark_jump() -> None:
     later = order("4", created=T0 + 61_000)
     out = run([later], now + WINDOW + dedup.LATE_GRACE_MS + 10_000)
     assert out.verdicts[0].kind == "new" and out.pruned >= 1
+
+
+def test_a_replayed_first_copy_takes_the_first_path_again() -> None:
+    """Its outputs were lost with a broker: the journal replays it, and it must get ``new``
+    again (so the recipient stage re-derives its cross-channel / near-dup verdict), not
+    ``repeat`` (which would skip that stage and record it unflagged)."""
+    from core.dedup import exact_dedup
+
+    first = order("A1", updated=T0 + 1000)
+    out1 = exact_dedup([first], [None], ["j:1"])
+    assert out1.verdicts[0].kind == "new"
+    held = dict(out1.updates)[first.id.encode()]
+    replay = exact_dedup([first], [held], ["j:1"])
+    assert replay.verdicts[0].kind == "new" and replay.updates == []
+    assert replay.route_keys == out1.route_keys
+    other_copy = exact_dedup([first], [held], ["j:2"])  # a different accepted copy: a repeat
+    assert other_copy.verdicts[0].kind == "repeat"
+    newer = order("A1", updated=T0 + 2000)
+    upd = exact_dedup([newer], [held], ["j:3"])
+    assert upd.verdicts[0].kind == "update"
+    held2 = dict(upd.updates)[first.id.encode()]
+    assert exact_dedup([newer], [held2], ["j:3"]).verdicts[0].kind == "update"  # replayed
+    assert exact_dedup([first], [held2], ["j:1"]).verdicts[0].kind == "new"
