@@ -52,7 +52,7 @@ from core.skus import SkuCatalog
 from core.sla import DEADLINE_PREFIX, SlaPolicy, decode_deadline, due_until
 from core.state_machine import EventError, OrderEvent, Refusal, validate_event
 from ext import kafka_partition
-from streams import faust_tuning, metrics
+from streams import faust_tuning, kafka_client, metrics
 from streams.cluster import probe_epoch
 from streams.envelope import (
     ALERT_CODEC,
@@ -74,6 +74,7 @@ from streams.envelope import (
     RoutedRecord,
     Settle,
     chunks,
+    fitting_envelopes,
     group_by_partition,
 )
 from streams.settings import Settings
@@ -241,6 +242,8 @@ class Pipeline:
         self.app = faust.App(
             settings.app_id,
             broker=settings.broker_url,
+            broker_credentials=kafka_client.faust_credentials(settings),
+            topic_replication_factor=settings.replication_factor,
             value_serializer="raw",
             key_serializer="raw",
             # Measured in design.md: Tansu holds JoinGroup for half the session timeout.
@@ -276,7 +279,9 @@ class Pipeline:
         )
         aliases = settings.sku_aliases_path
         skus = SkuCatalog.from_toml(aliases) if aliases else SkuCatalog()
-        self.ctx = NormaliseContext(skus=skus, default_country=settings.default_country)
+        self.ctx = NormaliseContext(
+            skus=skus, default_country=settings.default_country, limits=settings.limits
+        )
         self.window_ms = int(settings.near_duplicate_window_s * 1000)
         self.grace_ms = int(settings.near_duplicate_grace_s * 1000)
         self.priority_tags = frozenset(settings.priority_tags)
@@ -319,7 +324,8 @@ class Pipeline:
         size = self.settings.envelope_max_records
         for part, recs in group_by_partition(records, keys, self.partitions).items():
             for chunk in chunks(recs, size):
-                futs.append(await self._send(topic, part, codec.encode(chunk), kind))
+                for value in fitting_envelopes(codec, chunk):
+                    futs.append(await self._send(topic, part, value, kind))
         return futs
 
     async def _send_dead(self, letters: list[DeadLetter]) -> list[Awaitable[Any]]:
@@ -651,6 +657,30 @@ class Pipeline:
                     outputs=futs,
                 )
 
+    async def resend_unanswered(self) -> None:
+        """Reservation requests whose answer never came (lost with a broker): send again."""
+        now = _now_ms()
+        for part in range(self.partitions):
+            if not self._owned(UNIQUE, part):
+                continue
+            async with self.stores.using(order_state.STORE, part) as store:
+                rows = store.scan(order_state.OUTBOX_PREFIX, 5000)
+                requests, updates = order_state.due_resends(rows, now)
+                if not requests:
+                    continue
+                log.warning(
+                    "partition %d: %d reservation requests unanswered, resending",
+                    part,
+                    len(requests),
+                )
+                metrics.RESERVATION_RESENDS.inc(len(requests))
+                futs = await self._send_requests(requests)
+                await self.stores.commit(
+                    store,
+                    ChangelogEntry(updates, TIMER_INPUT, Position(self.epoch, now)),
+                    outputs=futs,
+                )
+
     def reload_rules(self) -> None:
         if self.rules_file.poll():
             self.flow.rules = self.rules_file.rules
@@ -936,6 +966,10 @@ class Pipeline:
         @app.timer(interval=self.settings.sla_tick_s)
         async def sla_timers() -> None:
             await self.fire_due_timers()
+
+        @app.timer(interval=10.0)
+        async def reservation_resends() -> None:
+            await self.resend_unanswered()
 
         @app.timer(interval=2.0)
         async def rules_reload() -> None:

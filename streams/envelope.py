@@ -193,3 +193,18 @@ def group_by_partition(
 
 def chunks(records: list[T], size: int) -> list[list[T]]:
     return [records[i : i + size] for i in range(0, len(records), size)]
+
+
+# A broker message must stay under the producers' max_request_size (4 MiB): an envelope is
+# split in halves until each part fits (a single record always fits: orders are bounded by
+# max_order_bytes, at most 3 MiB).
+ENVELOPE_MAX_BYTES = 3 * 1024 * 1024
+
+
+def fitting_envelopes(codec: EnvelopeCodec[T], records: list[T]) -> list[bytes]:
+    """``records`` encoded as one envelope, or as several when one would be too big."""
+    data = codec.encode(records)
+    if len(data) <= ENVELOPE_MAX_BYTES or len(records) == 1:
+        return [data]
+    mid = len(records) // 2
+    return fitting_envelopes(codec, records[:mid]) + fitting_envelopes(codec, records[mid:])

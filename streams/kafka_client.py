@@ -43,3 +43,20 @@ def configure(settings: Settings) -> None:
 def options() -> dict[str, Any]:
     """What to pass to every AIOKafkaProducer / Consumer / AdminClient of this process."""
     return dict(_options)
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """The same security for the workers' Faust app (``broker_credentials``); None = plain."""
+    import faust
+
+    opts = client_options(settings)
+    if not opts:
+        return None
+    if settings.kafka_security_protocol == "SSL":
+        return faust.SSLCredentials(opts["ssl_context"])
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=settings.kafka_sasl_password,
+        mechanism=settings.kafka_sasl_mechanism,
+        ssl_context=opts.get("ssl_context"),
+    )

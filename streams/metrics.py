@@ -50,6 +50,10 @@ RESERVATIONS = Counter(
     "Reservation requests answered by the SKU partitions, by outcome",
     ["outcome"],
 )
+RESERVATION_RESENDS = Counter(
+    "orderstream_reservation_resends_total",
+    "Reservation requests sent again because no answer came within 60 s (lost with a broker)",
+)
 ORDER_RESERVATIONS = Counter(
     "orderstream_order_reservations_total",
     "Orders whose reservation reached a status (reserved, out_of_stock, released, deducted)",

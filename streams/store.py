@@ -28,6 +28,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rocksdict import BlockBasedOptions, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
+from streams import kafka_client
 from streams.stages.dedup import EXACT_STORE, RECIPIENT_STORE
 from streams.topics import changelog_topic
 
@@ -272,6 +273,7 @@ class StoreManager:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=20,
+            **kafka_client.options(),
         )
         await consumer.start()
         replayed = 0

@@ -11,6 +11,8 @@ repaired by redelivery or replay.
 
 from __future__ import annotations
 
+import time
+
 import msgspec
 
 from core.audit import AuditEntry, audit_decoder, audit_encoder, audit_key
@@ -51,6 +53,47 @@ REVIEW_PREFIX = b"rv:"  # orders held as suspected duplicates, until an operator
 
 review_encoder = msgspec.msgpack.Encoder()
 review_decoder = msgspec.msgpack.Decoder(ReviewItem)
+
+# The reservation outbox: every request to a SKU partition is kept here, in the same commit as
+# the state that asked for it, until that partition's answer comes back. The broker between
+# the two stages may lose messages (the embedded one keeps them in memory only); a request not
+# answered within RESEND_AFTER_MS is sent again, and the ledger answers a repeat as it answered
+# the first (reserve, release and deduct are idempotent per order, SKU and attempt).
+OUTBOX_PREFIX = b"ob:"
+RESEND_AFTER_MS = 60_000
+_request_encoder = msgspec.msgpack.Encoder()
+_request_decoder = msgspec.msgpack.Decoder(ReserveRequest)
+
+
+def outbox_key(order_id: str, sku: str, op: str, attempt: int) -> bytes:
+    return b"%s%s\x00%s\x00%s\x00%d" % (
+        OUTBOX_PREFIX,
+        order_id.encode(),
+        sku.encode(),
+        op.encode(),
+        attempt,
+    )
+
+
+def outbox_entry(req: ReserveRequest, sent_at: int) -> tuple[bytes, bytes]:
+    key = outbox_key(req.order_id, req.sku, req.op, req.attempt)
+    return key, sent_at.to_bytes(8, "big") + _request_encoder.encode(req)
+
+
+def due_resends(
+    rows: list[tuple[bytes, bytes]], now: int
+) -> tuple[list[ReserveRequest], list[tuple[bytes, bytes | None]]]:
+    """Outbox rows unanswered for RESEND_AFTER_MS: the requests to send again, and the rows
+    with their new send time."""
+    requests: list[ReserveRequest] = []
+    updates: list[tuple[bytes, bytes | None]] = []
+    for key, value in rows:
+        if int.from_bytes(value[:8], "big") > now - RESEND_AFTER_MS:
+            continue
+        req = _request_decoder.decode(value[8:])
+        requests.append(req)
+        updates.append((key, now.to_bytes(8, "big") + value[8:]))
+    return requests, updates
 
 
 def review_key(order_id: str) -> bytes:
@@ -104,9 +147,12 @@ class EnvelopeOutcome:
         self.records[oid or rec.order.id] = rec
 
     def store_updates(self) -> list[tuple[bytes, bytes | None]]:
-        """Everything to write: each touched record encoded once, however often it moved."""
+        """Everything to write: each touched record encoded once, however often it moved, and
+        every request sent, kept in the outbox until it is answered."""
         out = [(oid.encode(), record_encoder.encode(r)) for oid, r in self.records.items()]
-        return out + list(self.updates.items())
+        sent_at = time.time_ns() // 1_000_000
+        outbox = [outbox_entry(r, sent_at) for r in self.requests]
+        return out + list(self.updates.items()) + outbox
 
     def take(self, flow: Flow) -> None:
         """A flow's consequences: its record, audit entries, deadline index, requests, alerts."""
@@ -280,6 +326,7 @@ def apply_reservation_results(
     held = _Held()
     for res, raw in zip(results, held_raw, strict=True):
         oid = res.order_id
+        out.updates[outbox_key(oid, res.sku, res.op, res.attempt)] = None  # answered
         # the order itself stays encoded unless the state machine needs it (out of stock)
         rec = held.get_stored(oid, raw)
         if rec is None or rec.reservation is None:
