@@ -146,11 +146,11 @@ class EnvelopeOutcome:
     def put_record(self, rec: OrderRecord, oid: str = "") -> None:
         self.records[oid or rec.order.id] = rec
 
-    def store_updates(self) -> list[tuple[bytes, bytes | None]]:
+    def store_updates(self, sent_at: int = 0) -> list[tuple[bytes, bytes | None]]:
         """Everything to write: each touched record encoded once, however often it moved, and
         every request sent, kept in the outbox until it is answered."""
         out = [(oid.encode(), record_encoder.encode(r)) for oid, r in self.records.items()]
-        sent_at = time.time_ns() // 1_000_000
+        sent_at = sent_at or time.time_ns() // 1_000_000
         outbox = [outbox_entry(r, sent_at) for r in self.requests]
         return out + list(self.updates.items()) + outbox
 

@@ -199,7 +199,12 @@ def test_reservation_answers_fold_the_same_without_decoding_the_order(seed: int)
         held = [store.get(r.order_id.encode()) for r in batch]
         new = order_state.apply_reservation_results(batch, held, NOW + start, CTX)
         ref = _reference_results(batch, held, NOW + start)
-        assert new.store_updates() == ref.store_updates()
+
+        # the reference predates the outbox: compare everything else
+        def state(out: order_state.EnvelopeOutcome) -> list[tuple[bytes, bytes | None]]:
+            return [u for u in out.store_updates(1) if not u[0].startswith(b"ob:")]
+
+        assert state(new) == state(ref)
         assert new.changes == ref.changes
         assert new.requests == ref.requests
         assert new.alerts == ref.alerts
