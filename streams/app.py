@@ -271,6 +271,7 @@ class Pipeline:
             broker_max_poll_records=500,
             stream_wait_empty=False,
         )
+        order_state.outbox_epoch = epoch  # unanswered requests of an older epoch: sent again
         self.stores = StoreManager(
             data / "stores",
             epoch,
@@ -658,14 +659,16 @@ class Pipeline:
                 )
 
     async def resend_unanswered(self) -> None:
-        """Reservation requests whose answer never came (lost with a broker): send again."""
+        """Reservation requests whose answer never came (lost with a broker): send again.
+
+        Runs at start (a new epoch: what the old broker held is gone) and every 10 s."""
         now = _now_ms()
         for part in range(self.partitions):
             if not self._owned(UNIQUE, part):
                 continue
             async with self.stores.using(order_state.STORE, part) as store:
                 rows = store.scan(order_state.OUTBOX_PREFIX, 5000)
-                requests, updates = order_state.due_resends(rows, now)
+                requests, updates = order_state.due_resends(rows, now, self.epoch)
                 if not requests:
                     continue
                 log.warning(

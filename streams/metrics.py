@@ -52,7 +52,8 @@ RESERVATIONS = Counter(
 )
 RESERVATION_RESENDS = Counter(
     "orderstream_reservation_resends_total",
-    "Reservation requests sent again because no answer came within 60 s (lost with a broker)",
+    "Reservation requests sent again: sent in an earlier broker epoch (lost with it) or"
+    " unanswered for 10 minutes",
 )
 ORDER_RESERVATIONS = Counter(
     "orderstream_order_reservations_total",

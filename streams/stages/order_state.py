@@ -56,11 +56,15 @@ review_decoder = msgspec.msgpack.Decoder(ReviewItem)
 
 # The reservation outbox: every request to a SKU partition is kept here, in the same commit as
 # the state that asked for it, until that partition's answer comes back. The broker between
-# the two stages may lose messages (the embedded one keeps them in memory only); a request not
-# answered within RESEND_AFTER_MS is sent again, and the ledger answers a repeat as it answered
-# the first (reserve, release and deduct are idempotent per order, SKU and attempt).
+# the two stages may lose messages (the embedded one keeps them in memory only, and a new broker
+# epoch starts empty): a request sent in an earlier epoch and still unanswered is sent again at
+# once, and any request unanswered for RESEND_AFTER_MS (a safety net; never under a mere
+# backlog) too. The ledger answers a repeat as it answered the first (reserve, release and
+# deduct are idempotent per order, SKU and attempt).
 OUTBOX_PREFIX = b"ob:"
-RESEND_AFTER_MS = 60_000
+RESEND_AFTER_MS = 600_000
+_EPOCH_LEN = 32
+outbox_epoch = ""  # the broker epoch this worker runs in (set by the app at start)
 _request_encoder = msgspec.msgpack.Encoder()
 _request_decoder = msgspec.msgpack.Decoder(ReserveRequest)
 
@@ -75,24 +79,31 @@ def outbox_key(order_id: str, sku: str, op: str, attempt: int) -> bytes:
     )
 
 
-def outbox_entry(req: ReserveRequest, sent_at: int) -> tuple[bytes, bytes]:
+def _stamp(sent_at: int, epoch: str) -> bytes:
+    return sent_at.to_bytes(8, "big") + epoch.encode()[:_EPOCH_LEN].ljust(_EPOCH_LEN)
+
+
+def outbox_entry(req: ReserveRequest, sent_at: int, epoch: str = "") -> tuple[bytes, bytes]:
     key = outbox_key(req.order_id, req.sku, req.op, req.attempt)
-    return key, sent_at.to_bytes(8, "big") + _request_encoder.encode(req)
+    return key, _stamp(sent_at, epoch or outbox_epoch) + _request_encoder.encode(req)
 
 
 def due_resends(
-    rows: list[tuple[bytes, bytes]], now: int
+    rows: list[tuple[bytes, bytes]], now: int, epoch: str = ""
 ) -> tuple[list[ReserveRequest], list[tuple[bytes, bytes | None]]]:
-    """Outbox rows unanswered for RESEND_AFTER_MS: the requests to send again, and the rows
-    with their new send time."""
+    """Outbox rows sent in another broker epoch, or unanswered for RESEND_AFTER_MS: the
+    requests to send again, and the rows stamped with this send."""
+    epoch = epoch or outbox_epoch
+    mine = epoch.encode()[:_EPOCH_LEN].ljust(_EPOCH_LEN)
     requests: list[ReserveRequest] = []
     updates: list[tuple[bytes, bytes | None]] = []
+    head = 8 + _EPOCH_LEN
     for key, value in rows:
-        if int.from_bytes(value[:8], "big") > now - RESEND_AFTER_MS:
+        old_epoch = value[8:head] != mine
+        if not old_epoch and int.from_bytes(value[:8], "big") > now - RESEND_AFTER_MS:
             continue
-        req = _request_decoder.decode(value[8:])
-        requests.append(req)
-        updates.append((key, now.to_bytes(8, "big") + value[8:]))
+        requests.append(_request_decoder.decode(value[head:]))
+        updates.append((key, _stamp(now, epoch) + value[head:]))
     return requests, updates
 
 
