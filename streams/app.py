@@ -52,7 +52,7 @@ from core.skus import SkuCatalog
 from core.sla import DEADLINE_PREFIX, SlaPolicy, decode_deadline, due_until
 from core.state_machine import EventError, OrderEvent, Refusal, validate_event
 from ext import kafka_partition
-from streams import faust_tuning, kafka_client, metrics
+from streams import faust_tuning, kafka_client, metrics, publications
 from streams.cluster import probe_epoch
 from streams.envelope import (
     ALERT_CODEC,
@@ -77,6 +77,7 @@ from streams.envelope import (
     fitting_envelopes,
     group_by_partition,
 )
+from streams.publications import Publication
 from streams.settings import Settings
 from streams.stages import dead_letters, dedup, normalise, order_state, reserve
 from streams.store import ChangelogEntry, Position, StoreManager
@@ -320,14 +321,25 @@ class Pipeline:
         keys: list[bytes],
         codec: Any,
         kind: bytes,
+        keep: list[Publication] | None = None,
     ) -> list[Awaitable[Any]]:
+        """Envelopes per partition; ``keep`` collects what was sent (the publication log)."""
         futs = []
         size = self.settings.envelope_max_records
         for part, recs in group_by_partition(records, keys, self.partitions).items():
             for chunk in chunks(recs, size):
                 for value in fitting_envelopes(codec, chunk):
                     futs.append(await self._send(topic, part, value, kind))
+                    if keep is not None:
+                        keep.append(Publication(topic, part, kind, value))
         return futs
+
+    def _kept(self, pubs: list[Publication]) -> list[tuple[bytes, bytes | None]]:
+        """The publication-log row for the commit that sent ``pubs`` (embedded broker only:
+        an external cluster keeps what it acknowledged)."""
+        if not pubs or not self.settings.embedded:
+            return []
+        return [publications.row(pubs, _now_ms(), self.epoch)]
 
     async def _send_dead(self, letters: list[DeadLetter]) -> list[Awaitable[Any]]:
         if not letters:
@@ -523,9 +535,12 @@ class Pipeline:
             (REVIEW, out.reviews, REVIEW_CODEC, b"review"),
             (ALERTS, out.alerts, ALERT_CODEC, b"alert"),
         )
+        kept: list[Publication] = []
         for topic, records, codec, kind in by_order:  # all keyed by order id
             keys = [r.order_id.encode() for r in records]
-            futs += await self._send_grouped(topic, records, keys, codec, kind)
+            keep = kept if topic == CHANGES else None
+            futs += await self._send_grouped(topic, records, keys, codec, kind, keep)
+        out.updates.update(self._kept(kept))
         for kind, n in Counter(a.kind for a in out.alerts).items():
             metrics.ALERTS.labels(kind).inc(n)
         for b in out.breaches:
@@ -684,6 +699,45 @@ class Pipeline:
                     outputs=futs,
                 )
 
+    async def republish_unread(self) -> None:
+        """Changes the sync hub had not read when a broker epoch ended: send them again.
+
+        Also deletes what the hub has read (``streams.publications``). Runs every few seconds;
+        only with the embedded broker."""
+        if not self.settings.embedded:
+            return
+        through = publications.read_through(self.settings.data_path)
+        now = _now_ms()
+        for store_name, topic in ((order_state.STORE, UNIQUE), (reserve.STORE, RESERVE)):
+            for part in range(self.partitions):
+                if not self._owned(topic, part):
+                    continue
+                async with self.stores.using(store_name, part) as store:
+                    _, start = store.scan_hints.get(publications.PREFIX, (0, publications.PREFIX))
+                    rows = store.scan_range(start, publications.END, 20_000)
+                    done = publications.sweep(rows, self.epoch, through, now)
+                    if not done.updates:
+                        continue
+                    if done.resend:
+                        log.warning(
+                            "%s partition %d: %d messages of changes unread when the broker"
+                            " epoch ended: sending them again",
+                            store_name,
+                            part,
+                            len(done.resend),
+                        )
+                        metrics.CHANGES_RESENT.inc(len(done.resend))
+                    futs = [
+                        await self._send(p.topic, p.partition, p.value, p.kind) for p in done.resend
+                    ]
+                    await self.stores.commit(
+                        store,
+                        ChangelogEntry(done.updates, TIMER_INPUT, Position(self.epoch, now)),
+                        outputs=futs,
+                    )
+                    if done.first_kept is not None:
+                        store.scan_hints[publications.PREFIX] = (0, done.first_kept)
+
     def reload_rules(self) -> None:
         if self.rules_file.poll():
             self.flow.rules = self.rules_file.rules
@@ -766,12 +820,14 @@ class Pipeline:
             RESULT_CODEC,
             b"result",
         )
+        kept: list[Publication] = []
         futs += await self._send_grouped(
             STOCK_CHANGES,
             out.stock_changes,
             [partition_key(c.sku) for c in out.stock_changes],
             STOCK_CHANGE_CODEC,
             b"stock_change",
+            kept,
         )
         if out.alerts:
             futs += await self._send_grouped(
@@ -780,7 +836,9 @@ class Pipeline:
                 [partition_key(a.sku) for a in out.alerts],
                 STOCK_ALERT_CODEC,
                 b"stock_alert",
+                kept,
             )
+        out.updates += self._kept(kept)
         for outcome, n in Counter(r.outcome for r in out.results).items():
             metrics.RESERVATIONS.labels(outcome).inc(n)
         for outcome, n in Counter(a.outcome for a in out.adjustment_results).items():
@@ -973,6 +1031,10 @@ class Pipeline:
         @app.timer(interval=10.0)
         async def reservation_resends() -> None:
             await self.resend_unanswered()
+
+        @app.timer(interval=5.0)
+        async def changes_republish() -> None:
+            await self.republish_unread()
 
         @app.timer(interval=2.0)
         async def rules_reload() -> None:

@@ -50,6 +50,11 @@ RESERVATIONS = Counter(
     "Reservation requests answered by the SKU partitions, by outcome",
     ["outcome"],
 )
+CHANGES_RESENT = Counter(
+    "orderstream_changes_resent_total",
+    "Messages of order/stock changes sent again: the sync hub had not read them when the"
+    " embedded broker's epoch ended",
+)
 RESERVATION_RESENDS = Counter(
     "orderstream_reservation_resends_total",
     "Reservation requests sent again: sent in an earlier broker epoch (lost with it) or"

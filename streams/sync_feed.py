@@ -5,6 +5,10 @@ connections while workers restart or the broker is replaced. Positions are kept 
 in the sync log itself, committed in the same write as the events: a restart resumes exactly
 where the log ends, and a fresh epoch (empty topics) starts its topics from the beginning.
 
+It also says how far it has read, per broker epoch (``streams.publications``): workers keep what
+they published until the hub has it, and send again what a dead broker took with it; the copies
+this hub already holds (same JSON) are dropped here.
+
 It also turns what it sees into operator metrics: change-published latency (accepted at the door
 until the change is here, ready for subscribers) and the count of stock levels below their alert
 threshold.
@@ -22,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from core.inventory import StockAlert, StockChange
-from streams import kafka_client, metrics
+from streams import kafka_client, metrics, publications
 from streams.envelope import (
     CHANGES_CODEC,
     ENVELOPE_HEADER,
@@ -32,7 +36,7 @@ from streams.envelope import (
 )
 from streams.forwarder import close_in_background
 from streams.settings import Settings
-from streams.sync_log import NewEvent, SyncLog
+from streams.sync_log import NewEvent, SyncEvent, SyncLog
 from streams.topics import CHANGES, STOCK_CHANGES
 
 log = logging.getLogger("orderstream.sync")
@@ -67,15 +71,76 @@ def to_event(change: Change) -> NewEvent:
     return NewEvent("stock_alert", "", change.sku, "", data)
 
 
+# How many of the newest events a changed epoch checks resent copies against: the workers send
+# again what they kept from MARGIN_MS before the hub's read position on; that must fit.
+DEDUPE_EVENTS = 100_000
+THROUGH_WRITE_S = 1.0
+
+
+def event_data(ev: SyncEvent) -> bytes:
+    """The change's JSON inside an event's body (``{"id":..,"type":..,"data":<this>}``)."""
+    return ev.body[ev.body.index(b',"data":') + 8 : -1]
+
+
 class SyncFeed:
     def __init__(self, log_: SyncLog, settings: Settings) -> None:
         self.log = log_
         self.settings = settings
-        self.epoch = ""
+        self._epoch = ""
         self.consumer: AIOKafkaConsumer | None = None
         self.high_water: dict[TopicPartition, int] = {}
         self.fetches = 0  # completed fetch rounds (shutdown waits for one past the workers')
+        self.resent_dropped = 0  # copies of changes the hub already held
         self._low: dict[tuple[str, str], bool] = {}  # (sku, warehouse) -> below alert threshold
+        # per partition: ms before which every message of this epoch has been read
+        self._through: dict[TopicPartition, int] = {}
+        self._read: dict[TopicPartition, int] = {}  # next offset to read, per partition
+        self._epochs = publications.read_through(settings.data_path)  # earlier epochs' final
+        self._written = 0.0
+        self._known: set[int] = set()  # hashes of the newest events' JSON (after a new epoch)
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    @epoch.setter
+    def epoch(self, epoch: str) -> None:
+        """A new broker epoch: freeze how far the old one was read (workers resend the rest)
+        and remember the newest events, so that the resent copies the hub has are dropped."""
+        if epoch == self._epoch:
+            return
+        if self._epoch:
+            self._epochs[self._epoch] = self.read_through()
+        self._epoch = epoch
+        self._through.clear()
+        self._read.clear()
+        self._epochs.pop(epoch, None)
+        self._epochs[epoch] = 0
+        self._write_through(force=True)
+        start = max(self.log.oldest, self.log.head - DEDUPE_EVENTS + 1)
+        self._known = {hash(event_data(ev)) for ev in self.log.read(start, DEDUPE_EVENTS)}
+
+    def read_through(self) -> int:
+        """ms before which every change of this epoch is here (0: not known yet)."""
+        if not self._through or len(self._through) < len(self._tps()):
+            return 0
+        return min(self._through.values())
+
+    def _write_through(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._written < THROUGH_WRITE_S:
+            return
+        self._written = now
+        if self._epoch:
+            self._epochs[self._epoch] = self.read_through()
+        try:
+            publications.write_through(self.settings.data_path, self._epochs)
+        except OSError as exc:
+            log.warning("sync feed: cannot write %s: %s", publications.THROUGH_FILE, exc)
+
+    def _tps(self) -> list[TopicPartition]:
+        parts = self.settings.partitions
+        return [TopicPartition(t, p) for t in (CHANGES, STOCK_CHANGES) for p in range(parts)]
 
     def _position_name(self, tp: TopicPartition) -> str:
         return f"{self.epoch}:{tp.topic}:{tp.partition}"
@@ -91,8 +156,7 @@ class SyncFeed:
         return out
 
     async def run(self) -> None:
-        parts = self.settings.partitions
-        tps = [TopicPartition(t, p) for t in (CHANGES, STOCK_CHANGES) for p in range(parts)]
+        tps = self._tps()
         while True:
             try:
                 if self.consumer is None:
@@ -108,6 +172,7 @@ class SyncFeed:
                     self.consumer.assign(tps)
                     for tp in tps:
                         pos = self.log.position(self._position_name(tp))
+                        self._read[tp] = pos or 0
                         if pos is None:
                             await self.consumer.seek_to_beginning(tp)
                         else:
@@ -118,18 +183,27 @@ class SyncFeed:
                 self.abandon()
                 await asyncio.sleep(0.5)
                 continue
+            if batch:
+                self._take(batch)
             for tp in tps:
                 high = self.consumer.highwater(tp)
                 if high is not None:
                     self.high_water[tp] = high
-            if batch:
-                self._take(batch)
+                    polled = self.consumer.last_poll_timestamp(tp)
+                    # everything the broker held when it answered that fetch is read
+                    if polled and self._read.get(tp, 0) >= high:
+                        self._through[tp] = max(self._through.get(tp, 0), polled - 1000)
+            self._write_through()
             self.fetches += 1
 
     def _take(self, batch: dict[TopicPartition, list]) -> None:  # type: ignore[type-arg]
         changes: list[Change] = []
         positions: dict[str, int] = {}
         for tp, msgs in batch.items():
+            if msgs:
+                # the producer's timestamp: a worker's row of it is no older (MARGIN_MS)
+                newest = max(m.timestamp for m in msgs)
+                self._through[tp] = max(self._through.get(tp, 0), newest)
             for msg in msgs:
                 kind = dict(msg.headers or ()).get(ENVELOPE_HEADER, b"")
                 try:
@@ -145,7 +219,15 @@ class SyncFeed:
                     )
             if msgs:
                 positions[self._position_name(tp)] = msgs[-1].offset + 1
-        self.log.append([to_event(c) for c in changes], positions)
+                self._read[tp] = msgs[-1].offset + 1
+        events = [to_event(c) for c in changes]
+        if self._known:
+            fresh = [i for i, e in enumerate(events) if hash(e.data) not in self._known]
+            if len(fresh) < len(events):
+                self.resent_dropped += len(events) - len(fresh)
+                events = [events[i] for i in fresh]
+                changes = [changes[i] for i in fresh]
+        self.log.append(events, positions)
         self._observe(changes)
 
     def _observe(self, changes: list[Change]) -> None:
