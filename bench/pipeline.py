@@ -426,7 +426,7 @@ async def run(args: argparse.Namespace) -> int:
             idx = schedule.granted
             await orig_take(n)
             now = time.time()
-            for o in units_by_start[idx]:
+            for o in units_by_start.pop(idx, ()):  # let the sent slice's orders go
                 sent_at[o.order_id] = now
 
         units_by_start: dict[int, list[Any]] = {}
