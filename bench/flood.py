@@ -44,6 +44,7 @@ from bench.orders import (
     ndjson_batches,
     parse_mix,
 )
+from streams.broker import die_with_parent
 from streams.envelope import CHANGES_CODEC, DLQ_CODEC
 from streams.topics import CHANGES, DLQ, RAW
 
@@ -93,18 +94,38 @@ def _stats(values: list[float]) -> dict[str, float | None]:
 # ---------------------------------------------------------------------------- spawned service
 
 
+def serve_argv(data: Path, http_port: int, broker_port: int) -> list[str]:
+    """The command line of ``orderstream serve`` on a data dir and loopback ports."""
+    return [
+        sys.executable,
+        "-m",
+        "streams.cli",
+        "serve",
+        "--data-dir",
+        str(data),
+        "--http-port",
+        str(http_port),
+        "--broker-port",
+        str(broker_port),
+    ]
+
+
 class Service:
     """``orderstream serve`` in a temp data dir on free ports; stopped with SIGTERM.
 
     ``env`` is added to (and wins over) this process's environment in the child, so a benchmark
-    can set ``ORDERSTREAM_<KEY>`` settings without touching the caller's environment.
+    can set ``ORDERSTREAM_<KEY>`` settings without touching the caller's environment. It can be
+    restarted in place (same data dir and ports); the log is appended to across starts.
     """
 
-    def __init__(self, ready_timeout: float, env: dict[str, str] | None = None) -> None:
-        self.data = Path(tempfile.mkdtemp(prefix="flood-"))
+    def __init__(
+        self, ready_timeout: float, env: dict[str, str] | None = None, prefix: str = "flood-"
+    ) -> None:
+        self.data = Path(tempfile.mkdtemp(prefix=prefix))
         self.http_port = _free_port()
         self.broker_port = _free_port()
         self.log_path = self.data / "serve.log"
+        self.log_offset = 0  # where the current start's log begins
         self.ready_timeout = ready_timeout
         self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
@@ -117,67 +138,72 @@ class Service:
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self) -> None:
-        log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streams.cli",
-                "serve",
-                "--data-dir",
-                str(self.data),
-                "--http-port",
-                str(self.http_port),
-                "--broker-port",
-                str(self.broker_port),
-            ],
-            cwd=ROOT,
-            env={**os.environ, **self.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        self.log_offset = self.log_size()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                serve_argv(self.data, self.http_port, self.broker_port),
+                cwd=ROOT,
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent,  # never outlive the bench, however it ends
+            )
 
-    async def wait_ready(self) -> None:
+    def log_text(self, since: int | None = None) -> str:
+        """This start's log (or from byte ``since`` on)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self.log_offset if since is None else since)
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    async def wait_ready(self) -> float:
         assert self.proc is not None
         t0 = time.monotonic()
-        pat = re.compile(rb"ready in ([0-9.]+)s")
+        pat = re.compile(r"ready in ([0-9.]+)s")
         while time.monotonic() - t0 < self.ready_timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(
                     f"service exited with code {self.proc.returncode} before ready:\n{self.tail()}"
                 )
-            m = pat.search(self.log_path.read_bytes())
+            m = pat.search(self.log_text())
             if m:
                 self.ready_s = float(m.group(1))
                 use_key(self.data)
-                return
+                return self.ready_s
             await asyncio.sleep(0.2)
         raise TimeoutError(f"service not ready in {self.ready_timeout:.0f}s:\n{self.tail()}")
 
     def tail(self, n: int = 30) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(lines[-n:])
+        return "\n".join(self.log_text(0).splitlines()[-n:])
 
-    def stop(self, timeout: float = 60.0) -> None:
+    def stop(self, timeout: float = 60.0) -> bool:
+        """SIGTERM and wait; past ``timeout`` kill its whole session. True if it hung."""
         if self.proc is None:
-            return
+            return False
         t0 = time.monotonic()
+        hung = False
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                hung = True
                 print(f"! service did not exit {timeout:.0f}s after SIGTERM: killing its group")
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.exit_code = self.proc.returncode
         self.stop_s = time.monotonic() - t0
+        return hung
 
     def leftovers(self) -> list[int]:
         """Processes still in the service's session (workers, broker) after it stopped."""

@@ -89,10 +89,7 @@ import re
 import secrets
 import shutil
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import tomllib
 from collections import Counter, defaultdict
@@ -105,9 +102,9 @@ import msgspec
 from aiohttp import web
 
 from bench.accuracy import dedup_accuracy, meets_bars
+from bench.flood import Service, _free_port
 from bench.orders import OrderGenerator
 from core.signing import SIGNATURE_HEADER, verify
-from streams.broker import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -133,12 +130,6 @@ WEBHOOK_ENV = {
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pct(sorted_values: list[float], q: float) -> float | None:
@@ -191,87 +182,31 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-class SoakService:
-    """``orderstream serve`` on a fixed data dir and fixed ports, restartable in place.
+class SoakService(Service):
+    """``bench.flood.Service`` that knows its children: the soak kills and restarts them.
 
-    The log is appended to across restarts; child pids are found by walking ``/proc`` for
-    children of the serve process (workers and the broker run in their own sessions).
+    Child pids are found by walking ``/proc`` for children of the serve process (workers and
+    the broker run in their own sessions).
     """
 
     def __init__(self, env: dict[str, str], ready_timeout: float = 120.0) -> None:
-        self.data = Path(tempfile.mkdtemp(prefix="soak-"))
-        self.http_port = _free_port()
-        self.broker_port = _free_port()
-        self.log_path = self.data / "serve.log"
-        self.env = env
-        self.ready_timeout = ready_timeout
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_offset = 0
+        super().__init__(ready_timeout, env, prefix="soak-")
         self.starts: list[dict[str, Any]] = []
         self.seen_children: dict[int, str] = {}  # every child pid we ever saw -> role
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
     def start(self) -> None:
-        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "streams.cli",
-                    "serve",
-                    "--data-dir",
-                    str(self.data),
-                    "--http-port",
-                    str(self.http_port),
-                    "--broker-port",
-                    str(self.broker_port),
-                ],
-                cwd=ROOT,
-                env={**os.environ, **self.env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent,  # never outlive the soak, however it ends
-            )
+        super().start()
+        assert self.proc is not None
         self.starts.append({"pid": self.proc.pid, "at_ms": _now_ms()})
 
-    def log_text(self, since: int | None = None) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(self.log_offset if since is None else since)
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def log_size(self) -> int:
-        try:
-            return self.log_path.stat().st_size
-        except OSError:
-            return 0
-
     async def wait_ready(self) -> float:
-        assert self.proc is not None
-        t0 = time.monotonic()
-        pat = re.compile(r"ready in ([0-9.]+)s")
-        while time.monotonic() - t0 < self.ready_timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"serve exited with code {self.proc.returncode} before ready:\n{self.tail()}"
-                )
-            m = pat.search(self.log_text())
-            if m:
-                self.starts[-1]["ready_s"] = float(m.group(1))
-                self.children()
-                return float(m.group(1))
-            await asyncio.sleep(0.2)
-        raise TimeoutError(f"service not ready in {self.ready_timeout:.0f}s:\n{self.tail()}")
+        ready = await super().wait_ready()
+        self.starts[-1]["ready_s"] = ready
+        self.children()
+        return ready
 
     def tail(self, n: int = 40) -> str:
-        return "\n".join(self.log_text(0).splitlines()[-n:])
+        return super().tail(n)
 
     def children(self) -> dict[str, list[int]]:
         """Live children of the serve process by role ("broker", "worker")."""
@@ -312,24 +247,16 @@ class SoakService:
             return False
         return str(self.data).encode() in environ
 
-    def stop(self, timeout: float = 90.0) -> dict[str, Any]:
+    def stop(self, timeout: float = 90.0) -> dict[str, Any]:  # type: ignore[override]
         """SIGTERM, wait; report the exit code, how long it took and any leftover children."""
-        out: dict[str, Any] = {"exit_code": None, "stop_s": None, "leftovers": []}
         if self.proc is None:
-            return out
+            return {"exit_code": None, "stop_s": None, "leftovers": []}
         self.children()
-        t0 = time.monotonic()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                out["hung"] = True
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        out["exit_code"] = self.proc.returncode
-        out["stop_s"] = round(time.monotonic() - t0, 2)
+        out: dict[str, Any] = {}
+        if super().stop(timeout):
+            out["hung"] = True
+        out["exit_code"] = self.exit_code
+        out["stop_s"] = round(self.stop_s or 0.0, 2)
         time.sleep(0.3)
         left = [p for p in self.seen_children if self._ours(p)]
         for p in left:

@@ -24,6 +24,7 @@ from core.model import Limits, Rejection, global_order_id
 from core.skus import SkuCatalog
 from core.state_machine import EventError, validate_event
 from streams import metrics
+from streams.http_errors import error, json_object
 from streams.journal import IngestJournal, JournalEntry, JournalFull
 
 log = logging.getLogger("orderstream.api")
@@ -81,21 +82,6 @@ _FIELD_OF = {"set": "on_hand", "safety": "safety", "alert_at": "alert_at", "hold
 
 def _quote(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")
-
-
-async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
-    try:
-        body = msgspec.json.decode(await request.read())
-    except msgspec.DecodeError as exc:
-        return _error(400, "$", f"body is not JSON: {exc}")
-    if not isinstance(body, dict):
-        return _error(400, "$", "body must be a JSON object")
-    return body
-
-
-def _error(status: int, field: str, reason: str, **extra: Any) -> web.Response:
-    body = {"error": {"field": field, "reason": reason}, **extra}
-    return web.Response(status=status, body=_json.encode(body), content_type="application/json")
 
 
 class IngestAPI:
@@ -167,7 +153,7 @@ class IngestAPI:
 
     def _body_too_large(self, size: str) -> web.Response:
         _REFUSED["body_too_large"].inc()
-        return _error(
+        return error(
             413,
             "body",
             f"request body of {size}; at most {self.max_body_bytes:,} bytes (max_body_bytes):"
@@ -178,23 +164,23 @@ class IngestAPI:
         channel = request.headers.get("X-Channel", "").strip().lower()
         if not channel:
             _REFUSED["no_channel"].inc()
-            return _error(400, "header X-Channel", f"required; one of {sorted(ADAPTERS)}")
+            return error(400, "header X-Channel", f"required; one of {sorted(ADAPTERS)}")
         adapter = ADAPTERS.get(channel)
         if adapter is None:
             _REFUSED["unknown_channel"].inc()
-            return _error(
+            return error(
                 400, "header X-Channel", f"unknown channel {channel!r}; one of {sorted(ADAPTERS)}"
             )
         body = await request.read()
         if not body.strip():
             _REFUSED["empty_body"].inc()
-            return _error(400, "$", "empty body: send one JSON order, or NDJSON (one per line)")
+            return error(400, "$", "empty body: send one JSON order, or NDJSON (one per line)")
         limits = self.limits
         try:
             framed, batch = split_orders(body, request.content_type, limits.max_batch_lines)
         except TooManyLines as exc:
             _REFUSED["too_many_lines"].inc()
-            return _error(413, "body", f"{exc} (max_batch_lines): split the batch")
+            return error(413, "body", f"{exc} (max_batch_lines): split the batch")
         max_bytes = limits.max_order_bytes
         order_no = adapter.order_no
         # None: over max_order_bytes, refused unread
@@ -235,13 +221,13 @@ class IngestAPI:
             await self.journal.append(entries)
         except JournalFull as exc:
             _REFUSED["journal_full"].inc()
-            resp = _error(503, "journal", f"{exc}; retry later, nothing of this request was kept")
+            resp = error(503, "journal", f"{exc}; retry later, nothing of this request was kept")
             resp.headers["Retry-After"] = str(self.retry_after_s)
             return resp
         except Exception as exc:  # disk error: nothing was kept, so never answer 202
             log.error("journal append failed: %s", exc)
             _REFUSED["journal_error"].inc()
-            resp = _error(503, "journal", f"could not store the request durably: {exc}")
+            resp = error(503, "journal", f"could not store the request durably: {exc}")
             resp.headers["Retry-After"] = str(self.retry_after_s)
             return resp
         self.on_accept()
@@ -257,7 +243,7 @@ class IngestAPI:
                 return web.Response(
                     status=202, body=_json.encode(r), content_type="application/json"
                 )
-            return _error(400, r.field or "$", r.reason or "", dead_lettered=True)
+            return error(400, r.field or "$", r.reason or "", dead_lettered=True)
         out = _json.encode_lines(results)  # one JSON document per line, each ending in \n
         return web.Response(
             status=status,
@@ -289,7 +275,7 @@ class IngestAPI:
         """Ask the worker that owns the key's partition (the others answer 421)."""
         answers = [a for a in await self._workers(path, body) if a[0] != 421]
         if len(answers) != 1 or answers[0][0] == 599:
-            resp = _error(503, "order_id", "the worker owning this order is not answering")
+            resp = error(503, "order_id", "the worker owning this order is not answering")
             resp.headers["Retry-After"] = "1"
             return resp
         status, payload = answers[0]
@@ -302,10 +288,10 @@ class IngestAPI:
             if status == 200:
                 return web.Response(body=body, content_type="application/json")
         if any(status != 404 for status, _ in answers):
-            resp = _error(503, "order_id", "a worker that may hold this order is not answering")
+            resp = error(503, "order_id", "a worker that may hold this order is not answering")
             resp.headers["Retry-After"] = "1"
             return resp
-        return _error(
+        return error(
             404,
             "order_id",
             "no recorded order with this id (unknown, or accepted and not yet processed)",
@@ -315,7 +301,7 @@ class IngestAPI:
         try:
             limit = max(1, min(int(request.query.get("limit", "100")), 1000))
         except ValueError:
-            return _error(400, "limit", "must be an integer 1..1000")
+            return error(400, "limit", "must be an integer 1..1000")
         rows: list[dict[str, Any]] = []
         for status, body in await self._workers(f"/internal/dead-letters?limit={limit}"):
             if status == 200:
@@ -328,7 +314,7 @@ class IngestAPI:
         try:
             limit = max(1, min(int(request.query.get("limit", "100")), 1000))
         except ValueError:
-            return _error(400, "limit", "must be an integer 1..1000")
+            return error(400, "limit", "must be an integer 1..1000")
         rows: list[dict[str, Any]] = []
         for status, body in await self._workers(f"/internal/review?limit={limit}"):
             if status == 200:
@@ -344,7 +330,7 @@ class IngestAPI:
         """
         decision = request.match_info["decision"]
         if decision not in ("approve", "reject"):
-            return _error(404, "decision", "use /v1/review/{id}/approve or /v1/review/{id}/reject")
+            return error(404, "decision", "use /v1/review/{id}/approve or /v1/review/{id}/reject")
         oid = request.match_info["order_id"]
         event = {
             "order_id": oid,
@@ -363,20 +349,20 @@ class IngestAPI:
         the order's state (with the state and why), 400 malformed, 404 unknown order.
         """
         oid = request.match_info["order_id"]
-        body = await _json_body(request)
+        body = await json_object(request)
         if isinstance(body, web.Response):
             return body
         if body.get("order_id", oid) != oid:
-            return _error(400, "order_id", "differs from the order id in the path")
+            return error(400, "order_id", "differs from the order id in the path")
         body["order_id"] = oid
         body.setdefault("at", time.time_ns() // 1_000_000)
         body.setdefault("source", "api")
         body.setdefault("actor", request.headers.get("X-Actor", "").strip()[:200] or "api")
         event = validate_event(body)
         if isinstance(event, EventError):
-            return _error(400, event.field.replace("$.", "", 1), event.reason)
+            return error(400, event.field.replace("$.", "", 1), event.reason)
         if event.event in SYSTEM_EVENTS:
-            return _error(
+            return error(
                 400, "event", f"{event.event} is raised by orderstream itself, not accepted here"
             )
         return await self._owner(f"/internal/orders/{_quote(oid)}/events", _json.encode(event))
@@ -395,7 +381,7 @@ class IngestAPI:
         covered: list[int] = []
         for status, body in await self._workers("/internal/stock-audit"):
             if status != 200:
-                resp = _error(503, "workers", "a worker did not answer: the audit is incomplete")
+                resp = error(503, "workers", "a worker did not answer: the audit is incomplete")
                 resp.headers["Retry-After"] = "1"
                 return resp
             doc = msgspec.json.decode(body)
@@ -414,26 +400,26 @@ class IngestAPI:
         All or nothing: if one value would break reserved <= on_hand - safety, nothing is
         changed and the answer is 409 with the numbers.
         """
-        body = await _json_body(request)
+        body = await json_object(request)
         if isinstance(body, web.Response):
             return body
         fields = {"on_hand": "set", "safety": "safety", "alert_at": "alert_at"}
         unknown = set(body) - {*fields, "warehouse", "holds", "reason", "adjustment_id"}
         if unknown:
-            return _error(400, sorted(unknown)[0], "unknown field")
+            return error(400, sorted(unknown)[0], "unknown field")
         adjustments = []
         for name, op in fields.items():
             if name in body:
                 adjustments.append(self._adjustment(request, body, op, body[name], suffix=name))
         holds = body.get("holds", {})
         if not isinstance(holds, dict):
-            return _error(400, "holds", "must be an object: channel -> units")
+            return error(400, "holds", "must be an object: channel -> units")
         for channel, units in holds.items():
             adjustments.append(
                 self._adjustment(request, body, "hold", units, channel=channel, suffix=channel)
             )
         if not adjustments:
-            return _error(400, "$", "nothing to set: give on_hand, safety, alert_at or holds")
+            return error(400, "$", "nothing to set: give on_hand, safety, alert_at or holds")
         return await self._stock_write(request, body, adjustments)
 
     async def post_stock_receipt(self, request: web.Request) -> web.Response:
@@ -443,11 +429,11 @@ class IngestAPI:
         return await self._stock_delta(request, "correction")
 
     async def _stock_delta(self, request: web.Request, op: str) -> web.Response:
-        body = await _json_body(request)
+        body = await json_object(request)
         if isinstance(body, web.Response):
             return body
         if "quantity" not in body:
-            return _error(400, "quantity", "required")
+            return error(400, "quantity", "required")
         return await self._stock_write(
             request, body, [self._adjustment(request, body, op, body["quantity"])]
         )
@@ -478,9 +464,9 @@ class IngestAPI:
         self, request: web.Request, body: dict[str, Any], adjustments: list[dict[str, Any]]
     ) -> web.Response:
         if not isinstance(body.get("warehouse"), str) or not body["warehouse"].strip():
-            return _error(400, "warehouse", "required: the warehouse this stock is in")
+            return error(400, "warehouse", "required: the warehouse this stock is in")
         if self.warehouses and body["warehouse"] not in self.warehouses:
-            return _error(
+            return error(
                 400,
                 "warehouse",
                 f"unknown warehouse {body['warehouse']!r}; the routing table declares "
@@ -489,10 +475,10 @@ class IngestAPI:
         for adj in adjustments:
             field = _FIELD_OF.get(adj["op"], "quantity")
             if type(adj["quantity"]) is not int:
-                return _error(400, field, f"must be an integer, got {adj['quantity']!r}")
+                return error(400, field, f"must be an integer, got {adj['quantity']!r}")
             ok, why = _QUANTITY_RULES[adj["op"]]
             if not ok(adj["quantity"]):
-                return _error(400, field, f"{why}, got {adj['quantity']}")
+                return error(400, field, f"{why}, got {adj['quantity']}")
         checked = msgspec.convert(adjustments, list[StockAdjustment])
         sku = self._sku(request)
         return await self._owner(f"/internal/stock/{_quote(sku)}", _json.encode(checked))

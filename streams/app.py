@@ -707,36 +707,42 @@ class Pipeline:
         if not self.settings.embedded:
             return
         through = publications.read_through(self.settings.data_path)
-        now = _now_ms()
         for store_name, topic in ((order_state.STORE, UNIQUE), (reserve.STORE, RESERVE)):
             for part in range(self.partitions):
-                if not self._owned(topic, part):
-                    continue
-                async with self.stores.using(store_name, part) as store:
-                    _, start = store.scan_hints.get(publications.PREFIX, (0, publications.PREFIX))
-                    rows = store.scan_range(start, publications.END, 20_000)
-                    done = publications.sweep(rows, self.epoch, through, now)
-                    if not done.updates:
-                        continue
-                    if done.resend:
-                        log.warning(
-                            "%s partition %d: %d messages of changes unread when the broker"
-                            " epoch ended: sending them again",
-                            store_name,
-                            part,
-                            len(done.resend),
-                        )
-                        metrics.CHANGES_RESENT.inc(len(done.resend))
-                    futs = [
-                        await self._send(p.topic, p.partition, p.value, p.kind) for p in done.resend
-                    ]
-                    await self.stores.commit(
-                        store,
-                        ChangelogEntry(done.updates, TIMER_INPUT, Position(self.epoch, now)),
-                        outputs=futs,
-                    )
-                    if done.first_kept is not None:
-                        store.scan_hints[publications.PREFIX] = (0, done.first_kept)
+                if self._owned(topic, part):
+                    async with self.stores.using(store_name, part) as store:
+                        await self._sweep_publications(store, through)
+
+    async def _sweep_publications(self, store: Any, through: dict[str, int]) -> None:
+        now = _now_ms()
+        _, start = store.scan_hints.get(publications.PREFIX, (0, publications.PREFIX))
+        done = publications.sweep(
+            store.iter_keys(start, publications.END), self.epoch, through, now
+        )
+        store.scan_hints[publications.PREFIX] = (0, done.next_start)
+        if not done.delete and not done.resend:
+            return
+        updates: list[tuple[bytes, bytes | None]] = [(k, None) for k in done.delete + done.resend]
+        pubs = [
+            p
+            for v in store.get_many(done.resend)
+            if v is not None
+            for p in publications.decode_pubs(v)
+        ]
+        futs = [await self._send(p.topic, p.partition, p.value, p.kind) for p in pubs]
+        if pubs:
+            log.warning(
+                "%s partition %d: %d messages of changes unread when the broker epoch ended:"
+                " sending them again",
+                store.name,
+                store.partition,
+                len(pubs),
+            )
+            metrics.CHANGES_RESENT.inc(len(pubs))
+            updates.append(publications.row(pubs, now, self.epoch))
+        await self.stores.commit(
+            store, ChangelogEntry(updates, TIMER_INPUT, Position(self.epoch, now)), outputs=futs
+        )
 
     def reload_rules(self) -> None:
         if self.rules_file.poll():

@@ -16,13 +16,13 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
 import msgspec
 
-PREFIX = b"pb:"  # + commit ms (8 bytes big-endian) + pid (4) + sequence (4)
+PREFIX = b"pb:"  # + commit ms (8 bytes big-endian) + epoch (32) + pid (4) + sequence (4)
 END = b"pb;"
 # The hub's "read through" comes from producer timestamps and fetch times; a row is deleted
 # only this far behind it (timestamps within a partition are not strictly ordered).
@@ -30,6 +30,8 @@ MARGIN_MS = 10_000
 # Kept at most this long even if the hub never reads them (the store stays bounded).
 MAX_AGE_MS = 900_000
 _EPOCH_LEN = 32
+_T = len(PREFIX)
+_E = _T + 8
 THROUGH_FILE = "sync-through.json"
 KEEP_EPOCHS = 16
 
@@ -54,62 +56,56 @@ def _epoch_bytes(epoch: str) -> bytes:
 
 
 def row(pubs: list[Publication], now: int, epoch: str) -> tuple[bytes, bytes]:
-    """The store row keeping ``pubs``, committed with the state that produced them."""
+    """The store row keeping ``pubs``, committed with the state that produced them. Time and
+    epoch are in the key: a sweep decides from keys alone and reads values only to resend."""
     seq = (next(_seq) & 0xFFFFFFFF).to_bytes(4, "big")
-    key = PREFIX + now.to_bytes(8, "big") + _PID + seq
-    return key, _epoch_bytes(epoch) + _pubs_enc.encode([tuple(p) for p in pubs])
+    key = PREFIX + now.to_bytes(8, "big") + _epoch_bytes(epoch) + _PID + seq
+    return key, _pubs_enc.encode([tuple(p) for p in pubs])
 
 
 def row_time(key: bytes) -> int:
-    return int.from_bytes(key[len(PREFIX) : len(PREFIX) + 8], "big")
+    return int.from_bytes(key[_T:_E], "big")
 
 
 def decode_pubs(value: bytes) -> list[Publication]:
-    return [Publication(*p) for p in _pubs_dec.decode(value[_EPOCH_LEN:])]
+    return [Publication(*p) for p in _pubs_dec.decode(value)]
 
 
 class Sweep(NamedTuple):
-    resend: list[Publication]  # an earlier epoch's, not read by the hub: send again
-    updates: list[tuple[bytes, bytes | None]]  # deletes, and the resent ones as rows of now
-    first_kept: bytes | None  # every row before this key is gone (where the next scan starts)
+    delete: list[bytes]  # read by the hub (or too old)
+    resend: list[bytes]  # an earlier epoch's, not read by the hub: send again, then delete
+    next_start: bytes  # every row before this key is decided (where the next scan starts)
 
 
-def sweep(
-    rows: list[tuple[bytes, bytes]], epoch: str, through: Mapping[str, int], now: int
-) -> Sweep:
-    """Decide each row: read by the hub (or too old) -> delete; this epoch's -> keep; an earlier
+def sweep(keys: Iterable[bytes], epoch: str, through: Mapping[str, int], now: int) -> Sweep:
+    """Decide rows in key (time) order: read by the hub, or too old -> delete; this epoch's
+    and unread -> keep, and stop (every later row of this epoch is newer still); an earlier
     epoch's that the hub had not read -> send again on this epoch.
 
     ``through``: per broker epoch, the time before which the hub had read every change. An
     epoch missing from it (the hub never said) counts as nothing read: sending a change twice
     is harmless (the hub drops copies, subscribers dedupe on order and version), losing one
-    is not.
+    is not. Rows of an earlier epoch are all older than this epoch's first (rows resent are
+    written anew), so the scan may stop at this epoch's first unread row.
     """
     mine = _epoch_bytes(epoch)
-    resend: list[Publication] = []
-    updates: list[tuple[bytes, bytes | None]] = []
-    first_kept: bytes | None = None
-    stamps = {_epoch_bytes(e): t for e, t in through.items()}
-    for key, value in rows:
+    stamps = {_epoch_bytes(e): t - MARGIN_MS for e, t in through.items()}
+    oldest = now - MAX_AGE_MS
+    delete: list[bytes] = []
+    resend: list[bytes] = []
+    next_start = PREFIX
+    for key in keys:
         at = row_time(key)
-        stamp = value[:_EPOCH_LEN]
+        stamp = key[_E : _E + _EPOCH_LEN]
         read = stamps.get(stamp)
-        if at < now - MAX_AGE_MS or (read is not None and at < read - MARGIN_MS):
-            updates.append((key, None))
+        if at < oldest or (read is not None and at < read):
+            delete.append(key)
         elif stamp == mine:
-            if first_kept is None:
-                first_kept = key
+            return Sweep(delete, resend, key)
         else:
-            resend += decode_pubs(value)
-            updates.append((key, None))
-    if resend:
-        new_key, new_value = row(resend, now, epoch)
-        updates.append((new_key, new_value))
-        if first_kept is None or new_key < first_kept:
-            first_kept = new_key
-    if first_kept is None and updates:
-        first_kept = updates[-1][0] + b"\x00"
-    return Sweep(resend, updates, first_kept)
+            resend.append(key)
+        next_start = key + b"\x00"
+    return Sweep(delete, resend, next_start)
 
 
 # -- how far the hub has read, per epoch: written by the API process, read by workers ----------

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -175,6 +175,18 @@ class PartitionStore:
             out.append((key, it.value()))
             it.next()
         return out
+
+    def iter_keys(self, start: bytes, end: bytes) -> Iterator[bytes]:
+        """Keys in [start, end), ascending, read lazily: the caller stops when it knows enough."""
+        it, bound = self._bounded_iter(end)
+        it.seek(start)
+        while it.valid():
+            key = it.key()
+            if key >= end:
+                break
+            yield key
+            it.next()
+        del bound
 
     def scan_last(self, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
         """The ``limit`` greatest keys under ``prefix``, newest first."""

@@ -23,6 +23,7 @@ from aiohttp import WSMsgType, web
 
 from core.subscription import EventFilter, FilterError, parse_filter
 from streams import metrics
+from streams.http_errors import error
 from streams.sync_log import SyncEvent, SyncLog
 
 log = logging.getLogger("orderstream.subscribers")
@@ -45,11 +46,6 @@ class Subscriber:
         self.dropped = ""  # why orderstream disconnected it
         # events behind the head at the last check; none yet, so the first check only records
         self.behind: int | None = None
-
-
-def error(status: int, field: str, reason: str) -> web.Response:
-    body = {"error": {"field": field, "reason": reason}}
-    return web.Response(status=status, body=_json.encode(body), content_type="application/json")
 
 
 class SubscriberHub:

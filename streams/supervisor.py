@@ -466,22 +466,10 @@ class Supervisor:
             self.broker.stop()
             await asyncio.sleep(0.5)
             self.broker.start()
-            await wait_for_broker(s.bootstrap_servers, timeout=60)
-            self.epoch = await ensure_cluster(
-                s.bootstrap_servers,
-                service_topics(s),
-                repair=True,
-            )
-            api.status["epoch"] = self.epoch
-            metrics.BROKER_EPOCHS.inc()
             metrics.BROKER_REPLACEMENTS.labels("memory_budget").inc()
-            forwarder.replay()
         finally:
             forwarder.paused = False
-        self._start_io(forwarder, settler)
-        for w in self.workers:
-            if not w.alive():
-                w.start()
+        await self._new_epoch(forwarder, settler, api, broker_timeout=60)
         self._last_replacement = time.monotonic()
         log.warning(
             "broker replaced in %.1fs (epoch %s): memory now %d MiB",
@@ -551,7 +539,6 @@ class Supervisor:
         with the wrong partition count; then topics are created, a new epoch is written, the
         journal replays everything not yet recorded, and workers start again.
         """
-        s = self.settings
         why = "died" if broker_died else "came back empty (new epoch)"
         log.warning("broker %s: recovering", why)
         # With the broker gone a worker cannot commit anything, and its state survives SIGKILL
@@ -563,19 +550,28 @@ class Supervisor:
             # On the loop's own thread: PR_SET_PDEATHSIG fires when the *thread* that started
             # the child exits, so a pool thread must not start it (it blocks ~0.1 s).
             self.broker.start()
-        await wait_for_broker(s.bootstrap_servers, timeout=300)
-        self.epoch = await ensure_cluster(
-            s.bootstrap_servers,
-            service_topics(s),
-            repair=True,
-        )
+        await self._new_epoch(forwarder, settler, api, broker_timeout=300)
+        log.info("recovered onto broker epoch %s", self.epoch)
+
+    async def _new_epoch(
+        self,
+        forwarder: Forwarder,
+        settler: SettleListener,
+        api: IngestAPI,
+        broker_timeout: float,
+    ) -> None:
+        """A fresh (empty) broker with the workers stopped: create the topics, write a new
+        epoch, replay the journal, then start the journal's I/O and the workers on it."""
+        s = self.settings
+        await wait_for_broker(s.bootstrap_servers, timeout=broker_timeout)
+        self.epoch = await ensure_cluster(s.bootstrap_servers, service_topics(s), repair=True)
         api.status["epoch"] = self.epoch
         metrics.BROKER_EPOCHS.inc()
         forwarder.replay()
         self._start_io(forwarder, settler)
         for w in self.workers:
-            w.start()
-        log.info("recovered onto broker epoch %s", self.epoch)
+            if not w.alive():
+                w.start()
 
 
 def serve(settings: Settings) -> None:

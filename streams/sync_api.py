@@ -9,7 +9,8 @@ import msgspec
 from aiohttp import web
 
 from core.subscription import FilterError, parse_filter
-from streams.subscribers import SubscriberHub, error
+from streams.http_errors import error, json_object
+from streams.subscribers import SubscriberHub
 from streams.webhooks import Webhooks, check_url
 
 _json = msgspec.json.Encoder()
@@ -52,12 +53,9 @@ class SyncAPI:
     async def post_webhook(self, request: web.Request) -> web.Response:
         """Register ``{"url", "filter"?, "secret"?, "description"?}``; the answer shows the
         signing secret once (a generated one unless given)."""
-        try:
-            body = msgspec.json.decode(await request.read())
-        except msgspec.DecodeError as exc:
-            return error(400, "$", f"body is not JSON: {exc}")
-        if not isinstance(body, dict):
-            return error(400, "$", "body must be a JSON object")
+        body = await json_object(request)
+        if isinstance(body, web.Response):
+            return body
         unknown = set(body) - {"url", "filter", "secret", "description"}
         if unknown:
             return error(

@@ -12,7 +12,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from bench.flood import serve_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,19 +79,7 @@ class Service:
         env = dict(os.environ, **self.env)
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streams.cli",
-                "serve",
-                "--data-dir",
-                str(self.data_dir),
-                "--http-port",
-                str(self.http_port),
-                "--broker-port",
-                str(self.broker_port),
-                *self.args,
-            ],
+            [*serve_argv(self.data_dir, self.http_port, self.broker_port), *self.args],
             cwd=ROOT,
             env=env,
             stdout=open(self.log_path, "ab"),

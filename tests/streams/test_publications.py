@@ -14,6 +14,7 @@ from streams.publications import (
     MARGIN_MS,
     MAX_AGE_MS,
     Publication,
+    Sweep,
     decode_pubs,
     read_through,
     row,
@@ -31,44 +32,52 @@ PUB = Publication("orders.changes", 3, b"changes", b"\x91\x01")
 def test_row_keeps_what_was_sent_in_time_order() -> None:
     k1, v1 = row([PUB], NOW, "e1")
     k2, _ = row([PUB, PUB], NOW, "e1")
-    k3, _ = row([PUB], NOW + 1, "e1")
+    k3, _ = row([PUB], NOW + 1, "e0")
     assert k1.startswith(publications.PREFIX) and k1 < k2 < k3 < publications.END
     assert row_time(k1) == NOW
     assert decode_pubs(v1) == [PUB]
 
 
+def _keys(*rows: tuple[int, str]) -> list[bytes]:
+    return sorted(row([PUB], at, epoch)[0] for at, epoch in rows)
+
+
 def test_this_epochs_rows_stay_until_the_hub_has_read_them() -> None:
-    rows = [row([PUB], NOW - 30_000, "e1"), row([PUB], NOW - 1_000, "e1")]
-    kept = sweep(rows, "e1", {}, NOW)
-    assert kept.resend == [] and kept.updates == [] and kept.first_kept == rows[0][0]
+    old, new = _keys((NOW - 30_000, "e1"), (NOW - 1_000, "e1"))
+    kept = sweep([old, new], "e1", {}, NOW)
+    assert kept == Sweep([], [], old)  # nothing known: keep, and the next scan starts here
     # the hub read through NOW - 15 s: the older row (30 s) is behind it by more than the margin
-    done = sweep(rows, "e1", {"e1": NOW - 15_000}, NOW)
-    assert done.updates == [(rows[0][0], None)] and done.first_kept == rows[1][0]
-    assert done.resend == []
+    done = sweep([old, new], "e1", {"e1": NOW - 15_000}, NOW)
+    assert done == Sweep([old], [], new)
 
 
 def test_rows_past_max_age_go_even_if_the_hub_never_read_them() -> None:
-    rows = [row([PUB], NOW - MAX_AGE_MS - 1, "e1")]
-    done = sweep(rows, "e1", {}, NOW)
-    assert done.updates == [(rows[0][0], None)] and done.first_kept > rows[0][0]
+    (key,) = _keys((NOW - MAX_AGE_MS - 1, "e1"))
+    done = sweep([key], "e1", {}, NOW)
+    assert done.delete == [key] and done.next_start > key
 
 
-def test_an_earlier_epochs_unread_rows_are_sent_again_as_rows_of_this_epoch() -> None:
-    other = Publication("stock.changes", 1, b"stock_change", b"x")
-    read = row([PUB], NOW - 60_000, "old")
-    unread = row([PUB, other], NOW - 2_000, "old")
-    unknown = row([other], NOW - 3_000, "older")  # the hub never said: counts as unread
-    mine = row([PUB], NOW - 500, "new")
+def test_an_earlier_epochs_unread_rows_are_sent_again() -> None:
+    read, unknown, unread, mine, later = _keys(
+        (NOW - 60_000, "old"),
+        (NOW - 3_000, "older"),  # the hub never said: counts as unread
+        (NOW - 2_000, "old"),
+        (NOW - 500, "new"),
+        (NOW - 400, "new"),
+    )
     through = {"old": NOW - 20_000, "new": 0}
-    done = sweep(sorted([read, unread, unknown, mine]), "new", through, NOW)
-    assert sorted(done.resend) == sorted([other, PUB, other])
-    deleted = {k for k, v in done.updates if v is None}
-    assert deleted == {read[0], unread[0], unknown[0]}
-    new_key, new_value = next((k, v) for k, v in done.updates if v is not None)
-    assert row_time(new_key) == NOW and sorted(decode_pubs(new_value)) == sorted(done.resend)
-    # the next sweep on this epoch keeps them (the hub has not read them yet), resends nothing
-    again = sweep([mine, (new_key, new_value)], "new", through, NOW + 5_000)
-    assert again.resend == [] and again.updates == []
+    done = sweep(iter([read, unknown, unread, mine, later]), "new", through, NOW)
+    assert done == Sweep([read], [unknown, unread], mine)
+
+
+def test_the_scan_stops_at_this_epochs_first_unread_row() -> None:
+    keys = _keys((NOW - 3_000, "e1"), (NOW - 2_000, "e1"))
+
+    def lazily():  # type: ignore[no-untyped-def]
+        yield keys[0]
+        raise AssertionError("read past the first row that is kept")
+
+    assert sweep(lazily(), "e1", {}, NOW) == Sweep([], [], keys[0])
 
 
 @given(
@@ -78,30 +87,35 @@ def test_an_earlier_epochs_unread_rows_are_sent_again_as_rows_of_this_epoch() ->
     st.dictionaries(st.sampled_from(["a", "b", "c"]), st.integers(0, 2 * MAX_AGE_MS)),
 )
 def test_nothing_unread_is_dropped_and_nothing_read_is_resent(
-    ages: list[tuple[int, str]], through: dict[str, int]
+    ages: list[tuple[int, str]], ago: dict[str, int]
 ) -> None:
-    """Every row is either kept (this epoch, unread), resent (earlier epoch, unread) or deleted
-    (read with margin, or too old); the first kept key bounds the next scan."""
+    """Earlier epochs' rows all precede this epoch's (as in a store: resent rows are written
+    anew). Every row before the stop is deleted (read or too old) or resent (unread, earlier
+    epoch); the stop is this epoch's first unread row; nothing after it is touched."""
     now = 3 * MAX_AGE_MS
-    rows = sorted(
-        row([PUB._replace(value=b"%d" % i)], now - age, e) for i, (age, e) in enumerate(ages)
-    )
-    through = {e: now - t for e, t in through.items()}
-    done = sweep(rows, "a", through, now)
-    deleted = {k for k, v in done.updates if v is None}
-    resent = {p.value for p in done.resend}
-    for key, value in rows:
-        at, epoch = row_time(key), value[:32].rstrip().decode()
+    earlier = sorted(row([PUB], now - a, e)[0] for a, e in ages if e != "a")
+    mine = sorted(row([PUB], now - a // 4, "a")[0] for a, e in ages if e == "a")
+    if earlier and mine and row_time(mine[0]) < row_time(earlier[-1]):
+        return
+    keys = earlier + mine
+    through = {e: now - t for e, t in ago.items()}
+    done = sweep(keys, "a", through, now)
+    decided = set(done.delete) | set(done.resend)
+    for key in keys:
+        at, epoch = row_time(key), key[11:43].rstrip().decode()
         read = epoch in through and at < through[epoch] - MARGIN_MS
         too_old = at < now - MAX_AGE_MS
-        pub = decode_pubs(value)[0].value
-        if read or too_old:
-            assert key in deleted and pub not in resent
-        elif epoch == "a":
-            assert key not in deleted and pub not in resent
-            assert done.first_kept is not None and done.first_kept <= key
+        if key >= done.next_start:
+            assert epoch == "a" and key not in decided
+            assert key == done.next_start or key > done.next_start
+        elif read or too_old:
+            assert key in done.delete
         else:
-            assert key in deleted and pub in resent
+            assert epoch != "a" and key in done.resend
+    stop = [k for k in keys if k >= done.next_start]
+    if stop:
+        at = row_time(stop[0])
+        assert not (at < now - MAX_AGE_MS or ("a" in through and at < through["a"] - MARGIN_MS))
 
 
 def test_through_file_round_trip_and_garbage(tmp_path: Path) -> None:
