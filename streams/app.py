@@ -723,12 +723,13 @@ class Pipeline:
         if not done.delete and not done.resend:
             return
         updates: list[tuple[bytes, bytes | None]] = [(k, None) for k in done.delete + done.resend]
-        pubs = [
-            p
-            for v in store.get_many(done.resend)
-            if v is not None
-            for p in publications.decode_pubs(v)
-        ]
+        pubs: list[Publication] = []
+        for key, value in zip(done.resend, store.get_many(done.resend), strict=True):
+            got = publications.decode_pubs(value) if value is not None else []
+            if got is None:
+                log.error("%s: undecodable publication row %r dropped", store.name, key[:11])
+                continue
+            pubs += got
         futs = [await self._send(p.topic, p.partition, p.value, p.kind) for p in pubs]
         if pubs:
             log.warning(

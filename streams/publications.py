@@ -67,8 +67,14 @@ def row_time(key: bytes) -> int:
     return int.from_bytes(key[_T:_E], "big")
 
 
-def decode_pubs(value: bytes) -> list[Publication]:
-    return [Publication(*p) for p in _pubs_dec.decode(value)]
+def decode_pubs(value: bytes) -> list[Publication] | None:
+    """None for a row that does not decode (written by another version): it is dropped with
+    an error in the log; a sweep must never stop a worker (a timer's exception would, over and
+    over)."""
+    try:
+        return [Publication(*p) for p in _pubs_dec.decode(value)]
+    except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
+        return None
 
 
 class Sweep(NamedTuple):
