@@ -43,8 +43,9 @@ Loopback only; it starts everything itself. In order:
    accepted after the fault seen; ``backlog`` = fault -> the last order accepted before the fault
    seen; ``normal`` = fault -> end-to-end latency back under 2.5 s (and staying there 5 s).
 7. Drain: journal depth 0 in ``/health`` with every worker processing, every accepted order
-   seen by the fast subscriber, the sync log head quiet for 2 s (SLA timers keep adding changes,
-   so "quiet" gives up after 20 s).
+   seen by the fast subscriber, no consumer lag on any topic for 5 s (reservation round trips
+   queue behind the first changes under a backlog: the stores are checked at rest), the sync
+   log head quiet for 2 s (SLA timers keep adding changes, so "quiet" gives up after 20 s).
 
 Checks (any miss exits 1 and prints the ids involved):
 
@@ -1255,9 +1256,24 @@ class Soak:
             await asyncio.sleep(0.25)
         unseen = sorted(expected - fast.first.keys())
         seen_s = time.monotonic() - t
+        # The first change of every order is out; reservation round trips (order -> SKU
+        # partition -> order) may still queue behind them: wait until no consumer group lags
+        # on any topic for 5 s (the lag gauges refresh every 2 s), so the stores are checked at
+        # rest; then for the sync log to stop growing (SLA timers may keep it growing: 20 s).
+        lag: dict[str, float] = {}
+        still_since = time.monotonic()
+        while time.monotonic() - t < limit:
+            lag = metric_sums(await api.text("/metrics"), "orderstream_consumer_lag")
+            if any(lag.values()):
+                still_since = time.monotonic()
+            elif time.monotonic() - still_since >= 5.0:
+                break
+            await asyncio.sleep(0.5)
+        at_rest = not any(lag.values())
+        settled_s = time.monotonic() - t
         head = -1
         quiet_since = time.monotonic()
-        while time.monotonic() - quiet_since < 2.0 and time.monotonic() - t < seen_s + 20:
+        while time.monotonic() - quiet_since < 2.0 and time.monotonic() - t < settled_s + 20:
             _, subs = await api.call("GET", "/v1/subscribers")
             if subs["head"] != head:
                 head, quiet_since = subs["head"], time.monotonic()
@@ -1265,13 +1281,18 @@ class Soak:
         quiet = time.monotonic() - quiet_since >= 2.0
         print(
             f"drained: journal empty after {journal_s:.1f}s, all accepted orders at the "
-            f"subscriber after {seen_s:.1f}s ({len(unseen)} never), changes "
+            f"subscriber after {seen_s:.1f}s ({len(unseen)} never), "
+            + (f"no consumer lag after {settled_s:.1f}s" if at_rest else f"consumer lag {lag}")
+            + ", changes "
             + ("quiet" if quiet else "still flowing (SLA timers)"),
             flush=True,
         )
+        if not at_rest:
+            self.fail(f"pipeline not at rest after {limit:.0f}s: consumer lag {lag}")
         return {
             "journal_empty_s": round(journal_s, 1),
             "all_seen_s": round(seen_s, 1),
+            "settled_s": round(settled_s, 1),
             "unseen": unseen,
             "quiet": quiet,
         }
