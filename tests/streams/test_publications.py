@@ -22,6 +22,7 @@ from streams.publications import (
     sweep,
     write_through,
 )
+from streams.store import ChangelogEntry, PartitionStore
 from streams.sync_feed import SyncFeed, event_data
 from streams.sync_log import NewEvent, SyncLog
 
@@ -150,3 +151,28 @@ def test_a_new_epoch_freezes_the_old_read_position_and_drops_copies_it_holds(
     assert hash(b'{"v":3}') in feed._known and hash(b'{"v":9}') not in feed._known
     # a restarted hub remembers the earlier epochs' positions from the file
     assert _feed(tmp_path, "sync2")._epochs["e1"] == NOW - 1000
+
+
+def test_a_sweep_over_a_real_store_reads_only_what_it_decides(tmp_path: Path) -> None:
+    """On RocksDB: rows around other prefixes, the sweep pulls keys lazily and stops at this
+    epoch's first unread row; the resent rows' values come back whole."""
+    store = PartitionStore(tmp_path, "orders", 0)
+    try:
+        old = [row([PUB._replace(value=b"%d" % i)], NOW - 9_000 + i, "old") for i in range(3)]
+        mine = [row([PUB], NOW - 1_000 + i, "new") for i in range(3)]
+        other = [(b"os_1", b"record"), (b"pb", b"not a row"), (b"pb;", b"after the range")]
+        store.write(ChangelogEntry([*old, *mine, *other], "t", None), None)
+        pulled: list[bytes] = []
+
+        def keys():  # type: ignore[no-untyped-def]
+            for k in store.iter_keys(publications.PREFIX, publications.END):
+                pulled.append(k)
+                yield k
+
+        done = sweep(keys(), "new", {"old": NOW - 60_000}, NOW)
+        assert done == Sweep([], [k for k, _ in old], mine[0][0])
+        assert pulled == [k for k, _ in old] + [mine[0][0]]
+        values = store.get_many(done.resend)
+        assert [p.value for v in values for p in decode_pubs(v) or []] == [b"0", b"1", b"2"]
+    finally:
+        store.close()
