@@ -676,28 +676,33 @@ class Pipeline:
     async def resend_unanswered(self) -> None:
         """Reservation requests whose answer never came (lost with a broker): send again.
 
-        Runs at start (a new epoch: what the old broker held is gone) and every 10 s."""
+        Runs every 10 s over the whole outbox, a page at a time (the store is free between
+        pages): after a broker loss under a backlog it holds tens of thousands of requests, and
+        a scan of only its first page left the rest pending for good."""
         now = _now_ms()
+        page = 5000
         for part in range(self.partitions):
-            if not self._owned(UNIQUE, part):
-                continue
-            async with self.stores.using(order_state.STORE, part) as store:
-                rows = store.scan(order_state.OUTBOX_PREFIX, 5000)
-                requests, updates = order_state.due_resends(rows, now, self.epoch)
-                if not requests:
-                    continue
-                log.warning(
-                    "partition %d: %d reservation requests unanswered, resending",
-                    part,
-                    len(requests),
-                )
-                metrics.RESERVATION_RESENDS.inc(len(requests))
-                futs = await self._send_requests(requests)
-                await self.stores.commit(
-                    store,
-                    ChangelogEntry(updates, TIMER_INPUT, Position(self.epoch, now)),
-                    outputs=futs,
-                )
+            start = order_state.OUTBOX_PREFIX
+            while self._owned(UNIQUE, part):
+                async with self.stores.using(order_state.STORE, part) as store:
+                    rows = store.scan_range(start, order_state.OUTBOX_END, page)
+                    requests, updates = order_state.due_resends(rows, now, self.epoch)
+                    if requests:
+                        log.warning(
+                            "partition %d: %d reservation requests unanswered, resending",
+                            part,
+                            len(requests),
+                        )
+                        metrics.RESERVATION_RESENDS.inc(len(requests))
+                        futs = await self._send_requests(requests)
+                        await self.stores.commit(
+                            store,
+                            ChangelogEntry(updates, TIMER_INPUT, Position(self.epoch, now)),
+                            outputs=futs,
+                        )
+                if len(rows) < page:
+                    break
+                start = rows[-1][0] + b"\x00"
 
     async def republish_unread(self) -> None:
         """Changes the sync hub had not read when a broker epoch ended: send them again.
