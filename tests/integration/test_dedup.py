@@ -173,6 +173,11 @@ def test_worker_killed_mid_flood_creates_no_false_duplicate_and_misses_none(
     sender.join(180)
     assert not sender.is_alive()
     svc.wait_drained(timeout=180)
+    # every order is recorded; the killed worker may still be rejoining (its partitions are
+    # answered 404/503 meanwhile): read once every worker holds partitions again
+    deadline = time.monotonic() + 120
+    while not svc.health().get("processing") and time.monotonic() < deadline:
+        time.sleep(0.2)
     ids = sorted({o.order_id for o in orders if o.label != "invalid"})
     with ThreadPoolExecutor(8) as pool:
         docs = list(pool.map(lambda oid: svc.get_order(oid), ids))
