@@ -685,7 +685,7 @@ class Pipeline:
             start = order_state.OUTBOX_PREFIX
             while self._owned(UNIQUE, part):
                 async with self.stores.using(order_state.STORE, part) as store:
-                    rows = store.scan_range(start, order_state.OUTBOX_END, page)
+                    rows = store.scan(order_state.OUTBOX_PREFIX, page, start)
                     requests, updates = order_state.due_resends(rows, now, self.epoch)
                     if requests:
                         log.warning(

@@ -151,10 +151,13 @@ class PartitionStore:
         ro.set_iterate_upper_bound(end)
         return self.db.iter(ro), ro
 
-    def scan(self, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+    def scan(
+        self, prefix: bytes, limit: int, start: bytes | None = None
+    ) -> list[tuple[bytes, bytes]]:
+        """Keys under ``prefix``, ascending, from ``start`` on (a page after the previous)."""
         out = []
         it, _bound = self._bounded_iter(_prefix_end(prefix))  # _bound: alive while iterating
-        it.seek(prefix)
+        it.seek(max(prefix, start or prefix))
         while it.valid() and len(out) < limit:
             key = it.key()
             if not key.startswith(prefix):

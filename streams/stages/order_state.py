@@ -62,7 +62,6 @@ review_decoder = msgspec.msgpack.Decoder(ReviewItem)
 # backlog) too. The ledger answers a repeat as it answered the first (reserve, release and
 # deduct are idempotent per order, SKU and attempt).
 OUTBOX_PREFIX = b"ob:"
-OUTBOX_END = b"ob;"
 RESEND_AFTER_MS = 600_000
 _EPOCH_LEN = 32
 outbox_epoch = ""  # the broker epoch this worker runs in (set by the app at start)

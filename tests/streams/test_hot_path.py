@@ -233,6 +233,10 @@ def test_bounded_scans_agree_with_a_model(tmp_path: Path) -> None:
             assert [k for k, _ in store.scan(prefix, 10**6)] == sorted(
                 k for k in keys if k.startswith(prefix)
             )
+            start = bytes(rnd.choice(b"ab:\xff\x00") for _ in range(rnd.randint(0, 4)))
+            assert [k for k, _ in store.scan(prefix, 10**6, start)] == sorted(
+                k for k in keys if k.startswith(prefix) and k >= start
+            )
             lo, hi = sorted([prefix, bytes(rnd.choice(b"ab:\xff") for _ in range(2))])
             assert [k for k, _ in store.scan_range(lo, hi, 10**6)] == sorted(
                 k for k in keys if lo <= k < hi
