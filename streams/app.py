@@ -52,7 +52,7 @@ from core.skus import SkuCatalog
 from core.sla import DEADLINE_PREFIX, SlaPolicy, decode_deadline, due_until
 from core.state_machine import EventError, OrderEvent, Refusal, validate_event
 from ext import kafka_partition
-from streams import faust_tuning, kafka_client, metrics, publications
+from streams import faust_tuning, kafka_client, malloc, metrics, publications
 from streams.cluster import probe_epoch
 from streams.envelope import (
     ALERT_CODEC,
@@ -122,6 +122,7 @@ ENVELOPE_TAKE = 128  # how long an agent waits to fill a batch when the topic is
 # into the older generations).
 GC_THRESHOLDS = (20_000, 20, 20)
 GC_FREEZE_AFTER_S = 3.0
+MALLOC_TRIM_S = 30.0  # returning free heap pages costs a few ms; the budget samples every 2 s
 
 
 def _now_ms() -> int:
@@ -1047,6 +1048,11 @@ class Pipeline:
         @app.timer(interval=5.0)
         async def changes_republish() -> None:
             await self.republish_unread()
+
+        @app.timer(interval=MALLOC_TRIM_S)
+        async def release_free_memory() -> None:
+            # after a backlog the heap's freed pages stay resident until trimmed
+            malloc.trim()
 
         @app.timer(interval=2.0)
         async def rules_reload() -> None:

@@ -11,6 +11,7 @@ import sys
 import time
 from typing import Any
 
+from streams import malloc, rocks
 from streams.settings import SettingsError, load_settings
 
 
@@ -209,6 +210,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"orderstream: {problem}", file=sys.stderr)
         sys.exit(2)
 
+    malloc.limit_arenas()  # before the process starts threads (RocksDB, Kafka client, executors)
+    rocks.configure(settings.rocksdb_memory_mb)
     if args.command == "serve":
         # prometheus-client picks its value store when first imported: the multiprocess
         # directory must be set before anything imports it.

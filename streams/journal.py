@@ -26,7 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import msgspec
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import Rdict, WriteBatch, WriteOptions
+
+from streams import rocks
 
 log = logging.getLogger("orderstream.journal")
 
@@ -64,9 +66,7 @@ def _key(seq: int) -> bytes:
 class IngestJournal:
     def __init__(self, path: Path, max_entries: int, fsync: bool = True) -> None:
         path.mkdir(parents=True, exist_ok=True)
-        opts = Options(raw_mode=True)
-        opts.create_if_missing(True)
-        self.db = Rdict(str(path), opts)
+        self.db = Rdict(str(path), rocks.options())
         self.max_entries = max_entries
         self._write_opts = WriteOptions()
         self._write_opts.sync = fsync

@@ -110,6 +110,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # supervisor drains the pipeline and replaces the broker with an empty one (the journal and
     # the stores are the truth). 0 = no budget.
     memory_budget_mb: int = 0
+    # RocksDB memory per process (memtables + block cache with indexes and filters), shared by
+    # all its stores: bounds a worker's stores to this whatever their number or size.
+    rocksdb_memory_mb: int = 64
     # An external cluster's security (passed to every Kafka client, the workers' included):
     # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; SASL mechanism PLAIN, SCRAM-SHA-256 or
     # SCRAM-SHA-512. Give the password through ORDERSTREAM_KAFKA_SASL_PASSWORD, not a file.
@@ -141,6 +144,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             (0 < self.http_port < 65536, "http_port", "must be a TCP port"),
             (0 < self.broker_port < 65536, "broker_port", "must be a TCP port"),
             (self.journal_max_entries >= 1, "journal_max_entries", "must be >= 1"),
+            (self.rocksdb_memory_mb >= 8, "rocksdb_memory_mb", "must be >= 8"),
             (
                 0 < self.near_duplicate_window_s <= 86400,
                 "near_duplicate_window_s",

@@ -26,9 +26,9 @@ from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from rocksdict import BlockBasedOptions, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
+from rocksdict import Rdict, ReadOptions, WriteBatch, WriteOptions
 
-from streams import kafka_client
+from streams import kafka_client, rocks
 from streams.stages.dedup import EXACT_STORE, RECIPIENT_STORE
 from streams.topics import changelog_topic
 
@@ -90,13 +90,9 @@ class PartitionStore:
         self.partition = partition
         self.path = root / name / str(partition)
         self.path.mkdir(parents=True, exist_ok=True)
-        opts = Options(raw_mode=True)
-        opts.create_if_missing(True)
         # Most point reads of the hot path miss (new order ids, new recipients, new SKUs'
         # reservations): a bloom filter answers those without reading every SST's index.
-        table = BlockBasedOptions()
-        table.set_bloom_filter(10, False)
-        opts.set_block_based_table_factory(table)
+        opts = rocks.options(bloom=True)
         self.db = Rdict(str(self.path), opts)
         # per-process scan positions of the stages' due-row index scans (streams.stages.dedup)
         self.scan_hints: dict[bytes, tuple[int, bytes]] = {}

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import msgspec
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import Rdict, WriteBatch, WriteOptions
+
+from streams import rocks
 
 CHUNK_PREFIX = b"c"  # + first event id (8 bytes big-endian) -> up to CHUNK events
 CHUNK = 1000
@@ -58,9 +60,7 @@ def chunk_key(first: int) -> bytes:
 class SyncLog:
     def __init__(self, path: Path, memory_events: int, retention_events: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        opts = Options(raw_mode=True)
-        opts.create_if_missing(True)
-        self.db = Rdict(str(path), opts)
+        self.db = Rdict(str(path), rocks.options())
         self._write_opts = WriteOptions()  # WAL, no fsync: survives a crash of this process
         self.memory_events = max(1000, memory_events)
         self.retention = max(self.memory_events, retention_events)
