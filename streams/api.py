@@ -8,6 +8,7 @@ normalisation happens in the stream (normalise stage), where rejections become d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import urllib.parse
@@ -26,6 +27,7 @@ from core.state_machine import EventError, validate_event
 from streams import metrics
 from streams.http_errors import error, json_object
 from streams.journal import IngestJournal, JournalEntry, JournalFull
+from streams.stages import dead_letters, order_state
 
 log = logging.getLogger("orderstream.api")
 
@@ -40,6 +42,13 @@ class Accepted(msgspec.Struct, omit_defaults=True):
 
 
 _json = msgspec.json.Encoder()
+
+
+class _NotFound(msgspec.Struct):
+    searched: list[str] = []
+
+
+_searched = msgspec.json.Decoder(_NotFound)
 
 
 class _Children(dict):  # type: ignore[type-arg]
@@ -63,6 +72,8 @@ _INGESTED = _Children(metrics.INGESTED, "http")
 # An order over max_order_bytes is not an order: its dead letter keeps this much of it, enough
 # to see what it was, while a flood of them cannot bloat the journal, the DLQ or its store.
 OVERSIZE_KEEP_BYTES = 4096
+# where an order id can be found: its record, or its dead letter (each partition has one owner)
+ORDER_STORES = frozenset({order_state.STORE, dead_letters.STORE})
 
 
 # Raised by the service (timers, the reservation saga, dedup): a client sending them would forge
@@ -284,11 +295,19 @@ class IngestAPI:
     async def get_order(self, request: web.Request) -> web.Response:
         oid = request.match_info["order_id"]
         answers = await self._workers(f"/internal/orders/{oid}")
+        searched: set[str] = set()
         for status, body in answers:
             if status == 200:
                 return web.Response(body=body, content_type="application/json")
-        if any(status != 404 for status, _ in answers):
-            resp = error(503, "order_id", "a worker that may hold this order is not answering")
+            if status == 404:
+                with contextlib.suppress(msgspec.DecodeError):  # not the lookup's own 404
+                    searched.update(_searched.decode(body).searched)
+        if searched != ORDER_STORES:
+            # a worker down, or a partition between owners (a rebalance after a worker crash):
+            # "unknown" would be a guess, so say when to ask again
+            resp = error(
+                503, "order_id", "the partitions that may hold this order are changing owners"
+            )
             resp.headers["Retry-After"] = "1"
             return resp
         return error(

@@ -1067,10 +1067,12 @@ class Pipeline:
 
         @app.page("/internal/orders/{order_id}")
         async def get_order(web: Any, request: Any, order_id: str) -> Any:
-            found = await self.lookup_order(order_id)
-            if found is None:
-                return aioweb.json_response({"found": False}, status=404)
-            return aioweb.Response(body=found, content_type="application/json")
+            found, searched = await self.lookup_order(order_id)
+            if found is not None:
+                return aioweb.Response(body=found, content_type="application/json")
+            if not searched:  # owns neither partition that could hold it
+                return aioweb.json_response({"reason": "not the owner"}, status=421)
+            return aioweb.json_response({"found": False, "searched": searched}, status=404)
 
         @app.page("/internal/review")
         async def list_review(web: Any, request: Any) -> Any:
@@ -1127,27 +1129,27 @@ class Pipeline:
         except Exception:
             return False
 
-    async def lookup_order(self, order_id: str) -> bytes | None:
+    async def lookup_order(self, order_id: str) -> tuple[bytes | None, list[str]]:
+        """The order's view (or its dead letter), and which of the two stores that could hold
+        it this worker owns: "not found" is only an answer once both owners said so."""
         part = kafka_partition(order_id.encode(), self.partitions)
         key = order_id.encode()
+        searched = []
         if self._owned(UNIQUE, part):
+            searched.append(order_state.STORE)
             async with self.stores.using(order_state.STORE, part) as store:
                 raw = store.get(key)
             if raw is not None:
-                return msgspec.json.encode(order_state.order_view(record_decoder.decode(raw)))
+                return msgspec.json.encode(order_state.order_view(record_decoder.decode(raw))), []
         if self._owned(DLQ, part):
+            searched.append(dead_letters.STORE)
             async with self.stores.using(dead_letters.STORE, part) as store:
                 raw = store.get(dead_letters.BY_ID + key)
             if raw is not None:
-                letter = dead_letters.letter_decoder.decode(raw)
-                return msgspec.json.encode(
-                    {
-                        "id": order_id,
-                        "state": "dead_lettered",
-                        "dead_letter": _letter_json(letter),
-                    }
-                )
-        return None
+                letter = _letter_json(dead_letters.letter_decoder.decode(raw))
+                view = {"id": order_id, "state": "dead_lettered", "dead_letter": letter}
+                return msgspec.json.encode(view), []
+        return None, searched
 
     async def review_queue(self, limit: int) -> list[ReviewItem]:
         out: list[ReviewItem] = []
