@@ -182,6 +182,9 @@ def ceilings() -> list[tuple[str, float, str]]:
     return out
 
 
+RSS_EVERY_S = 2.0
+
+
 def process_rss(pids: list[int]) -> dict[str, float]:
     """Resident MiB by role (api, broker, worker summed)."""
     out: dict[str, float] = defaultdict(float)
@@ -208,6 +211,42 @@ async def sample_rss(root: int, t0: float, out: list[dict[str, float]], every: f
         row = {"t": time.time() - t0, **process_rss(descendants(root))}
         out.append(row)
         await asyncio.sleep(every)
+
+
+def dir_mib(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+def memory_summary(
+    rss: list[dict[str, float]], budget_mib: float, log: str, data: Path
+) -> dict[str, Any]:
+    """Did the service stay within its memory budget, and what did it do to stay there?"""
+    totals = [sum(v for k, v in r.items() if k != "t") for r in rss]
+    over = [t > budget_mib for t in totals] if budget_mib else []
+    longest = run = 0
+    for flag in over:
+        run = run + 1 if flag else 0
+        longest = max(longest, run)
+    stores = data / "stores"
+    return {
+        "budget_mib": budget_mib or None,
+        "peak_total_mib": max(totals, default=0.0),
+        "median_total_mib": sorted(totals)[len(totals) // 2] if totals else 0.0,
+        "peak_by_role_mib": {
+            role: max((r.get(role, 0.0) for r in rss), default=0.0)
+            for role in ("api", "worker", "broker")
+        },
+        "samples": len(totals),
+        "samples_over_budget": sum(over),
+        "longest_over_budget_s": longest * RSS_EVERY_S,
+        "broker_replacements": log.count("broker replaced in"),
+        "worker_recycles": log.count("to release its memory"),
+        "stores_on_disk_mib": (
+            {d.name: round(dir_mib(d), 1) for d in sorted(stores.iterdir()) if d.is_dir()}
+            if stores.is_dir()
+            else {}
+        ),
+    }
 
 
 def process_cpu(pids: list[int]) -> dict[int, tuple[str, float]]:
@@ -308,7 +347,11 @@ def per_second(
 
 
 def plot(
-    rows: list[dict[str, Any]], title: str, path: Path, rss: list[dict[str, float]] | None = None
+    rows: list[dict[str, Any]],
+    title: str,
+    path: Path,
+    rss: list[dict[str, float]] | None = None,
+    budget_mib: float | None = None,
 ) -> None:
     import matplotlib
 
@@ -330,6 +373,8 @@ def plot(
             lw=1.5,
             color="black",
         )
+        if budget_mib:
+            ax3.axhline(budget_mib, color="red", ls="--", lw=1, label="budget")
         ax3.set_ylabel("resident MiB")
         ax3.legend(loc="upper left")
         ax3.grid(alpha=0.3)
@@ -415,7 +460,7 @@ async def run(args: argparse.Namespace) -> int:
         tally = Tally()
         sent_at: dict[str, float] = {}
         rss: list[dict[str, float]] = []
-        sampler = asyncio.create_task(sample_rss(service.proc.pid, time.time(), rss, 2.0))
+        sampler = asyncio.create_task(sample_rss(service.proc.pid, time.time(), rss, RSS_EVERY_S))
         gc.collect()
         gc.freeze()
 
@@ -465,6 +510,8 @@ async def run(args: argparse.Namespace) -> int:
         sampler.cancel()
         metrics_text = await fetch_text(service.url + "/metrics")
         stages1 = stage_seconds(metrics_text)
+        budget = float(env.get("ORDERSTREAM_MEMORY_BUDGET_MB", 0))
+        memory = memory_summary(rss, budget, service.log_text(0), service.data)
         await sub.stop()
 
         missing = sorted(expected - sub.first.keys())
@@ -518,9 +565,8 @@ async def run(args: argparse.Namespace) -> int:
             "stage_ceilings_one_core": ceilings(),
             "per_second": rows,
             "rss_mib": rss,
-            "rss_peak_total_mib": max(
-                (sum(v for k, v in r.items() if k != "t") for r in rss), default=None
-            ),
+            "rss_peak_total_mib": memory["peak_total_mib"],
+            "memory": memory,
             "service_env": env,
             "missing_sample": missing[:10],
             "load_avg_after": os.getloadavg(),
@@ -560,7 +606,7 @@ async def run(args: argparse.Namespace) -> int:
     if not args.no_plot:
         png = out.with_suffix(".png")
         title = f"orderstream {args.scenario}, {args.workers} worker(s), {count:,} orders"
-        plot(result["per_second"], title, png, result["rss_mib"])
+        plot(result["per_second"], title, png, result["rss_mib"], memory["budget_mib"])
         print(f"wrote {png}")
     return code
 
@@ -610,6 +656,28 @@ def report(r: dict[str, Any]) -> None:
         )
     if r.get("rss_peak_total_mib"):
         rows.append(("peak resident memory (all)", f"{r['rss_peak_total_mib']:,.0f} MiB"))
+    mem = r.get("memory") or {}
+    if mem.get("peak_by_role_mib"):
+        rows.append(
+            (
+                "resident: median total / peaks",
+                f"{mem['median_total_mib']:,.0f} MiB / "
+                + ", ".join(f"{k} {v:,.0f}" for k, v in mem["peak_by_role_mib"].items()),
+            )
+        )
+    if mem.get("budget_mib"):
+        rows.append(
+            (
+                f"memory budget {mem['budget_mib']:,.0f} MiB",
+                f"over it in {mem['samples_over_budget']} of {mem['samples']} samples "
+                f"(longest {mem['longest_over_budget_s']:.0f} s); "
+                f"{mem['broker_replacements']} broker replacements, "
+                f"{mem['worker_recycles']} worker restarts",
+            )
+        )
+    if mem.get("stores_on_disk_mib"):
+        sizes = ", ".join(f"{k} {v:,.0f}" for k, v in mem["stores_on_disk_mib"].items())
+        rows.append(("stores on disk at the end (MiB)", sizes))
     if "recovery_s_to_p99_under_bar" in r:
         rec = r["recovery_s_to_p99_under_bar"]
         rows.append(("p99 back under the bar after", "never" if rec is None else f"{rec:.0f} s"))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.pipeline import Schedule, per_second, recovery_s
+from bench.pipeline import RSS_EVERY_S, Schedule, memory_summary, per_second, recovery_s
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,6 +34,24 @@ def test_per_second_rows_and_recovery() -> None:
 
 
 @pytest.mark.integration
+def test_memory_summary_says_how_long_the_service_was_over_its_budget(tmp_path: Path) -> None:
+    rss = [
+        {"t": 0.0, "api": 100.0, "worker": 200.0, "broker": 100.0},
+        {"t": 2.0, "api": 100.0, "worker": 200.0, "broker": 450.0},  # 750: over 700
+        {"t": 4.0, "api": 100.0, "worker": 250.0, "broker": 400.0},  # 750: over
+        {"t": 6.0, "api": 100.0, "worker": 200.0, "broker": 50.0},
+    ]
+    (tmp_path / "stores" / "orders" / "0").mkdir(parents=True)
+    (tmp_path / "stores" / "orders" / "0" / "000001.sst").write_bytes(b"x" * 2**20)
+    log = "x broker replaced in 9.1s\ny restarting worker 1 to release its memory\n"
+    m = memory_summary(rss, 700, log, tmp_path)
+    assert m["peak_total_mib"] == 750 and m["peak_by_role_mib"]["broker"] == 450
+    assert (m["samples_over_budget"], m["longest_over_budget_s"]) == (2, 2 * RSS_EVERY_S)
+    assert (m["broker_replacements"], m["worker_recycles"]) == (1, 1)
+    assert m["stores_on_disk_mib"] == {"orders": 1.0}
+    assert memory_summary(rss, 0, "", tmp_path)["samples_over_budget"] == 0
+
+
 def test_a_tiny_burst_run_counts_everything_in_and_out(tmp_path: Path) -> None:
     out = tmp_path / "burst.json"
     cmd = [sys.executable, "-m", "bench.pipeline", "burst", "--rate", "200", "--burst-x", "5"]
