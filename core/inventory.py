@@ -228,6 +228,8 @@ STOCK_PREFIX = b"s:"
 RESERVATION_PREFIX = b"r:"
 ADJUSTMENT_PREFIX = b"a:"
 TTL_PREFIX = b"t:"  # + 8-byte big-endian expiry ms + sku \x00 order id; value: TtlEntry
+# + 8-byte big-endian ms the reservation ended + sku \x00 order id; value: its reservation key
+ENDED_PREFIX = b"e:"
 _SEP = b"\x00"
 
 
@@ -245,6 +247,10 @@ def adjustment_key(sku: str, adjustment_id: str) -> bytes:
 
 def ttl_key(expires_at: int, order_id: str, sku: str) -> bytes:
     return TTL_PREFIX + expires_at.to_bytes(8, "big") + sku.encode() + _SEP + order_id.encode()
+
+
+def ended_key(ended_at: int, order_id: str, sku: str) -> bytes:
+    return ENDED_PREFIX + ended_at.to_bytes(8, "big") + sku.encode() + _SEP + order_id.encode()
 
 
 def partition_key(sku: str) -> bytes:
@@ -651,11 +657,16 @@ def apply_batch(
 
     updates: list[tuple[bytes, bytes | None]] = []
     for key, value in b.dirty.items():
-        if value == b"":
-            record = b.stock[key] if key.startswith(STOCK_PREFIX) else b.rsv[key]
-            updates.append((key, _enc.encode(record)))
-        else:
+        if value != b"":
             updates.append((key, value))
+        elif key.startswith(STOCK_PREFIX):
+            updates.append((key, _enc.encode(b.stock[key])))
+        else:
+            rsv = b.rsv[key]
+            assert rsv is not None
+            updates.append((key, _enc.encode(rsv)))
+            if rsv.state != "granted":  # ended: index it for the ledger's retention
+                updates.append((ended_key(now, rsv.order_id, rsv.sku), key))
 
     changes: list[StockChange] = []
     alerts: list[StockAlert] = []
@@ -739,6 +750,35 @@ def expired(rows: Iterable[tuple[bytes, bytes]], now: int) -> list[ReserveReques
                 attempt=entry.attempt,
             )
         )
+    return out
+
+
+def purgeable(
+    index_rows: Iterable[tuple[bytes, bytes]],
+    ledger: dict[bytes, bytes | None],
+    cutoff: int,
+) -> list[tuple[bytes, bytes | None]]:
+    """Deletes for ledger rows that ended at or before ``cutoff`` and stayed ended.
+
+    The ledger keeps ended reservations (released, deducted, refused) so that a redelivered
+    request is recognised; past the retention no request can still be redelivered, and keeping
+    them would grow the SKU partitions with every order ever placed. ``index_rows`` come from an
+    ascending scan of ``ENDED_PREFIX`` (the scan can stop at the first row after ``cutoff``);
+    ``ledger`` maps each row's reservation key to its current value. A reservation granted again
+    since (a new attempt) is kept, and its index row goes: it is indexed anew when it ends.
+    """
+    out: list[tuple[bytes, bytes | None]] = []
+    start = len(ENDED_PREFIX)
+    for key, rkey in index_rows:
+        if int.from_bytes(key[start : start + 8], "big") > cutoff:
+            break
+        out.append((key, None))
+        raw = ledger.get(rkey)
+        if raw is None:
+            continue
+        rsv = _rsv_dec.decode(raw)
+        if rsv.state != "granted" and rsv.changed_at <= cutoff:
+            out.append((rkey, None))
     return out
 
 

@@ -27,6 +27,7 @@ from core.audit import audit_prefix
 from core.channels import NormaliseContext
 from core.framing import split_orders
 from core.inventory import (
+    ENDED_PREFIX,
     RESERVATION_PREFIX,
     STOCK_PREFIX,
     TTL_PREFIX,
@@ -39,6 +40,7 @@ from core.inventory import (
     expired,
     inventory_lookup_keys,
     partition_key,
+    purgeable,
     stock_key,
 )
 from core.inventory import (
@@ -122,6 +124,9 @@ ENVELOPE_TAKE = 128  # how long an agent waits to fill a batch when the topic is
 # into the older generations).
 GC_THRESHOLDS = (20_000, 20, 20)
 GC_FREEZE_AFTER_S = 3.0
+PURGE_EVERY_S = 5.0  # ended ledger rows: up to PURGE_PAGES pages per SKU partition per tick
+PURGE_PAGE = 2000  # rows per commit: the store lock is held for one page at a time
+PURGE_PAGES = 5  # 2,000 rows/s per partition, above the rate reservations end in a flood
 MALLOC_TRIM_S = 30.0  # returning free heap pages costs a few ms; the budget samples every 2 s
 
 
@@ -239,6 +244,7 @@ class Pipeline:
         self.settings = settings
         self.epoch = epoch
         self.partitions = settings.partitions
+        self._purged_through: dict[int, bytes] = {}  # SKU partition -> ledger purge position
         data = settings.data_path
         (data / "worker").mkdir(parents=True, exist_ok=True)
         self.app = faust.App(
@@ -880,6 +886,39 @@ class Pipeline:
                     outputs=step.outputs,
                 )
 
+    async def purge_ended_reservations(self) -> None:
+        """Drop ledger rows that ended longer ago than the retention (core.inventory.purgeable),
+        a few pages per owned SKU partition per tick, committed like any other change."""
+        retention_ms = int(self.settings.reservation_retention_s * 1000)
+        if not retention_ms:
+            return
+        now = _now_ms()
+        cutoff = now - retention_ms
+        end = ENDED_PREFIX + (cutoff + 1).to_bytes(8, "big")
+        for part in range(self.partitions):
+            if not self._owned(RESERVE, part):
+                continue
+            for _ in range(PURGE_PAGES):
+                async with self.stores.using(reserve.STORE, part) as store:
+                    # from past the last purged row: a scan from the prefix would step over
+                    # every tombstone left since the last compaction
+                    start = self._purged_through.get(part, ENDED_PREFIX)
+                    index = store.scan_range(start, end, PURGE_PAGE)
+                    ledger = [rkey for _, rkey in index]
+                    found = dict(zip(ledger, store.get_many(ledger), strict=True))
+                    updates = purgeable(index, found, cutoff)
+                    if not updates:
+                        break
+                    await self.stores.commit(
+                        store, ChangelogEntry(updates, TIMER_INPUT, Position(self.epoch, now))
+                    )
+                self._purged_through[part] = index[-1][0] + b"\x00"
+                metrics.RESERVATIONS_PURGED.inc(
+                    sum(1 for k, _ in updates if k.startswith(RESERVATION_PREFIX))
+                )
+                if len(index) < PURGE_PAGE:
+                    break
+
     async def audit_stock(self) -> dict[str, Any]:
         """Recompute each owned SKU level from its reservation ledger (core.inventory.audit)."""
         problems: list[str] = []
@@ -1040,6 +1079,10 @@ class Pipeline:
         @app.timer(interval=self.settings.sla_tick_s)
         async def sla_timers() -> None:
             await self.fire_due_timers()
+
+        @app.timer(interval=PURGE_EVERY_S)
+        async def reservation_purge() -> None:
+            await self.purge_ended_reservations()
 
         @app.timer(interval=10.0)
         async def reservation_resends() -> None:

@@ -50,6 +50,10 @@ RESERVATIONS = Counter(
     "Reservation requests answered by the SKU partitions, by outcome",
     ["outcome"],
 )
+RESERVATIONS_PURGED = Counter(
+    "orderstream_reservations_purged_total",
+    "Ended reservations dropped from the ledger after reservation_retention_s",
+)
 CHANGES_RESENT = Counter(
     "orderstream_changes_resent_total",
     "Messages of order/stock changes sent again: the sync hub had not read them when the"

@@ -71,6 +71,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     warehouses: str = ""
     # A reservation not released or shipped within this many seconds is released; 0 = never.
     reservation_ttl_s: float = 0.0
+    # Ended reservations (released, shipped, refused) stay in the ledger this long so a
+    # redelivered request is recognised, then are purged: the SKU partitions hold the orders of
+    # this window, not of all time. 0 = keep forever.
+    reservation_retention_s: float = 7 * 86400.0
     # A SKU with no stock record in any warehouse: "allow" = not stock-managed here (granted,
     # never counted), "refuse" = every SKU must be stocked (such orders go out of stock).
     untracked_skus: str = "allow"
@@ -183,6 +187,11 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 f"no such file: {self.warehouses} (relative paths are from the working directory)",
             ),
             (self.reservation_ttl_s >= 0, "reservation_ttl_s", "must be >= 0 (0 = no TTL)"),
+            (
+                self.reservation_retention_s == 0 or self.reservation_retention_s >= 60,
+                "reservation_retention_s",
+                "must be 0 (keep forever) or at least 60 seconds",
+            ),
             (
                 self.store_changelog in ("auto", "on", "off"),
                 "store_changelog",

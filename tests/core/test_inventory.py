@@ -24,6 +24,7 @@ from hypothesis.stateful import (
 )
 
 from core.inventory import (
+    ENDED_PREFIX,
     RESERVATION_PREFIX,
     STOCK_PREFIX,
     TTL_PREFIX,
@@ -38,6 +39,7 @@ from core.inventory import (
     expired,
     inventory_lookup_keys,
     partition_key,
+    purgeable,
     reservation_key,
     stock_key,
 )
@@ -270,6 +272,63 @@ def test_ttl_index_is_time_ordered() -> None:
         led.run([reserve(f"o{i}", "A", 1, ["w"], requested_at=T0, ttl_ms=ttl)])
     due = expired(led.rows(TTL_PREFIX), T0 + 1_000)
     assert [r.order_id for r in due] == ["o3", "o1", "o0"]
+
+
+def purge(led: Ledger, cutoff: int) -> None:
+    index = led.rows(ENDED_PREFIX)
+    for key, value in purgeable(index, {rkey: led.db.get(rkey) for _, rkey in index}, cutoff):
+        assert value is None
+        led.db.pop(key, None)
+
+
+def test_ended_reservations_leave_the_ledger_after_the_retention(ledger: Ledger) -> None:
+    ledger.run([reserve(o, "MUG", 1, ["hz"]) for o in ("o1", "o2", "o3")])
+    ledger.run([reserve("o4", "NOPE", 1, ["hz"])])  # no stock record anywhere: refused
+    ledger.run([release("o1", "MUG")], now=T0 + 10)
+    ledger.run([deduct("o2", "MUG")], now=T0 + 20)
+    ledger.run([release("o9", "MUG")], now=T0 + 5)  # never reserved: a tombstone row
+    kept = {decode_reservation(v).order_id for _, v in ledger.rows(RESERVATION_PREFIX)}
+    assert kept == {"o1", "o2", "o3", "o4", "o9"}
+    assert len(ledger.rows(ENDED_PREFIX)) == 4  # o3 is live: not indexed
+    purge(ledger, T0 + 15)
+    kept = {decode_reservation(v).order_id for _, v in ledger.rows(RESERVATION_PREFIX)}
+    assert kept == {"o2", "o3"}  # o2 ended after the cutoff; o3 still holds stock
+    assert ledger.audit() == []
+    purge(ledger, T0 + 10**6)
+    assert [decode_reservation(v).order_id for _, v in ledger.rows(RESERVATION_PREFIX)] == ["o3"]
+    assert ledger.rows(ENDED_PREFIX) == []
+    assert ledger.level("MUG", "hz").reserved == 1
+    assert ledger.audit() == []
+
+
+def test_a_reservation_granted_again_after_it_ended_is_kept(ledger: Ledger) -> None:
+    ledger.run([reserve("o1", "MUG", 1, ["hz"])])
+    ledger.run([release("o1", "MUG")], now=T0 + 1)
+    # the order was re-opened: a later attempt reserves again
+    ledger.run([reserve("o1", "MUG", 1, ["hz"], attempt=1)], now=T0 + 2)
+    purge(ledger, T0 + 100)
+    (row,) = ledger.rows(RESERVATION_PREFIX)
+    assert decode_reservation(row[1]).state == "granted"
+    assert ledger.rows(ENDED_PREFIX) == []  # indexed anew when it ends
+    again = ReserveRequest("release", "o1", "MUG", 0, [], reason="cancelled", attempt=1)
+    ledger.run([again], now=T0 + 200)
+    assert len(ledger.rows(ENDED_PREFIX)) == 1
+    purge(ledger, T0 + 150)
+    assert len(ledger.rows(RESERVATION_PREFIX)) == 1  # ended after this cutoff
+    purge(ledger, T0 + 200)
+    assert ledger.rows(RESERVATION_PREFIX) == []
+
+
+def test_purge_stops_at_the_cutoff() -> None:
+    led = Ledger()
+    led.stock("A", "w", 100)
+    for i in range(5):
+        led.run([reserve(f"o{i}", "A", 1, ["w"])])
+        led.run([release(f"o{i}", "A")], now=T0 + 1000 * i)
+    purge(led, T0 + 2500)
+    left = sorted(decode_reservation(v).order_id for _, v in led.rows(RESERVATION_PREFIX))
+    assert left == ["o3", "o4"]
+    assert len(led.rows(ENDED_PREFIX)) == 2
 
 
 # ------------------------------------------------------------------------------- adjustments

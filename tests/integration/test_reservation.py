@@ -213,3 +213,38 @@ def test_hot_sku_flood_two_workers_one_killed_grants_exactly_the_stock(
     assert "orderstream_oversold_total 0.0" in text
     assert "exited (code -9): restarting" in svc.log()
     assert svc.stop() == 0
+
+
+def _purged(svc: Service) -> float:
+    text = svc.request("GET", "/metrics").body.decode()
+    lines = [
+        ln for ln in text.splitlines() if ln.startswith("orderstream_reservations_purged_total")
+    ]
+    return sum(float(ln.rsplit(" ", 1)[1]) for ln in lines)
+
+
+def test_ended_reservations_leave_the_ledger_after_the_retention(make_service, tmp_path) -> None:
+    env = {**_routing(tmp_path), "ORDERSTREAM_RESERVATION_RETENTION_S": "60"}
+    svc: Service = make_service(env=env)
+    svc.start()
+    _put(svc, "KEEP-1", {"warehouse": "main", "on_hand": 10})
+    oids = [
+        svc.post_order("shopify", _shopify(33_000_000 + i, "KEEP-1")).json()["id"] for i in range(4)
+    ]
+    for oid in oids:
+        assert _reservation(svc, oid)["reservation"]["status"] == "reserved"
+    for oid in oids[:2]:
+        resp = svc.request(
+            "POST", f"/v1/orders/{oid}/events", json.dumps({"event": "cancel"}).encode()
+        )
+        assert resp.status == 200, resp.body
+    deadline = time.monotonic() + 120
+    while _purged(svc) < 2:  # the two released lines, once they ended 60 s ago
+        assert time.monotonic() < deadline, "ended reservations were never purged"
+        time.sleep(1)
+    level = svc.request("GET", "/v1/stock/KEEP-1").json()["warehouses"]["main"]
+    assert (level["reserved"], level["available"]) == (2, 8), level  # live ones untouched
+    assert svc.request("GET", "/v1/stock-audit").json()["ok"] is True
+    # the orders themselves are kept: only the SKU partition's ledger forgets them
+    assert svc.get_order(oids[0]).json()["state"] == "cancelled"
+    assert svc.stop() == 0
