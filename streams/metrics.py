@@ -19,7 +19,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -211,6 +212,32 @@ def observe_many(histogram: Histogram, values: list[float]) -> None:
         if n:
             histogram._buckets[i].inc(n)
     histogram._sum.inc(sum(values))
+
+
+def reap(pid: int) -> None:
+    """A child process exited: fold its counters and histograms into one archive file per
+    type and drop its live gauges.
+
+    prometheus-client keeps one set of files per process id for ever; the memory budget
+    restarts a worker every few minutes in a long flood, so without this the directory (and
+    the time each scrape takes to read it) would grow without end. Call it on the thread that
+    serves /metrics: a scrape between the fold and the removal would count the child twice.
+    """
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return
+    mark_process_dead(pid, path)
+    for kind in ("counter", "histogram"):
+        dead = os.path.join(path, f"{kind}_{pid}.db")
+        if not os.path.exists(dead):
+            continue
+        archive = MmapedDict(os.path.join(path, f"{kind}_archive.db"))
+        try:
+            for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(dead):
+                archive.write_value(key, archive.read_value(key)[0] + value, timestamp)
+        finally:
+            archive.close()
+        os.remove(dead)
 
 
 def exposition() -> tuple[bytes, str]:

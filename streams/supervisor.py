@@ -32,6 +32,7 @@ from streams.cluster import ClusterError, ensure_cluster, probe_epoch, wait_for_
 from streams.forwarder import Forwarder, SettleListener, wait_closed
 from streams.journal import IngestJournal
 from streams.lag import LagMonitor, lag_once
+from streams.memory_budget import memory_action
 from streams.settings import Settings
 from streams.subscribers import SubscriberHub
 from streams.sync_api import SyncAPI
@@ -41,10 +42,6 @@ from streams.topics import service_topics
 from streams.webhooks import Webhooks
 
 log = logging.getLogger("orderstream.serve")
-# Memory budget: act at this share of it. Resident memory keeps growing while the pipeline
-# drains before a broker swap (the API journals, the workers catch up), by up to ~5 % of a
-# 1,200 MiB budget in the 30-minute flood; acting early keeps the peak under the budget itself.
-ACT_AT = 0.85
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -76,6 +73,8 @@ class WorkerProcess:
         return f"http://127.0.0.1:{self.web_port}"
 
     def start(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            metrics.reap(self.proc.pid)  # the last run's metrics stay, in the archive files
         env = dict(os.environ, **settings_env(self.settings))
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
@@ -118,7 +117,8 @@ class Supervisor:
         self.sync_log: SyncLog | None = None
         self.feed: SyncFeed | None = None
         self.lag: LagMonitor | None = None
-        self._last_replacement = 0.0
+        self._last_replacement = 0.0  # either kind
+        self._last_broker_swap = 0.0
         self._budget_warned = 0.0
         self._io_tasks: list[asyncio.Task[None]] = []
 
@@ -360,34 +360,33 @@ class Supervisor:
         return out
 
     def _over_budget(self, now: float) -> str | int | None:
-        """Sample memory; past the budget, what to replace: "broker", a worker's index, or
-        None (within budget, too soon after the last replacement, or nothing big to replace).
-
-        The embedded broker never trims what it holds; a worker's memory (RocksDB memtables,
-        fetch buffers, Python's heap after a backlog) only shrinks when it restarts, which
-        costs a rebalance and nothing else (its state is on disk).
-        """
+        """Sample memory (published as metrics); what the budget replaces: "broker", a
+        worker's index, or None (streams.memory_budget decides)."""
         rss = self._rss()
         for role, n in rss.items():
             metrics.PROCESS_RSS.labels(role).set(n)
-        budget = self.settings.memory_budget_mb * 2**20
-        if not budget or sum(rss.values()) <= budget * ACT_AT or now - self._last_replacement < 60:
-            return None
-        if self.broker is not None and rss["broker"] >= budget // 4:
-            return "broker"
         page = os.sysconf("SC_PAGE_SIZE")
-        sizes = []
-        for i, w in enumerate(self.workers):
-            if now - w.started_at < 120:
-                continue  # a fresh worker is as small as it gets: restarting it again is thrash
+        workers = []
+        for w in self.workers:
+            size = 0
             with contextlib.suppress(OSError, IndexError, ValueError, AttributeError):
                 pid = w.proc.pid  # type: ignore[union-attr]
-                sizes.append((int(open(f"/proc/{pid}/statm").read().split()[1]) * page, i))
-        # Workers share the load evenly, so no single one may reach a quarter while together
-        # they hold most of the overage: judge them together, restart the biggest.
-        if sizes and rss["workers"] >= budget // 4:
-            return max(sizes)[1]
-        if now - self._budget_warned > 300:
+                size = int(open(f"/proc/{pid}/statm").read().split()[1]) * page
+            workers.append((size, now - w.started_at))
+        budget = self.settings.memory_budget_mb * 2**20
+        action = memory_action(
+            rss,
+            workers,
+            budget,
+            since_broker_swap=now - self._last_broker_swap,
+            since_replacement=now - self._last_replacement,
+            embedded_broker=self.broker is not None,
+        )
+        if action.kind == "broker":
+            return "broker"
+        if action.kind == "worker":
+            return action.worker
+        if action.kind == "too_small" and now - self._budget_warned > 300:
             self._budget_warned = now
             log.warning(
                 "memory %d MiB near the %d MiB budget, but neither the broker nor the workers"
@@ -476,7 +475,7 @@ class Supervisor:
         finally:
             forwarder.paused = False
         await self._new_epoch(forwarder, settler, api, broker_timeout=60)
-        self._last_replacement = time.monotonic()
+        self._last_replacement = self._last_broker_swap = time.monotonic()
         log.warning(
             "broker replaced in %.1fs (epoch %s): memory now %d MiB",
             time.monotonic() - t0,
