@@ -458,9 +458,14 @@ class Supervisor:
         forwarder.paused = True
         try:
             for attempt in range(3):
-                if not await self._drained(forwarder, timeout=120):
+                drained = await self._drained(forwarder, timeout=120)
+                if not drained:
                     log.warning("pipeline did not drain in 120 s: replacing the broker anyway")
-                await self._stop_workers(timeout=15.0)
+                # Drained: every offset is committed and the stores hold every write (they
+                # survive SIGKILL by design), so a graceful stop buys nothing. It cost ~10 s
+                # per swap and, in Faust's shutdown, ~200 MiB more resident in the workers:
+                # the peak that overshot the budget in the 30-minute flood.
+                await self._stop_workers(timeout=0.0 if drained else 15.0)
                 left = await lag_once(s)
                 if not any(left.values()) or attempt == 2:
                     break
