@@ -32,7 +32,7 @@ from streams.cluster import ClusterError, ensure_cluster, probe_epoch, wait_for_
 from streams.forwarder import Forwarder, SettleListener, wait_closed
 from streams.journal import IngestJournal
 from streams.lag import LagMonitor, lag_once
-from streams.memory_budget import memory_action
+from streams.memory_budget import Action, memory_action
 from streams.settings import Settings
 from streams.subscribers import SubscriberHub
 from streams.sync_api import SyncAPI
@@ -42,6 +42,13 @@ from streams.topics import service_topics
 from streams.webhooks import Webhooks
 
 log = logging.getLogger("orderstream.serve")
+
+
+def _resident(pid: int) -> int:
+    """Resident bytes of a process; 0 once it is gone."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        return int(open(f"/proc/{pid}/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return 0
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -343,49 +350,35 @@ class Supervisor:
                 log.exception("supervision round failed; retrying")
                 await asyncio.sleep(1.0)
 
-    def _rss(self) -> dict[str, int]:
-        """Resident bytes per role: this process (API, journal, sync), broker, workers."""
-        pids = {"api": [os.getpid()], "broker": [], "workers": []}
-        if self.broker is not None and self.broker.alive():
-            pids["broker"].append(self.broker.proc.pid)  # type: ignore[union-attr]
-        pids["workers"] = [w.proc.pid for w in self.workers if w.alive()]  # type: ignore[union-attr]
-        out: dict[str, int] = {}
-        page = os.sysconf("SC_PAGE_SIZE")
-        for role, group in pids.items():
-            total = 0
-            for pid in group:
-                with contextlib.suppress(OSError, IndexError, ValueError):
-                    total += int(open(f"/proc/{pid}/statm").read().split()[1]) * page
-            out[role] = total
-        return out
+    def _worker_rss(self) -> list[int]:
+        """Resident bytes of each worker, by index (0 while one is down)."""
+        return [_resident(w.proc.pid) if w.alive() else 0 for w in self.workers]  # type: ignore[union-attr]
 
-    def _over_budget(self, now: float) -> str | int | None:
-        """Sample memory (published as metrics); what the budget replaces: "broker", a
-        worker's index, or None (streams.memory_budget decides)."""
-        rss = self._rss()
+    def _rss(self, workers: list[int] | None = None) -> dict[str, int]:
+        """Resident bytes per role: this process (API, journal, sync), broker, workers."""
+        broker = self.broker
+        return {
+            "api": _resident(os.getpid()),
+            "broker": _resident(broker.proc.pid) if broker and broker.alive() else 0,  # type: ignore[union-attr]
+            "workers": sum(self._worker_rss() if workers is None else workers),
+        }
+
+    def _over_budget(self, now: float) -> Action:
+        """Sample memory (published as metrics); what the budget replaces
+        (streams.memory_budget decides)."""
+        sizes = self._worker_rss()
+        rss = self._rss(sizes)
         for role, n in rss.items():
             metrics.PROCESS_RSS.labels(role).set(n)
-        page = os.sysconf("SC_PAGE_SIZE")
-        workers = []
-        for w in self.workers:
-            size = 0
-            with contextlib.suppress(OSError, IndexError, ValueError, AttributeError):
-                pid = w.proc.pid  # type: ignore[union-attr]
-                size = int(open(f"/proc/{pid}/statm").read().split()[1]) * page
-            workers.append((size, now - w.started_at))
         budget = self.settings.memory_budget_mb * 2**20
         action = memory_action(
             rss,
-            workers,
+            [(size, now - w.started_at) for size, w in zip(sizes, self.workers, strict=True)],
             budget,
             since_broker_swap=now - self._last_broker_swap,
             since_replacement=now - self._last_replacement,
             embedded_broker=self.broker is not None,
         )
-        if action.kind == "broker":
-            return "broker"
-        if action.kind == "worker":
-            return action.worker
         if action.kind == "too_small" and now - self._budget_warned > 300:
             self._budget_warned = now
             log.warning(
@@ -394,7 +387,7 @@ class Supervisor:
                 sum(rss.values()) >> 20,
                 budget >> 20,
             )
-        return None
+        return action
 
     async def _recycle_worker(self, index: int) -> None:
         """Memory budget: restart the biggest worker (gracefully; its state is on disk)."""
@@ -502,11 +495,11 @@ class Supervisor:
             if time.monotonic() - last_memory > 2.0:
                 last_memory = time.monotonic()
                 action = self._over_budget(last_memory)
-                if action == "broker":
+                if action.kind == "broker":
                     await self._replace_broker(forwarder, settler, api)
                     continue
-                if isinstance(action, int):
-                    await self._recycle_worker(action)
+                if action.kind == "worker":
+                    await self._recycle_worker(action.worker)
                     continue
             broker_died = self.broker is not None and not self.broker.alive()
             now = time.monotonic()
