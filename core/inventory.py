@@ -245,12 +245,17 @@ def adjustment_key(sku: str, adjustment_id: str) -> bytes:
     return ADJUSTMENT_PREFIX + sku.encode() + _SEP + adjustment_id.encode()
 
 
+def _time_index_key(prefix: bytes, at: int, order_id: str, sku: str) -> bytes:
+    """Time first, big-endian: a range scan of the prefix reads the index in time order."""
+    return prefix + at.to_bytes(8, "big") + sku.encode() + _SEP + order_id.encode()
+
+
 def ttl_key(expires_at: int, order_id: str, sku: str) -> bytes:
-    return TTL_PREFIX + expires_at.to_bytes(8, "big") + sku.encode() + _SEP + order_id.encode()
+    return _time_index_key(TTL_PREFIX, expires_at, order_id, sku)
 
 
 def ended_key(ended_at: int, order_id: str, sku: str) -> bytes:
-    return ENDED_PREFIX + ended_at.to_bytes(8, "big") + sku.encode() + _SEP + order_id.encode()
+    return _time_index_key(ENDED_PREFIX, ended_at, order_id, sku)
 
 
 def partition_key(sku: str) -> bytes:
