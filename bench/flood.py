@@ -44,9 +44,9 @@ from bench.orders import (
     ndjson_batches,
     parse_mix,
 )
-from streams.broker import die_with_parent
-from streams.envelope import CHANGES_CODEC, DLQ_CODEC
-from streams.topics import CHANGES, DLQ, RAW
+from streams.kafka.broker import die_with_parent
+from streams.kafka.envelope import CHANGES_CODEC, DLQ_CODEC
+from streams.kafka.topics import CHANGES, DLQ, RAW
 
 ROOT = Path(__file__).resolve().parents[1]
 TRANSPORTS = ("http", "http-single", "kafka", "kafka-batch")

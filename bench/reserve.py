@@ -11,7 +11,7 @@ After the reserve pass, every line is released or shipped (deduct), so all three
 
 Three figures, best of ``--repeat``:
 - ``pure``: ``inventory_lookup_keys`` + ``apply_batch`` over a dict store (CPU of the domain);
-- ``rocksdb``: the same with a real ``streams.store.PartitionStore``: one ``get_many`` and one
+- ``rocksdb``: the same with a real ``streams.state.store.PartitionStore``: one ``get_many`` and one
   ``WriteBatch`` (fsync'd, as the stage commits) per batch;
 - ``rocksdb_nosync``: as above without fsync, to separate CPU from the disk's sync latency.
 """
@@ -121,7 +121,7 @@ class RocksStore:
     """The stage's own store class: one multi-get, one WriteBatch per batch."""
 
     def __init__(self, root: Path, sync: bool) -> None:
-        from streams.store import ChangelogEntry, PartitionStore, Position
+        from streams.state.store import ChangelogEntry, PartitionStore, Position
 
         self._entry, self._pos = ChangelogEntry, Position
         self.store = PartitionStore(root, "reserve", 0)

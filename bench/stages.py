@@ -4,11 +4,12 @@
     python -m bench.stages --mix taobao=0.5,shopify=0.5 --json bench/results/stages.json
     python -m bench.stages --orders 20000 --profile          # cProfile of the normalise stage
 
-Each stage runs the worker's own code (``streams.stages``, ``streams.envelope``, ``streams.store``,
-``streams.journal``) in the order ``streams.app`` / ``streams.api`` / ``streams.forwarder`` run it;
-only the Kafka sends and the Faust event plumbing are left out (a fake changelog ``send`` hands
-out offsets). Orders come from the flood's generator (``bench.orders``) and everything the timed
-loops consume (journal entries, raw envelopes, NDJSON bodies) is built before the clock starts.
+Each stage runs the worker's own code (``streams.stages``, ``streams.kafka.envelope``,
+``streams.state.store``, ``streams.ingest.journal``) in the order ``streams.app`` /
+``streams.http.api`` / ``streams.ingest.forwarder`` run it; only the Kafka sends and the Faust
+event plumbing are left out (a fake changelog ``send`` hands out offsets). Orders come from the
+flood's generator (``bench.orders``) and everything the timed loops consume (journal entries, raw
+envelopes, NDJSON bodies) is built before the clock starts.
 
 1. normalise: RAW_CODEC envelopes as the forwarder builds them (``split_entries``, grouped by
    order id, chunks of ``--envelope``) -> ``decode_raw_message`` -> ``normalise_records`` ->
@@ -61,7 +62,9 @@ from core.routing import WarehouseRouting
 from core.rules import RuleSet
 from core.skus import SkuCatalog
 from core.sla import SlaPolicy
-from streams.envelope import (
+from streams.ingest.forwarder import READ_BATCH, split_entries
+from streams.ingest.journal import IngestJournal, JournalEntry
+from streams.kafka.envelope import (
     CANONICAL_CODEC,
     CHANGES_CODEC,
     DLQ_CODEC,
@@ -71,13 +74,11 @@ from streams.envelope import (
     chunks,
     group_by_partition,
 )
-from streams.forwarder import READ_BATCH, split_entries
-from streams.journal import IngestJournal, JournalEntry
+from streams.kafka.topics import CANONICAL, RECIPIENT
 from streams.stages import dedup as dedup_stage
 from streams.stages import normalise as normalise_stage
 from streams.stages import order_state
-from streams.store import ChangelogEntry, PartitionStore, Position, StoreManager
-from streams.topics import CANONICAL, RECIPIENT
+from streams.state.store import ChangelogEntry, PartitionStore, Position, StoreManager
 
 ROOT = Path(__file__).resolve().parents[1]
 GRACE_MS = 120_000  # the service's default near_duplicate_grace_s

@@ -38,9 +38,9 @@ from core.rules import RuleSet
 from core.skus import SkuCatalog
 from core.sla import SlaPolicy
 from core.state_machine import OrderEvent
-from streams.envelope import CanonicalRecord
+from streams.kafka.envelope import CanonicalRecord
 from streams.stages import order_state
-from streams.store import ChangelogEntry, PartitionStore, Position
+from streams.state.store import ChangelogEntry, PartitionStore, Position
 
 ROOT = Path(__file__).resolve().parents[1]
 BAR = 20_000

@@ -1,7 +1,7 @@
 """The Faust worker: agents for each stage over envelopes, partition stores, internal web.
 
 Faust owns the consumer group, partition assignment, agents and the web server; stage logic lives
-in ``streams.stages`` and ``core``; state lives in ``streams.store``. Each agent handles one
+in ``streams.stages`` and ``core``; state lives in ``streams.state.store``. Each agent handles one
 envelope at a time and finishes its sends and state commit before asking for the next, so the
 event Faust acks (on the next iteration) is always fully processed.
 """
@@ -54,9 +54,11 @@ from core.skus import SkuCatalog
 from core.sla import DEADLINE_PREFIX, SlaPolicy, decode_deadline, due_until
 from core.state_machine import EventError, OrderEvent, Refusal, validate_event
 from ext import kafka_partition
-from streams import faust_tuning, kafka_client, malloc, metrics, publications
-from streams.cluster import probe_epoch
-from streams.envelope import (
+from streams import metrics
+from streams.kafka import client as kafka_client
+from streams.kafka import faust_tuning
+from streams.kafka.cluster import probe_epoch
+from streams.kafka.envelope import (
     ALERT_CODEC,
     CANONICAL_CODEC,
     CHANGES_CODEC,
@@ -79,11 +81,7 @@ from streams.envelope import (
     fitting_envelopes,
     group_by_partition,
 )
-from streams.publications import Publication
-from streams.settings import Settings
-from streams.stages import dead_letters, dedup, normalise, order_state, reserve
-from streams.store import ChangelogEntry, Position, StoreManager
-from streams.topics import (
+from streams.kafka.topics import (
     ALERTS,
     CANONICAL,
     CANONICAL_PRIORITY,
@@ -104,6 +102,12 @@ from streams.topics import (
     UNIQUE_PRIORITY,
     Lane,
 )
+from streams.process import malloc
+from streams.settings import Settings
+from streams.stages import dead_letters, dedup, normalise, order_state, reserve
+from streams.state.store import ChangelogEntry, Position, StoreManager
+from streams.sync import publications
+from streams.sync.publications import Publication
 
 log = logging.getLogger("orderstream.worker")
 faust_tuning.apply()
@@ -259,7 +263,7 @@ class Pipeline:
             broker_heartbeat_interval=settings.heartbeat_interval_s,
             consumer_auto_offset_reset="earliest",
             topic_partitions=settings.partitions,
-            topic_allow_declare=False,  # streams.cluster creates every topic first
+            topic_allow_declare=False,  # streams.kafka.cluster creates every topic first
             topic_disable_leader=False,
             datadir=str(data / "worker" / f"faust-{web_port}"),
             web_enabled=True,
@@ -714,7 +718,7 @@ class Pipeline:
     async def republish_unread(self) -> None:
         """Changes the sync hub had not read when a broker epoch ended: send them again.
 
-        Also deletes what the hub has read (``streams.publications``). Runs every few seconds;
+        Also deletes what the hub has read (``streams.sync.publications``). Runs every few seconds;
         only with the embedded broker."""
         if not self.settings.embedded:
             return

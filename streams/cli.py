@@ -11,8 +11,9 @@ import sys
 import time
 from typing import Any
 
-from streams import malloc, rocks
+from streams.process import malloc
 from streams.settings import SettingsError, load_settings
+from streams.state import rocks
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -40,7 +41,7 @@ def _configure_logging(level: str) -> None:
 def _keys(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from streams import auth
+    from streams.http import auth
 
     try:
         settings = load_settings(args.config, {"data_dir": args.data_dir})
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.command == "broker":
         _configure_logging("info")
-        from streams.broker import EmbeddedBroker
+        from streams.kafka.broker import EmbeddedBroker
 
         def stop_on_term(signum: int, frame: object) -> None:
             raise KeyboardInterrupt
@@ -219,11 +220,11 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        from streams.supervisor import serve
+        from streams.process.supervisor import serve
 
         serve(settings)
     else:
-        from streams.worker import run_worker
+        from streams.process.worker import run_worker
 
         run_worker(settings, args.web_port)
 

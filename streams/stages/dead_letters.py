@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from core.model import global_order_id
-from streams.envelope import DeadLetter, Settle, settles_for
+from streams.kafka.envelope import DeadLetter, Settle, settles_for
 
 STORE = "dead_letters"
 BY_ID = b"id:"

@@ -29,7 +29,7 @@ from core.dedup import (
 from core.model import CanonicalOrder
 from core.recipient_history import EXPIRY as HISTORY_EXPIRY
 from core.recipient_history import count_recent, due_bound, history_keys
-from streams.envelope import CanonicalRecord, RoutedRecord, copy_ref
+from streams.kafka.envelope import CanonicalRecord, RoutedRecord, copy_ref
 
 # The stages take either record type: the worker reads RoutedRecords (the order stays encoded
 # and only its facts are read); tests and benches may hand in decoded CanonicalRecords.

@@ -13,7 +13,7 @@ from core.channels import NormaliseContext, normalise
 from core.dedup import dedup_facts
 from core.framing import split_orders
 from core.model import CanonicalOrder, Rejection, global_order_id
-from streams.envelope import (
+from streams.kafka.envelope import (
     ENVELOPE_HEADER,
     RAW_CODEC,
     CanonicalRecord,

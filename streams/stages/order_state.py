@@ -38,7 +38,7 @@ from core.order_state import (
 from core.saga import apply_result
 from core.sla import Breach, Deadline, deadline_key, encode_deadline
 from core.state_machine import OrderEvent, Refusal
-from streams.envelope import (
+from streams.kafka.envelope import (
     CanonicalRecord,
     OrderChange,
     ReviewItem,

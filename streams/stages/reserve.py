@@ -19,7 +19,7 @@ import msgspec
 from core.framing import split_orders
 from core.inventory import StockAdjustment, partition_key
 from ext import kafka_partition
-from streams.envelope import DeadLetter
+from streams.kafka.envelope import DeadLetter
 
 STAGE = "reserve"
 STORE = "stock"

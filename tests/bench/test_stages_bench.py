@@ -21,7 +21,7 @@ from bench import stages  # noqa: E402
 from bench.orders import OrderGenerator  # noqa: E402
 from core.channels import NormaliseContext  # noqa: E402
 from core.skus import SkuCatalog  # noqa: E402
-from streams.envelope import CANONICAL_CODEC, DLQ_CODEC, RAW_CODEC  # noqa: E402
+from streams.kafka.envelope import CANONICAL_CODEC, DLQ_CODEC, RAW_CODEC  # noqa: E402
 
 N = 200
 

@@ -8,9 +8,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.broker import EmbeddedBroker, free_port
-from streams.cluster import ClusterError, ensure_cluster
-from streams.topics import all_topics, changelog_topic
+from streams.kafka.broker import EmbeddedBroker, free_port
+from streams.kafka.cluster import ClusterError, ensure_cluster
+from streams.kafka.topics import all_topics, changelog_topic
 
 pytestmark = pytest.mark.integration
 

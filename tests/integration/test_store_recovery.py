@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.broker import EmbeddedBroker, free_port
-from streams.cluster import ensure_cluster
-from streams.store import ChangelogEntry, Position, StoreManager
-from streams.topics import all_topics
+from streams.kafka.broker import EmbeddedBroker, free_port
+from streams.kafka.cluster import ensure_cluster
+from streams.kafka.topics import all_topics
+from streams.state.store import ChangelogEntry, Position, StoreManager
 
 pytestmark = pytest.mark.integration
 

@@ -35,11 +35,11 @@ from core.saga import apply_result
 from core.skus import SkuCatalog
 from core.sla import SlaPolicy
 from core.state_machine import OrderEvent
-from streams.envelope import CANONICAL_CODEC, ROUTED_CODEC, CanonicalRecord, RawRecord
+from streams.kafka.envelope import CANONICAL_CODEC, ROUTED_CODEC, CanonicalRecord, RawRecord
 from streams.stages import dedup as dedup_stage
 from streams.stages import order_state
 from streams.stages.normalise import normalise_records
-from streams.store import ChangelogEntry, PartitionStore, Position, StoreManager
+from streams.state.store import ChangelogEntry, PartitionStore, Position, StoreManager
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 CTX = FlowContext(

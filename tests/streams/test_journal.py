@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from streams import journal as journal_mod
-from streams.journal import IngestJournal, JournalEntry, JournalFull
+from streams.ingest import journal as journal_mod
+from streams.ingest.journal import IngestJournal, JournalEntry, JournalFull
 
 
 def _entries(n: int, tag: str = "o") -> list[JournalEntry]:

@@ -4,7 +4,7 @@ import ssl
 
 import pytest
 
-from streams.kafka_client import client_options
+from streams.kafka.client import client_options
 from streams.settings import SettingsError, load_settings
 
 

@@ -1,8 +1,8 @@
-"""The memory budget's decision rule, from samples (streams.memory_budget)."""
+"""The memory budget's decision rule, from samples (streams.process.memory_budget)."""
 
 from __future__ import annotations
 
-from streams.memory_budget import ACT_AT, Action, memory_action
+from streams.process.memory_budget import ACT_AT, Action, memory_action
 
 MIB = 2**20
 BUDGET = 1200 * MIB

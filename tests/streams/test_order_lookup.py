@@ -14,8 +14,8 @@ import msgspec
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from streams.api import IngestAPI
-from streams.journal import IngestJournal
+from streams.http.api import IngestAPI
+from streams.ingest.journal import IngestJournal
 
 NOT_OURS = (421, {"reason": "not the owner"})
 

@@ -9,8 +9,11 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams import publications
-from streams.publications import (
+from streams.state.store import ChangelogEntry, PartitionStore
+from streams.sync import publications
+from streams.sync.feed import SyncFeed, event_data
+from streams.sync.log import NewEvent, SyncLog
+from streams.sync.publications import (
     MARGIN_MS,
     MAX_AGE_MS,
     Publication,
@@ -22,9 +25,6 @@ from streams.publications import (
     sweep,
     write_through,
 )
-from streams.store import ChangelogEntry, PartitionStore
-from streams.sync_feed import SyncFeed, event_data
-from streams.sync_log import NewEvent, SyncLog
 
 NOW = 1_800_000_000_000
 PUB = Publication("orders.changes", 3, b"changes", b"\x91\x01")

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from streams import malloc, rocks
+from streams.process import malloc
 from streams.settings import SettingsError, load_settings
-from streams.store import PartitionStore
+from streams.state import rocks
+from streams.state.store import PartitionStore
 
 MIB = 2**20
 

@@ -6,8 +6,8 @@ import asyncio
 import json
 from pathlib import Path
 
-from streams.sync_log import NewEvent, SyncLog
-from streams.webhooks import delivery_body, idempotency_key
+from streams.sync.log import NewEvent, SyncLog
+from streams.sync.webhooks import delivery_body, idempotency_key
 
 
 def _events(n: int, start: int = 0) -> list[NewEvent]:

@@ -28,9 +28,10 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rocksdict import Rdict, ReadOptions, WriteBatch, WriteOptions
 
-from streams import kafka_client, rocks
+from streams.kafka import client as kafka_client
+from streams.kafka.topics import changelog_topic
 from streams.stages.dedup import EXACT_STORE, RECIPIENT_STORE
-from streams.topics import changelog_topic
+from streams.state import rocks
 
 log = logging.getLogger("orderstream.store")
 

@@ -5,8 +5,8 @@ connections while workers restart or the broker is replaced. Positions are kept 
 in the sync log itself, committed in the same write as the events: a restart resumes exactly
 where the log ends, and a fresh epoch (empty topics) starts its topics from the beginning.
 
-It also says how far it has read, per broker epoch (``streams.publications``): workers keep what
-they published until the hub has it, and send again what a dead broker took with it; the copies
+It also says how far it has read, per broker epoch (``streams.sync.publications``): workers keep
+what they published until the hub has it, and send again what a dead broker took with it; the copies
 this hub already holds (same JSON) are dropped here.
 
 It also turns what it sees into operator metrics: change-published latency (accepted at the door
@@ -26,18 +26,20 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from core.inventory import StockAlert, StockChange
-from streams import kafka_client, metrics, publications
-from streams.envelope import (
+from streams import metrics
+from streams.ingest.forwarder import close_in_background
+from streams.kafka import client as kafka_client
+from streams.kafka.envelope import (
     CHANGES_CODEC,
     ENVELOPE_HEADER,
     STOCK_ALERT_CODEC,
     STOCK_CHANGE_CODEC,
     OrderChange,
 )
-from streams.forwarder import close_in_background
+from streams.kafka.topics import CHANGES, STOCK_CHANGES
 from streams.settings import Settings
-from streams.sync_log import NewEvent, SyncEvent, SyncLog
-from streams.topics import CHANGES, STOCK_CHANGES
+from streams.sync import publications
+from streams.sync.log import NewEvent, SyncEvent, SyncLog
 
 log = logging.getLogger("orderstream.sync")
 

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import msgspec
 from rocksdict import Rdict, WriteBatch, WriteOptions
 
-from streams import rocks
+from streams.state import rocks
 
 CHUNK_PREFIX = b"c"  # + first event id (8 bytes big-endian) -> up to CHUNK events
 CHUNK = 1000

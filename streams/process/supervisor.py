@@ -24,22 +24,24 @@ from aiohttp import web
 
 from core.routing import WarehouseRouting
 from core.skus import SkuCatalog
-from streams import kafka_client, malloc, metrics
-from streams.api import IngestAPI
-from streams.auth import Authenticator, ensure_bootstrap_key, keys_path
-from streams.broker import EmbeddedBroker, die_with_parent, free_port
-from streams.cluster import ClusterError, ensure_cluster, probe_epoch, wait_for_broker
-from streams.forwarder import Forwarder, SettleListener, wait_closed
-from streams.journal import IngestJournal
-from streams.lag import LagMonitor, lag_once
-from streams.memory_budget import Action, memory_action
+from streams import metrics
+from streams.http.api import IngestAPI
+from streams.http.auth import Authenticator, ensure_bootstrap_key, keys_path
+from streams.http.sync_api import SyncAPI
+from streams.ingest.forwarder import Forwarder, SettleListener, wait_closed
+from streams.ingest.journal import IngestJournal
+from streams.kafka import client as kafka_client
+from streams.kafka.broker import EmbeddedBroker, die_with_parent, free_port
+from streams.kafka.cluster import ClusterError, ensure_cluster, probe_epoch, wait_for_broker
+from streams.kafka.lag import LagMonitor, lag_once
+from streams.kafka.topics import service_topics
+from streams.process import malloc
+from streams.process.memory_budget import Action, memory_action
 from streams.settings import Settings
-from streams.subscribers import SubscriberHub
-from streams.sync_api import SyncAPI
-from streams.sync_feed import SyncFeed
-from streams.sync_log import SyncLog
-from streams.topics import service_topics
-from streams.webhooks import Webhooks
+from streams.sync.feed import SyncFeed
+from streams.sync.log import SyncLog
+from streams.sync.subscribers import SubscriberHub
+from streams.sync.webhooks import Webhooks
 
 log = logging.getLogger("orderstream.serve")
 
@@ -365,7 +367,7 @@ class Supervisor:
 
     def _over_budget(self, now: float) -> Action:
         """Sample memory (published as metrics); what the budget replaces
-        (streams.memory_budget decides)."""
+        (streams.process.memory_budget decides)."""
         sizes = self._worker_rss()
         rss = self._rss(sizes)
         for role, n in rss.items():

@@ -28,7 +28,7 @@ from pathlib import Path
 import msgspec
 from rocksdict import Rdict, WriteBatch, WriteOptions
 
-from streams import rocks
+from streams.state import rocks
 
 log = logging.getLogger("orderstream.journal")
 

@@ -16,8 +16,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from streams import kafka_client
-from streams.topics import EPOCH, TopicSpec
+from streams.kafka import client as kafka_client
+from streams.kafka.topics import EPOCH, TopicSpec
 
 log = logging.getLogger("orderstream.cluster")
 

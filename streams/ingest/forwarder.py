@@ -17,8 +17,10 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from streams import kafka_client, metrics
-from streams.envelope import (
+from streams import metrics
+from streams.ingest.journal import IngestJournal, JournalEntry
+from streams.kafka import client as kafka_client
+from streams.kafka.envelope import (
     DLQ_CODEC,
     ENVELOPE_HEADER,
     RAW_CODEC,
@@ -28,9 +30,8 @@ from streams.envelope import (
     RawRecord,
     group_by_partition,
 )
-from streams.journal import IngestJournal, JournalEntry
+from streams.kafka.topics import DLQ, RAW, RAW_PRIORITY, SETTLED
 from streams.settings import Settings
-from streams.topics import DLQ, RAW, RAW_PRIORITY, SETTLED
 
 log = logging.getLogger("orderstream.forwarder")
 

@@ -8,10 +8,10 @@ import logging
 import faust
 import uvloop
 
-from streams import kafka_client
-from streams.cluster import ensure_cluster, wait_for_broker
+from streams.kafka import client as kafka_client
+from streams.kafka.cluster import ensure_cluster, wait_for_broker
+from streams.kafka.topics import service_topics
 from streams.settings import Settings
-from streams.topics import service_topics
 
 log = logging.getLogger("orderstream.worker")
 

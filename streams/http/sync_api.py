@@ -9,9 +9,9 @@ import msgspec
 from aiohttp import web
 
 from core.subscription import FilterError, parse_filter
-from streams.http_errors import error, json_object
-from streams.subscribers import SubscriberHub
-from streams.webhooks import Webhooks, check_url
+from streams.http.errors import error, json_object
+from streams.sync.subscribers import SubscriberHub
+from streams.sync.webhooks import Webhooks, check_url
 
 _json = msgspec.json.Encoder()
 

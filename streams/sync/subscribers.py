@@ -23,8 +23,8 @@ from aiohttp import WSMsgType, web
 
 from core.subscription import EventFilter, FilterError, parse_filter
 from streams import metrics
-from streams.http_errors import error
-from streams.sync_log import SyncEvent, SyncLog
+from streams.http.errors import error
+from streams.sync.log import SyncEvent, SyncLog
 
 log = logging.getLogger("orderstream.subscribers")
 

@@ -1,7 +1,7 @@
 """Every topic the service uses, with its partition count, created by us before any client runs.
 
 Tansu auto-creates a topic on the first metadata request with its own default partition count,
-so nothing may touch a topic before ``streams.cluster.ensure_cluster`` has created it.
+so nothing may touch a topic before ``streams.kafka.cluster.ensure_cluster`` has created it.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ from core.model import Limits, Rejection, global_order_id
 from core.skus import SkuCatalog
 from core.state_machine import EventError, validate_event
 from streams import metrics
-from streams.http_errors import error, json_object
-from streams.journal import IngestJournal, JournalEntry, JournalFull
+from streams.http.errors import error, json_object
+from streams.ingest.journal import IngestJournal, JournalEntry, JournalFull
 from streams.stages import dead_letters, order_state
 
 log = logging.getLogger("orderstream.api")

@@ -26,7 +26,7 @@ from rocksdict import WriteBatch
 from core.signing import SIGNATURE_HEADER, sign
 from core.subscription import EventFilter
 from streams import metrics
-from streams.sync_log import SyncEvent, SyncLog
+from streams.sync.log import SyncEvent, SyncLog
 
 log = logging.getLogger("orderstream.webhooks")
 

@@ -14,11 +14,12 @@ from collections import defaultdict
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from streams import kafka_client, metrics
-from streams.forwarder import close_in_background
+from streams import metrics
+from streams.ingest.forwarder import close_in_background
+from streams.kafka import client as kafka_client
+from streams.kafka.topics import consumed_topics
 from streams.settings import Settings
-from streams.sync_feed import SyncFeed
-from streams.topics import consumed_topics
+from streams.sync.feed import SyncFeed
 
 log = logging.getLogger("orderstream.lag")
 
