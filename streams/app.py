@@ -56,8 +56,8 @@ from core.state_machine import EventError, OrderEvent, Refusal, validate_event
 from ext import kafka_partition
 from streams import metrics
 from streams.kafka import client as kafka_client
-from streams.kafka import faust_tuning
-from streams.kafka.cluster import probe_epoch
+from streams.kafka import faust_tuning, fetch_wait
+from streams.kafka.batches import take_batches
 from streams.kafka.envelope import (
     ALERT_CODEC,
     CANONICAL_CODEC,
@@ -111,8 +111,8 @@ from streams.sync.publications import Publication
 
 log = logging.getLogger("orderstream.worker")
 faust_tuning.apply()
+fetch_wait.install()
 
-EPOCH_EXIT_CODE = 75  # exit code of a worker that saw a new broker epoch (it is restarted)
 API_INPUT = "api"  # input name of commits made by operator requests rather than a topic
 TIMER_INPUT = "timer"  # ...and by timers (reservation TTLs, SLA deadlines)
 TAKE_WITHIN_S = 0.005
@@ -995,13 +995,13 @@ class Pipeline:
             return app.topic(name, partitions=self.partitions)
 
         def agent(topic: Any, name: str, handler: Any, max_events: int) -> None:
-            # take_events acks a batch only when the loop asks for the next one, i.e. after
+            # take_batches acks a batch only when the loop asks for the next one, i.e. after
             # the handler finished its sends and commits. An exception - or the cancellation
             # of a graceful stop - would still ack it on the way out (the generator's finally),
             # so an unfinished batch ends the process instead: state survives that by design,
             # the supervisor restarts the worker and the batch is redelivered.
             async def run(stream: Any) -> None:
-                async for events in stream.take_events(max_events, TAKE_WITHIN_S):
+                async for events in take_batches(stream, max_events, TAKE_WITHIN_S):
                     try:
                         await handler([e.message for e in events])
                     except asyncio.CancelledError:
@@ -1104,13 +1104,6 @@ class Pipeline:
         @app.timer(interval=2.0)
         async def rules_reload() -> None:
             self.reload_rules()
-
-        @app.timer(interval=2.0)
-        async def watch_epoch() -> None:
-            reachable, epoch = await probe_epoch(self.settings.bootstrap_servers)
-            if reachable and epoch != self.epoch:
-                log.warning("broker epoch changed (%s -> %s): restarting", self.epoch, epoch)
-                os._exit(EPOCH_EXIT_CODE)
 
         @app.page("/internal/orders/{order_id}")
         async def get_order(web: Any, request: Any, order_id: str) -> Any:

@@ -9,6 +9,7 @@ journal replays whatever no terminal stage has recorded yet.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 
@@ -95,31 +96,40 @@ class EpochUnread(KafkaError):
 async def read_epoch(bootstrap: str, attempts: int = 4) -> str | None:
     """The epoch marker; None when the epoch topic does not exist (a fresh broker)."""
     admin = await _admin(bootstrap)
+    consumer = _marker_consumer(bootstrap)
     try:
-        if EPOCH not in set(await admin.list_topics()):
-            return None
+        await consumer.start()
+        return await _read_marker(admin, consumer, attempts)
     finally:
         await admin.close()
-    consumer = AIOKafkaConsumer(
+        await consumer.stop()
+
+
+def _marker_consumer(bootstrap: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         group_id=None,
         fetch_max_wait_ms=50,
         **kafka_client.options(),
     )
-    await consumer.start()
-    try:
-        tp = TopicPartition(EPOCH, 0)
+
+
+async def _read_marker(
+    admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, attempts: int
+) -> str | None:
+    if EPOCH not in set(await admin.list_topics()):
+        return None
+    tp = TopicPartition(EPOCH, 0)
+    if tp not in consumer.assignment():
         consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        for _ in range(attempts):  # an empty topic answers each fetch after fetch_max_wait_ms
-            batch = await consumer.getmany(tp, timeout_ms=100, max_records=1)
-            for msgs in batch.values():
-                if msgs:
-                    return msgs[0].value.decode()
-        raise EpochUnread(f"{EPOCH} exists but returned no marker")
-    finally:
-        await consumer.stop()
+    await consumer.seek_to_beginning(tp)
+    for _ in range(attempts):  # an empty topic answers each fetch after the fetch wait
+        batch = await consumer.getmany(tp, timeout_ms=100, max_records=1)
+        for msgs in batch.values():
+            if msgs:
+                return msgs[0].value.decode()
+    raise EpochUnread(f"{EPOCH} exists but returned no marker")
 
 
 async def _wrong_counts(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
@@ -175,9 +185,40 @@ async def wait_for_broker(bootstrap: str, timeout: float) -> None:
     raise ClusterError(f"broker {bootstrap} not reachable within {timeout}s: {last}")
 
 
-async def probe_epoch(bootstrap: str) -> tuple[bool, str | None]:
-    """(reachable, epoch) without raising: used by the supervisor's watch loop."""
-    try:
-        return True, await asyncio.wait_for(read_epoch(bootstrap), 5)
-    except (TimeoutError, KafkaError, OSError):
-        return False, None
+class EpochProbe:
+    """The supervisor's look at the broker's epoch, every 2 s, over clients it keeps.
+
+    A fresh admin client and consumer per probe (as ``read_epoch`` makes) cost both sides a TCP
+    handshake, ApiVersions and metadata each time: one new connection a second on an idle
+    service. These two live until a probe fails, and are then made again.
+    """
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._admin: AIOKafkaAdminClient | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def probe(self) -> tuple[bool, str | None]:
+        """(reachable, epoch) without raising."""
+        try:
+            return True, await asyncio.wait_for(self._read(), 5)
+        except (TimeoutError, KafkaError, OSError):
+            await self.close()
+            return False, None
+
+    async def _read(self) -> str | None:
+        if self._admin is None:
+            self._admin = await _admin(self.bootstrap)
+        if self._consumer is None:
+            self._consumer = _marker_consumer(self.bootstrap)
+            await self._consumer.start()
+        return await _read_marker(self._admin, self._consumer, attempts=4)
+
+    async def close(self) -> None:
+        """Against a dead broker a client's close can hang: give each a second."""
+        clients = [c for c in (self._admin, self._consumer) if c is not None]
+        self._admin = self._consumer = None
+        for client in clients:
+            stop = client.close if isinstance(client, AIOKafkaAdminClient) else client.stop
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(stop(), 1)

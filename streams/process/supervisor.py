@@ -31,8 +31,9 @@ from streams.http.sync_api import SyncAPI
 from streams.ingest.forwarder import Forwarder, SettleListener, wait_closed
 from streams.ingest.journal import IngestJournal
 from streams.kafka import client as kafka_client
+from streams.kafka import fetch_wait
 from streams.kafka.broker import EmbeddedBroker, die_with_parent, free_port
-from streams.kafka.cluster import ClusterError, ensure_cluster, probe_epoch, wait_for_broker
+from streams.kafka.cluster import ClusterError, EpochProbe, ensure_cluster, wait_for_broker
 from streams.kafka.lag import LagMonitor, lag_once
 from streams.kafka.topics import service_topics
 from streams.process import malloc
@@ -126,6 +127,7 @@ class Supervisor:
         self.sync_log: SyncLog | None = None
         self.feed: SyncFeed | None = None
         self.lag: LagMonitor | None = None
+        self.epoch_probe = EpochProbe(settings.bootstrap_servers)
         self._last_replacement = 0.0  # either kind
         self._last_broker_swap = 0.0
         self._budget_warned = 0.0
@@ -245,6 +247,7 @@ class Supervisor:
             await self._stop_workers(timeout=15.0)
             await self._feed_caught_up(timeout=10.0)
             await self._stop_io(forwarder, settler)
+            await self.epoch_probe.close()
             await webhooks.stop()
             await asyncio.get_running_loop().run_in_executor(None, self._stop_children)
             await self.journal.close()
@@ -442,6 +445,7 @@ class Supervisor:
         """
         assert self.broker is not None
         s = self.settings
+        await self.epoch_probe.close()  # no client of the old broker may touch the new one
         t0 = time.monotonic()
         rss = self._rss()
         log.warning(
@@ -486,7 +490,6 @@ class Supervisor:
     async def _watch_once(
         self, forwarder: Forwarder, settler: SettleListener, api: IngestAPI
     ) -> None:
-        s = self.settings
         last_probe = 0.0
         last_memory = last_trim = 0.0
         while True:
@@ -510,7 +513,7 @@ class Supervisor:
                 if broker_died:
                     reachable, epoch = False, None
                 else:
-                    reachable, epoch = await probe_epoch(s.bootstrap_servers)
+                    reachable, epoch = await self.epoch_probe.probe()
                 if broker_died or (reachable and epoch != self.epoch):
                     await self._recover_epoch(forwarder, settler, api, broker_died)
                     continue
@@ -549,6 +552,7 @@ class Supervisor:
         """
         why = "died" if broker_died else "came back empty (new epoch)"
         log.warning("broker %s: recovering", why)
+        await self.epoch_probe.close()  # no client of the old broker may touch the new one
         # With the broker gone a worker cannot commit anything, and its state survives SIGKILL
         # by design: kill at once. Otherwise give it a short graceful stop.
         await self._stop_workers(timeout=0.0 if broker_died else 5.0)
@@ -586,6 +590,7 @@ def serve(settings: Settings) -> None:
     import uvloop
 
     kafka_client.configure(settings)
+    fetch_wait.install()
 
     async def main() -> None:
         sup = Supervisor(settings)
