@@ -211,7 +211,7 @@ class NormaliseOutput:
 
 
 def normalise_stage_run(inp: Inputs, keep: bool = True) -> NormaliseOutput:
-    """``Pipeline.normalise_batch`` per raw envelope, minus the sends and the metrics.
+    """The normalising half of ``Pipeline.intake_batch`` per raw envelope, minus sends and metrics.
 
     With ``keep=False`` each encoded envelope is dropped at once, as after its send: keeping
     ~70 MB of output per 100,000 orders would time page faults the worker never pays.

@@ -53,7 +53,7 @@ from core.rules import RulesFile
 from core.skus import SkuCatalog
 from core.sla import DEADLINE_PREFIX, SlaPolicy, decode_deadline, due_until
 from core.state_machine import EventError, OrderEvent, Refusal, validate_event
-from ext import kafka_partition
+from ext import kafka_partition, kafka_partitions
 from streams import metrics
 from streams.kafka import client as kafka_client
 from streams.kafka import faust_tuning, fetch_wait
@@ -74,6 +74,7 @@ from streams.kafka.envelope import (
     CanonicalRecord,
     DeadLetter,
     OrderChange,
+    RawRecord,
     ReviewItem,
     RoutedRecord,
     Settle,
@@ -84,14 +85,12 @@ from streams.kafka.envelope import (
 from streams.kafka.topics import (
     ALERTS,
     CANONICAL,
-    CANONICAL_PRIORITY,
     CHANGES,
     DLQ,
     EVENTS,
-    NORMAL_LANE,
-    PRIORITY_LANE,
+    RAW,
+    RAW_PRIORITY,
     RECIPIENT,
-    RECIPIENT_PRIORITY,
     RESERVE,
     RESERVED,
     REVIEW,
@@ -99,8 +98,6 @@ from streams.kafka.topics import (
     STOCK_CHANGES,
     STOCK_UPDATES,
     UNIQUE,
-    UNIQUE_PRIORITY,
-    Lane,
 )
 from streams.process import malloc
 from streams.settings import Settings
@@ -379,37 +376,71 @@ class Pipeline:
         """A gateway message's position, naming its orders' copies (``copy_ref``)."""
         return f"raw:{self.epoch[:8]}:{message.partition}:{message.offset}"
 
-    async def normalise_batch(self, messages: list[Any], lane: Lane = NORMAL_LANE) -> None:
-        """Raw messages (journal envelopes or single gateway orders) -> canonical envelopes.
+    def _raw(self, message: Any) -> list[RawRecord | DeadLetter]:
+        """A raw message's orders, or the dead letter of a message that holds none."""
+        recs, bad = normalise.decode_raw_message(
+            message.key,
+            message.value,
+            _headers(message),
+            int(message.timestamp * 1000),
+            self._where(message),
+        )
+        return [*recs, *bad]
 
-        An order on the priority lane stays on it; one tagged with a priority tag joins it here.
+    async def intake_batch(self, messages: list[Any], topic: str = RAW) -> None:
+        """``orders.raw``: normalise, then de-duplicate exactly, in one hop where the keys allow.
+
+        The forwarder puts each journal envelope on the partition of its orders' global ids, so
+        an order from the HTTP door meets its partition's ``seen`` store right here: no hop
+        between normalisation and exact dedup. A gateway's message (keyed channel:order_no, or
+        not keyed) lands wherever its key says; its orders are re-keyed once, through
+        ``orders.canonical``, where ``exact_dedup_batch`` reads them. VIP/urgent orders (from
+        ``orders.raw.priority``, or tagged with a priority tag) go first in every envelope.
         """
         t0 = time.perf_counter()
-        records: list[Any] = []
-        dead: list[DeadLetter] = []
-        for m in messages:
-            recs, bad = normalise.decode_raw_message(
-                m.key, m.value, _headers(m), int(m.timestamp * 1000), self._where(m)
+        step = partial(self._intake, urgent_lane=topic == RAW_PRIORITY)
+        await self._stateful(topic, dedup.EXACT_STORE, self._raw, messages, step)
+        metrics.ENVELOPE_SECONDS.labels(normalise.STAGE).observe(time.perf_counter() - t0)
+
+    async def _intake(
+        self, store: Any, fresh: list[Any], replayed: list[Any], urgent_lane: bool
+    ) -> StepResult:
+        if not fresh:
+            return StepResult()  # normalised and routed before: the outputs exist
+        dead = [r for r in fresh if isinstance(r, DeadLetter)]
+        good, rejected = normalise.normalise_records(
+            [r for r in fresh if not isinstance(r, DeadLetter)], self.ctx
+        )
+        for rec in good:
+            rec.priority = urgent_lane or self._urgent(rec.order)
+        good.sort(key=lambda r: not r.priority)  # stable: VIP first, otherwise arrival order
+        ids = [r.order.id.encode() for r in good]
+        here: list[CanonicalRecord] = []
+        elsewhere: list[CanonicalRecord] = []
+        for rec, part in zip(good, kafka_partitions(ids, self.partitions), strict=True):
+            (here if part == store.partition else elsewhere).append(rec)
+        futs = await self._send_dead(dead + rejected)
+        if elsewhere:
+            futs += await self._send_grouped(
+                CANONICAL,
+                elsewhere,
+                [r.order.id.encode() for r in elsewhere],
+                CANONICAL_CODEC,
+                b"canonical",
             )
-            records += recs
-            dead += bad
-        good, rejected = normalise.normalise_records(records, self.ctx)
-        dead += rejected
-        urgent = [r for r in good if lane is PRIORITY_LANE or self._urgent(r.order)]
-        normal = [r for r in good if not (lane is PRIORITY_LANE or self._urgent(r.order))]
-        futs = await self._send_dead(dead)
-        for topic, recs in ((CANONICAL, normal), (CANONICAL_PRIORITY, urgent)):
-            if recs:
-                futs += await self._send_grouped(
-                    topic, recs, [r.order.id.encode() for r in recs], CANONICAL_CODEC, b"canonical"
-                )
-        await asyncio.gather(*futs)
+        updates: list[tuple[bytes, bytes | None]] = []
+        if here:
+            out = dedup.exact_envelope(here, store.get_many(dedup.exact_keys(here)))
+            futs += await self._send_grouped(
+                RECIPIENT, out.records, out.keys, ROUTED_CODEC, b"canonical"
+            )
+            updates = out.updates
         # One metric update per channel per batch: multiprocess metrics cost ~3 µs a call.
         for channel, n in Counter(r.order.channel for r in good).items():
             metrics.NORMALISED.labels(channel).inc(n)
         for channel, n in Counter(r.order.channel for r in good if r.origin is None).items():
             metrics.INGESTED.labels(channel, "kafka").inc(n)
-        metrics.ENVELOPE_SECONDS.labels(normalise.STAGE).observe(time.perf_counter() - t0)
+        return StepResult(updates, futs)
 
     def _urgent(self, order: Any) -> bool:
         return bool(self.priority_tags) and not self.priority_tags.isdisjoint(order.tags)
@@ -469,7 +500,8 @@ class Pipeline:
                 await asyncio.gather(*result.outputs)
         return result
 
-    async def exact_dedup_batch(self, messages: list[Any], lane: Lane = NORMAL_LANE) -> None:
+    async def exact_dedup_batch(self, messages: list[Any]) -> None:
+        """``orders.canonical``: gateway orders re-keyed by global id (see ``intake_batch``)."""
         t0 = time.perf_counter()
 
         async def step(store: Any, fresh: list[Any], replayed: list[Any]) -> StepResult:
@@ -477,14 +509,14 @@ class Pipeline:
                 return StepResult()
             out = dedup.exact_envelope(fresh, store.get_many(dedup.exact_keys(fresh)))
             futs = await self._send_grouped(
-                lane.recipient, out.records, out.keys, ROUTED_CODEC, b"canonical"
+                RECIPIENT, out.records, out.keys, ROUTED_CODEC, b"canonical"
             )
             return StepResult(out.updates, futs)
 
-        await self._stateful(lane.canonical, dedup.EXACT_STORE, _routed, messages, step)
+        await self._stateful(CANONICAL, dedup.EXACT_STORE, _routed, messages, step)
         metrics.ENVELOPE_SECONDS.labels(dedup.EXACT_STAGE).observe(time.perf_counter() - t0)
 
-    async def recipient_dedup_batch(self, messages: list[Any], lane: Lane = NORMAL_LANE) -> None:
+    async def recipient_dedup_batch(self, messages: list[Any]) -> None:
         t0 = time.perf_counter()
 
         async def step(store: Any, fresh: list[Any], replayed: list[Any]) -> StepResult:
@@ -495,18 +527,16 @@ class Pipeline:
             )
             if pruned:
                 metrics.WINDOW_PRUNED.inc(pruned)
-            futs = await self._send_grouped(
-                lane.unique, out.records, out.keys, ROUTED_CODEC, b"unique"
-            )
+            futs = await self._send_grouped(UNIQUE, out.records, out.keys, ROUTED_CODEC, b"unique")
             return StepResult(out.updates, futs)
 
-        await self._stateful(lane.recipient, dedup.RECIPIENT_STORE, _routed, messages, step)
+        await self._stateful(RECIPIENT, dedup.RECIPIENT_STORE, _routed, messages, step)
         metrics.ENVELOPE_SECONDS.labels(dedup.RECIPIENT_STAGE).observe(time.perf_counter() - t0)
 
-    async def record_batch(self, messages: list[Any], lane: Lane = NORMAL_LANE) -> None:
+    async def record_batch(self, messages: list[Any]) -> None:
         t0 = time.perf_counter()
         results = await self._stateful(
-            lane.unique, order_state.STORE, _canonical, messages, self._record
+            UNIQUE, order_state.STORE, _canonical, messages, self._record
         )
         await self._send_settles([s for r in results for s in r.settles])
         changes = [c for r in results for c in r.changes]
@@ -520,10 +550,13 @@ class Pipeline:
         for (rule, channel), n in dups.items():
             metrics.DUPLICATES.labels(rule, channel).inc(n)
         now = _now_ms()
-        metrics.observe_many(
-            metrics.E2E_SECONDS.labels(lane.name),
-            [(now - c.received_at) / 1000 for c in changes if c.kind == "created"],
-        )
+        latencies: dict[str, list[float]] = {}
+        for c in changes:
+            if c.kind == "created":
+                lane = metrics.lane_of(c.priority)
+                latencies.setdefault(lane, []).append((now - c.received_at) / 1000)
+        for lane, values in latencies.items():
+            metrics.observe_many(metrics.E2E_SECONDS.labels(lane), values)
         metrics.ENVELOPE_SECONDS.labels(order_state.STAGE).observe(time.perf_counter() - t0)
 
     async def _record(self, store: Any, fresh: list[Any], replayed: list[Any]) -> StepResult:
@@ -1015,36 +1048,19 @@ class Pipeline:
             run.__qualname__ = name
             app.agent(topic, name=name)(run)
 
-        # Raw messages may be single gateway orders, so take many; canonical and dlq messages
-        # are envelopes of up to envelope_max_records each.
-        for lane in (NORMAL_LANE, PRIORITY_LANE):
-            # the priority lane: the same stages on their own topics and agents, so VIP/urgent
-            # orders never queue behind a flood of normal ones (only share the CPU with them)
-            suffix = "" if lane is NORMAL_LANE else "_priority"
-            agent(
-                topic(lane.raw),
-                "normalise" + suffix,
-                partial(self.normalise_batch, lane=lane),
-                2000,
-            )
-            agent(
-                topic(lane.canonical),
-                "exact_dedup" + suffix,
-                partial(self.exact_dedup_batch, lane=lane),
-                ENVELOPE_TAKE,
-            )
-            agent(
-                topic(lane.recipient),
-                "recipient_dedup" + suffix,
-                partial(self.recipient_dedup_batch, lane=lane),
-                ENVELOPE_TAKE,
-            )
-            agent(
-                topic(lane.unique),
-                "order_state" + suffix,
-                partial(self.record_batch, lane=lane),
-                16,
-            )
+        # Raw messages may be single gateway orders, so take many; the other topics carry
+        # envelopes of up to envelope_max_records each. orders.raw.priority has an agent of its
+        # own, so VIP/urgent orders never queue behind a flood on orders.raw.
+        agent(topic(RAW), "intake", self.intake_batch, 2000)
+        agent(
+            topic(RAW_PRIORITY),
+            "intake_priority",
+            partial(self.intake_batch, topic=RAW_PRIORITY),
+            2000,
+        )
+        agent(topic(CANONICAL), "exact_dedup", self.exact_dedup_batch, ENVELOPE_TAKE)
+        agent(topic(RECIPIENT), "recipient_dedup", self.recipient_dedup_batch, ENVELOPE_TAKE)
+        agent(topic(UNIQUE), "order_state", self.record_batch, 16)
         agent(topic(RESERVE), "reserve", self.reserve_batch, ENVELOPE_TAKE)
         agent(topic(STOCK_UPDATES), "stock_updates", self.stock_updates_batch, 500)
         agent(topic(RESERVED), "reservation_results", self.reservation_results_batch, ENVELOPE_TAKE)
@@ -1052,12 +1068,11 @@ class Pipeline:
         agent(topic(DLQ), "dead_letters", self.store_dead_letter_batch, ENVELOPE_TAKE)
 
         store_of = {
+            RAW: dedup.EXACT_STORE,
+            RAW_PRIORITY: dedup.EXACT_STORE,
             CANONICAL: dedup.EXACT_STORE,
             RECIPIENT: dedup.RECIPIENT_STORE,
             UNIQUE: order_state.STORE,
-            CANONICAL_PRIORITY: dedup.EXACT_STORE,
-            RECIPIENT_PRIORITY: dedup.RECIPIENT_STORE,
-            UNIQUE_PRIORITY: order_state.STORE,
             RESERVE: reserve.STORE,
             DLQ: dead_letters.STORE,
         }

@@ -196,6 +196,11 @@ BROKER_REPLACEMENTS = Counter(
 BROKER_EPOCHS = Counter("orderstream_broker_epochs_total", "Fresh broker epochs recovered from")
 
 
+def lane_of(priority: str) -> str:
+    """The ``lane`` label of an order's latency: its record's priority ("high" = priority)."""
+    return "priority" if priority == "high" else "normal"
+
+
 def observe_many(histogram: Histogram, values: list[float]) -> None:
     """Observe a batch with one write per bucket rather than one per value.
 

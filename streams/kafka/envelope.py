@@ -48,6 +48,7 @@ class CanonicalRecord(msgspec.Struct, array_like=True, gc=False):
     address_orders_24h: int = 0  # orders to this recipient in the last 24 h (recipient stage)
     recipient_key: bytes = b""  # set by the exact stage: the recipient partition's key
     facts: DedupFacts | None = None  # set by the normaliser: what the dedup stages read
+    priority: bool = False  # VIP/urgent: first in every envelope, recorded with priority "high"
 
 
 class RoutedRecord(msgspec.Struct, array_like=True, gc=False):
@@ -63,6 +64,7 @@ class RoutedRecord(msgspec.Struct, array_like=True, gc=False):
     address_orders_24h: int = 0
     recipient_key: bytes = b""
     facts: DedupFacts | None = None
+    priority: bool = False
 
 
 def copy_ref(rec: RawRecord | CanonicalRecord | RoutedRecord) -> str:

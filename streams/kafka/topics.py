@@ -10,10 +10,13 @@ from typing import Any
 
 import msgspec
 
-# gateways (keyed channel:order_no, or not keyed) and journal envelopes (partition = murmur2 of the
-# global id); normalise is stateless, so where a raw record lands does not matter
+# journal envelopes (partition = murmur2 of the global id: normalised and exact-deduplicated in
+# one hop) and gateways (keyed channel:order_no, or not keyed: re-keyed once via orders.canonical)
 RAW = "orders.raw"
-CANONICAL = "orders.canonical"  # normalised orders; partition = kafka_partition(global id)
+# VIP / urgent orders from the HTTP door: an agent of its own, so a flood queued on orders.raw
+# does not delay them; from there on they go first in every envelope.
+RAW_PRIORITY = "orders.raw.priority"
+CANONICAL = "orders.canonical"  # gateway orders re-keyed: partition = kafka_partition(global id)
 RECIPIENT = "orders.recipient"  # orders past exact dedup; partition = recipient key (phone/address)
 UNIQUE = "orders.unique"  # orders with their dedup verdict; partition = global id
 REVIEW = "orders.review"  # suspected near-duplicates held for an operator; key = global id
@@ -21,12 +24,6 @@ RESERVE = "reservations.requests"  # one request per order line; partition = SKU
 RESERVED = "reservations.results"  # the SKU partitions' answers; partition = global id
 STOCK_UPDATES = "stock.updates"  # a WMS's stock adjustments (JSON / NDJSON); key = SKU
 STOCK_CHANGES = "stock.changes"  # every touched (SKU, warehouse) level, and low-stock alerts
-# The priority lane (VIP / urgent orders): the same stages on their own topics and agents, so a
-# flood of normal orders queued on the topics above does not delay them.
-RAW_PRIORITY = "orders.raw.priority"
-CANONICAL_PRIORITY = "orders.canonical.priority"
-RECIPIENT_PRIORITY = "orders.recipient.priority"
-UNIQUE_PRIORITY = "orders.unique.priority"
 EVENTS = "orders.events"  # order events (payment, warehouse, carrier, ...): JSON; key = order id
 ALERTS = "orders.alerts"  # SLA breaches/escalations, rule notifications, carrier exceptions
 DLQ = "orders.dlq"  # dead letters with stage, field, reason and the original bytes
@@ -45,13 +42,10 @@ class TopicSpec(msgspec.Struct, frozen=True):
 def hot_topics() -> tuple[str, ...]:
     return (
         RAW,
+        RAW_PRIORITY,
         CANONICAL,
         RECIPIENT,
         UNIQUE,
-        RAW_PRIORITY,
-        CANONICAL_PRIORITY,
-        RECIPIENT_PRIORITY,
-        UNIQUE_PRIORITY,
         REVIEW,
         RESERVE,
         RESERVED,
@@ -66,9 +60,8 @@ def hot_topics() -> tuple[str, ...]:
 
 def consumed_topics() -> tuple[str, ...]:
     """The topics the workers' consumer group reads (its lag is reported per topic)."""
-    lanes = (RAW, CANONICAL, RECIPIENT, UNIQUE)
-    lanes += (RAW_PRIORITY, CANONICAL_PRIORITY, RECIPIENT_PRIORITY, UNIQUE_PRIORITY)
-    return (*lanes, RESERVE, RESERVED, STOCK_UPDATES, EVENTS, DLQ)
+    stages = (RAW, RAW_PRIORITY, CANONICAL, RECIPIENT, UNIQUE, RESERVE, RESERVED)
+    return (*stages, STOCK_UPDATES, EVENTS, DLQ)
 
 
 def changelog_topic(store: str) -> str:
@@ -106,19 +99,3 @@ def _topics(partitions: int, app_id: str) -> list[TopicSpec]:
         TopicSpec(f"{app_id}-__assignor-__leader", 1),
     ]
     return specs
-
-
-class Lane(msgspec.Struct, frozen=True):
-    """One lane's topics, stage by stage."""
-
-    name: str
-    raw: str
-    canonical: str
-    recipient: str
-    unique: str
-
-
-NORMAL_LANE = Lane("normal", RAW, CANONICAL, RECIPIENT, UNIQUE)
-PRIORITY_LANE = Lane(
-    "priority", RAW_PRIORITY, CANONICAL_PRIORITY, RECIPIENT_PRIORITY, UNIQUE_PRIORITY
-)

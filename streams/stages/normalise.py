@@ -1,8 +1,9 @@
 """Normalise stage: raw channel payloads -> canonical orders, or dead letters with a reason.
 
-Stateless, so any worker can take any partition. Input is either our journal envelopes or what a
-gateway produced directly: one JSON order, or an NDJSON batch, per message, with the channel in a
-``channel`` header or as the key prefix ``channel:order_no``.
+Pure functions over one raw message; the intake agent runs them on ``orders.raw`` and goes on to
+exact dedup in the same hop. Input is either our journal envelopes or what a gateway produced
+directly: one JSON order, or an NDJSON batch, per message, with the channel in a ``channel``
+header or as the key prefix ``channel:order_no``.
 """
 
 from __future__ import annotations

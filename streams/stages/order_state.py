@@ -245,6 +245,8 @@ def record_envelope(
         if result is None:
             continue
         new, kind = result
+        if kind == "created" and rec.priority:
+            new.priority = "high"  # came on the priority lane or with a priority tag
         if ctx is not None and kind == "created":
             flow = on_created(new, ctx, now, address_orders_24h=rec.address_orders_24h)
             new = flow.record

@@ -47,7 +47,6 @@ _json = msgspec.json.Encoder()
 # order-change kinds that follow an accepted copy: latency from the door is meaningful for these
 # (an "event" change starts at the event, not at the order's acceptance)
 _FROM_DOOR = frozenset({"created", "updated", "duplicate_received", "reservation"})
-LANE_OF = {"high": "priority"}
 
 
 Change = OrderChange | StockChange | StockAlert
@@ -240,7 +239,7 @@ class SyncFeed:
             if isinstance(c, OrderChange):
                 counts["order"] += 1
                 if c.kind in _FROM_DOOR:
-                    lane = LANE_OF.get(c.priority, "normal")
+                    lane = metrics.lane_of(c.priority)
                     latencies[(lane, c.kind)].append((now - c.received_at) / 1000)
             elif isinstance(c, StockChange):
                 counts["stock"] += 1
