@@ -112,7 +112,6 @@ fetch_wait.install()
 
 API_INPUT = "api"  # input name of commits made by operator requests rather than a topic
 TIMER_INPUT = "timer"  # ...and by timers (reservation TTLs, SLA deadlines)
-TAKE_WITHIN_S = 0.005
 # Envelopes shrink as they fan out (each stage splits its output over every partition: 500 raw
 # orders reach the order stage as envelopes of ~8), so a stage takes many at once: one commit
 # (fsync) and one output envelope per destination partition for all of them.
@@ -1023,6 +1022,7 @@ class Pipeline:
 
     def _register(self) -> None:
         app = self.app
+        window = self.settings.batch_window_ms / 1000
 
         def topic(name: str) -> Any:
             return app.topic(name, partitions=self.partitions)
@@ -1034,7 +1034,7 @@ class Pipeline:
             # so an unfinished batch ends the process instead: state survives that by design,
             # the supervisor restarts the worker and the batch is redelivered.
             async def run(stream: Any) -> None:
-                async for events in take_batches(stream, max_events, TAKE_WITHIN_S):
+                async for events in take_batches(stream, max_events, window):
                     try:
                         await handler([e.message for e in events])
                     except asyncio.CancelledError:
