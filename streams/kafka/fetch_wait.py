@@ -27,15 +27,22 @@ _Fetcher = aiokafka_fetcher.Fetcher
 _proc_fetch_request = _Fetcher._proc_fetch_request
 
 
+def next_wait_ms(current_ms: int, busy_ms: int, got_records: bool, quiet_s: float) -> int:
+    """The wait of a consumer's next fetch: its busy wait while records come back and for
+    ``HOLD_S`` after the last one, then doubled per empty fetch up to ``IDLE_WAIT_MS``."""
+    if got_records or quiet_s <= HOLD_S:
+        return busy_ms
+    return min(max(IDLE_WAIT_MS, busy_ms), max(busy_ms, 2 * current_ms))
+
+
 async def _proc_with_backoff(self: Any, assignment: Any, node_id: Any, request: Any) -> bool:
     got = await _proc_fetch_request(self, assignment, node_id, request)
     now = time.monotonic()
     busy = self.__dict__.setdefault("_busy_wait_ms", self._fetch_max_wait_ms)
     if got:
         self._last_records_at = now
-        self._fetch_max_wait_ms = busy
-    elif now - self.__dict__.get("_last_records_at", 0.0) > HOLD_S:
-        self._fetch_max_wait_ms = min(IDLE_WAIT_MS, max(busy, 2 * self._fetch_max_wait_ms))
+    quiet = now - self.__dict__.get("_last_records_at", 0.0)
+    self._fetch_max_wait_ms = next_wait_ms(self._fetch_max_wait_ms, busy, got, quiet)
     return got
 
 

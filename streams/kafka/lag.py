@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -36,18 +38,47 @@ async def group_lag(consumer: AIOKafkaConsumer, partitions: int) -> dict[str, in
     return lag
 
 
+# With nothing moving (no order accepted, no change published) and no lag at the last probe,
+# the group's lag cannot have grown: probe only this often. A probe reads every partition's end
+# and committed offset (~20 requests), the largest thing an idle service still asked the broker.
+QUIET_PROBE_S = 30.0
+
+
 class LagMonitor:
-    def __init__(self, settings: Settings, feed: SyncFeed, interval_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        feed: SyncFeed,
+        activity: Callable[[], object] = lambda: None,
+        interval_s: float = 2.0,
+    ) -> None:
         self.settings = settings
         self.feed = feed
+        self.activity = activity  # changes whenever orders are accepted or changes published
         self.interval_s = interval_s
         self.last: dict[str, int] | None = None  # the workers' lag at the last probe
         self.probes = 0
+        self.eager = False  # a drain waits for fresh probes: never skip one meanwhile
         self.consumer: AIOKafkaConsumer | None = None
+        self._probed: tuple[float, object] = (0.0, object())
+
+    def _quiet(self) -> bool:
+        at, seen = self._probed
+        return (
+            not self.eager
+            and self.last is not None
+            and not any(self.last.values())
+            and self.activity() == seen
+            and time.monotonic() - at < QUIET_PROBE_S
+        )
 
     async def run(self) -> None:
         s = self.settings
         while True:
+            if self._quiet():
+                await asyncio.sleep(self.interval_s)
+                continue
+            self._probed = (time.monotonic(), self.activity())
             try:
                 if self.consumer is None:
                     self.consumer = AIOKafkaConsumer(

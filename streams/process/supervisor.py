@@ -175,7 +175,10 @@ class Supervisor:
         self.sync_log = SyncLog(data / "sync", s.sync_memory_events, s.sync_retention_events)
         self.feed = SyncFeed(self.sync_log, s)
         self.feed.epoch = self.epoch
-        self.lag = LagMonitor(s, self.feed)
+        feed, journal = self.feed, self.journal
+        self.lag = LagMonitor(
+            s, feed, activity=lambda: (journal.durable_seq, sum(feed.high_water.values()))
+        )
         hub = SubscriberHub(
             self.sync_log,
             s.subscriber_max_lag,
@@ -413,8 +416,16 @@ class Supervisor:
         """Until everything forwarded is recorded and no consumer has anything left to read."""
         assert self.lag is not None and self.feed is not None
         deadline = time.monotonic() + timeout
-        quiet = 0
         seen = self.lag.probes
+        self.lag.eager = True
+        try:
+            return await self._drain_wait(forwarder, deadline, seen)
+        finally:
+            self.lag.eager = False
+
+    async def _drain_wait(self, forwarder: Forwarder, deadline: float, seen: int) -> bool:
+        assert self.lag is not None and self.feed is not None
+        quiet = 0
         while time.monotonic() < deadline:
             await asyncio.sleep(0.25)
             if self.lag.probes == seen:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import msgspec
 import pytest
@@ -114,6 +115,46 @@ def test_gateway_producing_to_orders_raw(service: Service) -> None:
     for payload in [single, *batch, pretty, shopify_order(9_300_200)]:
         found = service.wait_order(expected_id("shopify", payload))
         assert found["order"]["channel"] == "shopify"
+
+
+def test_one_order_from_the_door_and_from_a_gateway_is_recorded_once(service: Service) -> None:
+    """The door's journal envelopes are deduplicated where they land (orders.raw, on the global
+    id's partition); a gateway's message keyed by channel:order_no is re-keyed through
+    orders.canonical. Both paths must meet the same ``seen`` store: the second copy is a resent
+    copy of the first, whichever path it took."""
+    for n, (first, second) in enumerate((("door", "gateway"), ("gateway", "door"))):
+        payload = shopify_order(9_310_001 + n)
+        oid = expected_id("shopify", payload)
+        number = str(9_310_001 + n).encode()
+
+        async def produce(payload: bytes = payload, number: bytes = number) -> None:
+            producer = AIOKafkaProducer(bootstrap_servers=f"127.0.0.1:{service.broker_port}")
+            await producer.start()
+            try:
+                await producer.send_and_wait(
+                    "orders.raw",
+                    payload,
+                    key=b"shopify:" + number,
+                    headers=[("channel", b"shopify")],
+                )
+            finally:
+                await producer.stop()
+
+        for path in (first, second):
+            if path == "door":
+                assert service.post_order("shopify", payload).status == 202
+            else:
+                asyncio.run(produce())
+            service.wait_order(oid)
+        deadline = time.monotonic() + 30
+        while True:
+            doc = service.get_order(oid).json()
+            if doc["duplicate_count"] == 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert doc["duplicate_count"] == 1, (first, second, doc)
+        assert doc["duplicates"][0]["rule"] == "exact_channel"
+        assert doc["state"] == "paid"
 
 
 def test_redelivered_newer_copy_updates_stale_copy_does_not(service: Service) -> None:
