@@ -27,6 +27,7 @@ test: $(STAMP)
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
 bench: $(STAMP)
+	$(VENV)/bin/python -m bench.idle
 	$(VENV)/bin/python -m bench.kernels
 	$(VENV)/bin/python -m bench.stages --orders 100000
 	$(VENV)/bin/python -m bench.reserve
@@ -34,6 +35,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python -m bench.flood --spawn --orders 100000 --vip-rate 0.02
 	$(VENV)/bin/python -m bench.flood --spawn --orders 60000 --rate 2400 --batch 100 --vip-rate 0.02
 	$(VENV)/bin/python -m bench.timers
+	$(VENV)/bin/python -m bench.door --seconds 30  # needs Debian's wrk
 
 clean:
 	rm -rf $(VENV) build *.egg-info ext/*.so ext/_kernels.c
