@@ -416,30 +416,36 @@ class Pipeline:
         ids = [r.order.id.encode() for r in good]
         here: list[CanonicalRecord] = []
         elsewhere: list[CanonicalRecord] = []
-        for rec, part in zip(good, kafka_partitions(ids, self.partitions), strict=True):
-            (here if part == store.partition else elsewhere).append(rec)
+        elsewhere_ids: list[bytes] = []
+        for rec, oid, part in zip(good, ids, kafka_partitions(ids, self.partitions), strict=True):
+            if part == store.partition:
+                here.append(rec)
+            else:
+                elsewhere.append(rec)
+                elsewhere_ids.append(oid)
         futs = await self._send_dead(dead + rejected)
         if elsewhere:
             futs += await self._send_grouped(
-                CANONICAL,
-                elsewhere,
-                [r.order.id.encode() for r in elsewhere],
-                CANONICAL_CODEC,
-                b"canonical",
+                CANONICAL, elsewhere, elsewhere_ids, CANONICAL_CODEC, b"canonical"
             )
-        updates: list[tuple[bytes, bytes | None]] = []
-        if here:
-            out = dedup.exact_envelope(here, store.get_many(dedup.exact_keys(here)))
-            futs += await self._send_grouped(
-                RECIPIENT, out.records, out.keys, ROUTED_CODEC, b"canonical"
-            )
-            updates = out.updates
+        result = await self._deduplicate_exactly(store, here)
         # One metric update per channel per batch: multiprocess metrics cost ~3 µs a call.
         for channel, n in Counter(r.order.channel for r in good).items():
             metrics.NORMALISED.labels(channel).inc(n)
         for channel, n in Counter(r.order.channel for r in good if r.origin is None).items():
             metrics.INGESTED.labels(channel, "kafka").inc(n)
-        return StepResult(updates, futs)
+        result.outputs += futs
+        return result
+
+    async def _deduplicate_exactly(self, store: Any, records: list[Any]) -> StepResult:
+        """Exact verdicts against the partition's ``seen`` store; on to the recipient stage."""
+        if not records:
+            return StepResult()
+        out = dedup.exact_envelope(records, store.get_many(dedup.exact_keys(records)))
+        futs = await self._send_grouped(
+            RECIPIENT, out.records, out.keys, ROUTED_CODEC, b"canonical"
+        )
+        return StepResult(out.updates, futs)
 
     def _urgent(self, order: Any) -> bool:
         return bool(self.priority_tags) and not self.priority_tags.isdisjoint(order.tags)
@@ -504,13 +510,7 @@ class Pipeline:
         t0 = time.perf_counter()
 
         async def step(store: Any, fresh: list[Any], replayed: list[Any]) -> StepResult:
-            if not fresh:
-                return StepResult()
-            out = dedup.exact_envelope(fresh, store.get_many(dedup.exact_keys(fresh)))
-            futs = await self._send_grouped(
-                RECIPIENT, out.records, out.keys, ROUTED_CODEC, b"canonical"
-            )
-            return StepResult(out.updates, futs)
+            return await self._deduplicate_exactly(store, fresh)
 
         await self._stateful(CANONICAL, dedup.EXACT_STORE, _routed, messages, step)
         metrics.ENVELOPE_SECONDS.labels(dedup.EXACT_STAGE).observe(time.perf_counter() - t0)

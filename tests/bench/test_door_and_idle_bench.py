@@ -1,0 +1,40 @@
+"""The front-door and idle benchmarks, each in one tiny real run (service, wrk, JSON)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="Debian's wrk (.ci/run installs it)")
+def test_a_tiny_paced_door_run_counts_every_order_in_and_out(tmp_path: Path) -> None:
+    out = tmp_path / "door.json"
+    cmd = [sys.executable, "-m", "bench.door", "--rate", "300", "--seconds", "4"]
+    cmd += ["--connections", "16", "--json", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["non_2xx"] == 0 and r["orders_missing"] == 0 and r["orders_unexpected"] == 0
+    assert r["orders_sent"] > 0 and r["accepted_to_subscriber_ms"]["n"] >= r["orders_sent"]
+    assert 150 <= r["requests_per_s"] <= 330  # paced at 300/s, not flat out
+    assert r["wrk_cpu_ms_per_request"] > 0 and set(r["cpu_ms_per_request"]) >= {"api", "worker"}
+
+
+def test_an_idle_run_reports_every_role(tmp_path: Path) -> None:
+    out = tmp_path / "idle.json"
+    cmd = [sys.executable, "-m", "bench.idle", "--seconds", "3", "--settle", "2"]
+    cmd += ["--json", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert set(r["cpu_percent_of_one_core"]) == {"api", "broker", "worker"}
+    assert r["total_percent_of_one_core"] >= 0
