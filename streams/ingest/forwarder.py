@@ -259,13 +259,7 @@ class SettleListener:
         while True:
             try:
                 if self.consumer is None:
-                    self.consumer = AIOKafkaConsumer(
-                        bootstrap_servers=self.settings.bootstrap_servers,
-                        group_id=None,
-                        enable_auto_commit=False,
-                        fetch_max_wait_ms=20,  # Tansu holds fetches this long, data or not
-                        **kafka_client.options(),
-                    )
+                    self.consumer = kafka_client.reader(self.settings.bootstrap_servers, 20)
                     await self.consumer.start()
                     self.consumer.assign([tp])
                     await self.consumer.seek_to_beginning(tp)

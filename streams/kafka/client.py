@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.helpers import create_ssl_context
 
 from streams.settings import Settings
@@ -43,6 +44,22 @@ def configure(settings: Settings) -> None:
 def options() -> dict[str, Any]:
     """What to pass to every AIOKafkaProducer / Consumer / AdminClient of this process."""
     return dict(_options)
+
+
+def reader(bootstrap: str, fetch_max_wait_ms: int, **extra: Any) -> AIOKafkaConsumer:
+    """A consumer outside any group that reads partitions it is assigned.
+
+    ``fetch_max_wait_ms`` is its wait while records flow: Tansu holds a fetch that long even when
+    records arrive meanwhile (``streams.kafka.fetch_wait`` lengthens it while idle).
+    """
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=fetch_max_wait_ms,
+        **extra,
+        **options(),
+    )
 
 
 def faust_credentials(settings: Settings) -> Any:

@@ -96,23 +96,13 @@ class EpochUnread(KafkaError):
 async def read_epoch(bootstrap: str, attempts: int = 4) -> str | None:
     """The epoch marker; None when the epoch topic does not exist (a fresh broker)."""
     admin = await _admin(bootstrap)
-    consumer = _marker_consumer(bootstrap)
+    consumer = kafka_client.reader(bootstrap, 50)
     try:
         await consumer.start()
         return await _read_marker(admin, consumer, attempts)
     finally:
         await admin.close()
         await consumer.stop()
-
-
-def _marker_consumer(bootstrap: str) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        group_id=None,
-        fetch_max_wait_ms=50,
-        **kafka_client.options(),
-    )
 
 
 async def _read_marker(
@@ -210,7 +200,7 @@ class EpochProbe:
         if self._admin is None:
             self._admin = await _admin(self.bootstrap)
         if self._consumer is None:
-            self._consumer = _marker_consumer(self.bootstrap)
+            self._consumer = kafka_client.reader(self.bootstrap, 50)
             await self._consumer.start()
         return await _read_marker(self._admin, self._consumer, attempts=4)
 

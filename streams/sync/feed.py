@@ -161,13 +161,10 @@ class SyncFeed:
         while True:
             try:
                 if self.consumer is None:
-                    self.consumer = AIOKafkaConsumer(
-                        bootstrap_servers=self.settings.bootstrap_servers,
-                        group_id=None,
-                        enable_auto_commit=False,
-                        fetch_max_wait_ms=10,  # Tansu holds a fetch this long, data or not
+                    self.consumer = kafka_client.reader(
+                        self.settings.bootstrap_servers,
+                        10,
                         max_partition_fetch_bytes=8 * 1024 * 1024,
-                        **kafka_client.options(),
                     )
                     await self.consumer.start()
                     self.consumer.assign(tps)
