@@ -37,7 +37,7 @@ import aiohttp
 
 from bench.flood import API_HEADERS, Service, _stats, machine_info
 from bench.orders import OrderGenerator
-from bench.pipeline import Subscriber, descendants, process_cpu
+from bench.pipeline import Subscriber, cpu_by_role, descendants, process_cpu
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -163,9 +163,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         svc.stop()
         shutil.rmtree(work, ignore_errors=True)
     duration = stats["duration_us"] / 1e6
-    cpu: dict[str, float] = {}
-    for pid, (role, secs) in after.items():
-        cpu[role] = cpu.get(role, 0.0) + secs - before.get(pid, (role, 0.0))[1]
+    cpu = cpu_by_role(before, after)
     wrk_cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
     own_cpu = (s1.ru_utime + s1.ru_stime) - (s0.ru_utime + s0.ru_stime)
     return {

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.flood import Service, machine_info
-from bench.pipeline import descendants, process_cpu
+from bench.pipeline import cpu_by_role, descendants, process_cpu
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -52,9 +52,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         after = process_cpu(pids)
     finally:
         svc.stop()
-    roles: dict[str, float] = {}
-    for pid, (role, secs) in after.items():
-        roles[role] = roles.get(role, 0.0) + secs - before.get(pid, (role, secs))[1]
+    roles = cpu_by_role(before, after)
     percent = {role: 100 * s / args.seconds for role, s in sorted(roles.items())}
     return {
         "scenario": "idle",

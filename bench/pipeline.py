@@ -263,6 +263,17 @@ def process_cpu(pids: list[int]) -> dict[int, tuple[str, float]]:
     return out
 
 
+def cpu_by_role(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds each role used between two ``process_cpu`` readings (a process started in
+    between, e.g. a restarted worker, counts whole)."""
+    out: dict[str, float] = defaultdict(float)
+    for pid, (role, secs) in after.items():
+        out[role] += secs - before.get(pid, (role, 0.0))[1]
+    return dict(out)
+
+
 def stage_seconds(metrics_text: str) -> dict[str, float]:
     """orderstream_stage_envelope_seconds_sum by stage, from /metrics text."""
     out: dict[str, float] = {}
@@ -520,9 +531,7 @@ async def run(args: argparse.Namespace) -> int:
         lat = [(sub.first[o] - sent_at[o]) * 1000 for o in out_ids if o in sent_at]
         rows = per_second(t_send, tally.ack, sub.first, sent_at)
         n_out = len(out_ids)
-        cpu = defaultdict(float)
-        for pid, (role, secs) in cpu1.items():
-            cpu[role] += secs - cpu0.get(pid, (role, 0.0))[1]
+        cpu = defaultdict(float, cpu_by_role(cpu0, cpu1))
         stage_us = {
             st: (stages1[st] - stages0.get(st, 0.0)) / max(n_out, 1) * 1e6 for st in stages1
         }

@@ -60,8 +60,18 @@ def hot_topics() -> tuple[str, ...]:
 
 def consumed_topics() -> tuple[str, ...]:
     """The topics the workers' consumer group reads (its lag is reported per topic)."""
-    stages = (RAW, RAW_PRIORITY, CANONICAL, RECIPIENT, UNIQUE, RESERVE, RESERVED)
-    return (*stages, STOCK_UPDATES, EVENTS, DLQ)
+    return (
+        RAW,
+        RAW_PRIORITY,
+        CANONICAL,
+        RECIPIENT,
+        UNIQUE,
+        RESERVE,
+        RESERVED,
+        STOCK_UPDATES,
+        EVENTS,
+        DLQ,
+    )
 
 
 def changelog_topic(store: str) -> str:
