@@ -26,10 +26,22 @@ from bench.flood import serve_argv
 ROOT = Path(__file__).resolve().parents[2]
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port that this test process never handed out before.
+
+    A port is free only until someone binds it: two picks before either is bound can return the
+    same port (a scrape port once came back equal to the broker's, and serve could not bind it).
+    """
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def pid_alive(pid: int) -> bool:
