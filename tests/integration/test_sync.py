@@ -153,6 +153,16 @@ def test_sse_and_websocket_follow_an_order_through_its_life(svc: Service) -> Non
                 lambda: "completed" in [f["data"]["state"] for f in sse if f["event"] == "order"],
                 what="completed over SSE",
             )
+
+            def deducted(events: list[dict], kind: str) -> bool:
+                # the shipment's deduction is a stock change of its own: it may trail "completed"
+                return any(
+                    e[kind] == "stock" and e["data"]["on_hand"] == 9 and e["data"]["reserved"] == 0
+                    for e in events
+                )
+
+            await _until(lambda: deducted(ws_got, "type"), what="the deduction over WebSocket")
+            await _until(lambda: deducted(sse, "event"), what="the deduction over SSE")
             reader.cancel()
             ws_task.cancel()
 
