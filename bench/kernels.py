@@ -25,7 +25,6 @@ from ext import _twin
 CHANNELS = ("shopify", "amazon", "tiktok", "tmall", "jd", "shopee", "lazada", "ebay")
 ENVELOPE = 500  # records per envelope handed to kafka_partitions
 PARTITIONS = 48
-WINDOW_MS = 180_000
 
 
 def _phone(rng: random.Random) -> tuple[str, str]:
@@ -98,19 +97,15 @@ def _recipient(rng: random.Random) -> tuple[str, ...]:
     )
 
 
-def _window_columns(
-    rng: random.Random, n: int
-) -> tuple[list[bytes], list[int], list[int], list[int]]:
-    """One envelope's near-duplicate check: n held entries then n batch orders, ~2% repeats."""
-    keys = [f"+86138{rng.randrange(10**8):08d}".encode() for _ in range(2 * n)]
-    amounts = [rng.randrange(100, 10**6) for _ in range(2 * n)]
-    items = [rng.getrandbits(64) for _ in range(2 * n)]
-    created = sorted(1_795_363_200_000 + rng.randrange(600_000) for _ in range(2 * n))
-    for i in range(n, 2 * n):
-        if rng.random() < 0.02:
-            j = rng.randrange(i)
-            keys[i], amounts[i], items[i] = keys[j], amounts[j], items[j]
-    return keys, amounts, items, created
+def _masked_pairs(rng: random.Random, n: int) -> list[tuple[str, str, str, str]]:
+    """(masked phone, full phone, masked street, full address) as the matcher compares them."""
+    out = []
+    for _ in range(n):
+        phone = f"+86138{rng.randrange(10**8):08d}"
+        street = f"{rng.choice(('文三路', '南京东路', '中山北路'))}{rng.randrange(1, 999)}号"
+        masked = f"{phone[3:6]}****{phone[-4:]}" if rng.random() < 0.5 else f"1*********{phone[-1]}"
+        out.append((masked, phone, street[:-2] + "**号", f"{street} {rng.randrange(1, 30)}栋"))
+    return out
 
 
 def make_batch(n: int, seed: int = 42) -> dict[str, list]:
@@ -123,14 +118,14 @@ def make_batch(n: int, seed: int = 42) -> dict[str, list]:
     for _ in range(n):
         lines = [f"SKU-{rng.randrange(2000):05d}" for _ in range(rng.choice((1, 1, 2, 3, 4)))]
         carts.append((lines, [rng.choice((1, 1, 2, 3)) for _ in lines]))
-    windows = [_window_columns(rng, ENVELOPE) for _ in range(max(1, n // ENVELOPE))]
+    masked = _masked_pairs(rng, n)
     return {
         "keys": keys,
         "phones": phones,
         "skus": skus,
         "recipients": recipients,
         "carts": carts,
-        "windows": windows,
+        "masked": masked,
     }
 
 
@@ -145,12 +140,9 @@ def _cases(impl: ModuleType, batch: dict[str, list]) -> dict[str, Callable[[], o
         impl.normalize_phone,
         impl.sku_key,
     )
-    rf, smf, ndm = (
-        impl.recipient_fingerprint,
-        impl.sku_multiset_fingerprint,
-        impl.near_duplicate_matches,
-    )
-    recipients, carts, windows = batch["recipients"], batch["carts"], batch["windows"]
+    rf, smf = impl.recipient_fingerprint, impl.sku_multiset_fingerprint
+    fold, mda, wm = impl.fold_text, impl.masked_digits_agree, impl.wildcard_match
+    recipients, carts, masked = batch["recipients"], batch["carts"], batch["masked"]
     return {
         "kafka_partition": lambda: list(map(kp, keys, repeat(PARTITIONS))),
         "kafka_partitions": lambda: [kps(env, PARTITIONS) for env in envelopes],
@@ -158,10 +150,9 @@ def _cases(impl: ModuleType, batch: dict[str, list]) -> dict[str, Callable[[], o
         "sku_key": lambda: list(map(sk, skus)),
         "recipient_fingerprint": lambda: list(map(rf, recipients)),
         "sku_multiset_fingerprint": lambda: [smf(s, q) for s, q in carts],
-        # per batch order: each call checks ENVELOPE orders against ENVELOPE held entries
-        "near_duplicate_matches": lambda: [
-            ndm(k, a, i, c, ENVELOPE, WINDOW_MS) for k, a, i, c in windows
-        ],
+        "fold_text": lambda: [fold(r[1]) for r in recipients],
+        "masked_digits_agree": lambda: [mda(m, p) for m, p, _, _ in masked],
+        "wildcard_match": lambda: [wm(ms, a, False) for _, _, ms, a in masked],
     }
 
 
@@ -192,7 +183,7 @@ def run(n: int, repeats: int) -> dict:
     for name, twin_fn in twin_cases.items():
         if kernels is not None and kernel_cases[name]() != twin_fn():
             raise SystemExit(f"{name}: kernel and twin disagree on the benchmark batch")
-        ops = len(batch["windows"]) * ENVELOPE if name == "near_duplicate_matches" else n
+        ops = n
         twin_ns = _best_ns(twin_fn, repeats) / ops
         kernel_ns = _best_ns(kernel_cases[name], repeats) / ops if kernels is not None else None
         rows.append(

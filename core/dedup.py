@@ -46,7 +46,8 @@ from typing import Literal
 import msgspec
 
 from core.model import CanonicalOrder
-from ext import near_duplicate_matches, recipient_fingerprint, sku_multiset_fingerprint
+from core.recipient_match import HOLD_AT, Match, Who, block_key, comparable, compare, who_of
+from ext import recipient_fingerprint, sku_multiset_fingerprint
 
 __all__ = [
     "DEFAULT_WINDOW_MS",
@@ -81,6 +82,11 @@ RULE_NEAR_DUPLICATE = "near_duplicate"  # same recipient, amount and SKUs within
 DEFAULT_WINDOW_MS = 180_000  # issue 5: a double submit lands within 3 minutes
 LATE_GRACE_MS = 600_000  # how late (behind the watermark) an order is still fully checked
 MAX_FUTURE_SKEW_MS = 3_600_000  # created_at beyond now + this does not move the watermark
+# entries kept per block + amount + SKUs: a flash sale of one item at one price in one city puts
+# thousands of orders in one window key; comparing each new one with the newest few hundred
+# keeps the stage's cost per order bounded (a copy arrives within minutes, so it is among them)
+MAX_WINDOW_ENTRIES = 256
+_NO_WHO = Who()
 
 
 class DedupVerdict(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -94,6 +100,8 @@ class DedupVerdict(msgspec.Struct, frozen=True, array_like=True, gc=False):
     kind: VerdictKind
     rule: str = ""
     original_id: str = ""
+    score: int = 0  # near_duplicate: the recipient match score (core.recipient_match)
+    agreed: tuple[str, ...] = ()  # near_duplicate: what counted for it, "field:outcome"
 
 
 NEW = DedupVerdict("new")
@@ -114,11 +122,14 @@ class DedupFacts(msgspec.Struct, frozen=True, array_like=True, gc=False):
     currency: str
     total: int
     phone: str  # E.164, "" when masked or absent
-    rkey: bytes  # recipient_key(order)
+    rkey: bytes  # recipient_key(order): who, for the recipient history
     items: int  # sku_multiset_fingerprint of the lines
+    block: bytes = b""  # block_key(recipient): the recipient stage's partition key
+    who: Who | None = None  # the recipient as rendered, for the near-duplicate comparison
 
 
 def dedup_facts(order: CanonicalOrder) -> DedupFacts:
+    who = who_of(order.recipient)
     return DedupFacts(
         order.id,
         order.channel_order_no,
@@ -129,6 +140,8 @@ def dedup_facts(order: CanonicalOrder) -> DedupFacts:
         order.recipient.phone,
         recipient_key(order),
         _items_fp(order),
+        block_key(who),
+        who,
     )
 
 
@@ -165,6 +178,12 @@ def recipient_key(order: OrderLike) -> bytes:
         (r.name, r.address, r.country, r.region, r.city, r.district, r.postcode, r.phone_masked)
     )
     return b"h:%016x" % fp
+
+
+def route_key(order: DedupFacts) -> bytes:
+    """The recipient stage's partition key for a new order: its block (country + city), so
+    every rendering of one recipient meets in one partition (``core.recipient_match``)."""
+    return order.block or order.rkey
 
 
 # ------------------------------------------------------------------------------ stage 1: exact
@@ -225,7 +244,7 @@ def exact_dedup(
         if prior is None and raw is not None:
             prior = _seen_dec.decode(raw)
         if prior is None:
-            now = SeenOrder(order.updated_at, order.rkey, ref, ref)
+            now = SeenOrder(order.updated_at, route_key(order), ref, ref)
             verdict = NEW
         elif ref and ref == prior.first_ref:
             now = prior
@@ -269,12 +288,14 @@ class WindowEntry(msgspec.Struct, frozen=True, array_like=True, gc=False):
     items: int  # sku_multiset_fingerprint of the lines
     expire_at: int  # when it is forgotten: wall clock in the service, else the watermark
     verdict: DedupVerdict
+    who: Who | None = None  # the recipient as rendered (core.recipient_match)
 
 
 class RecipientOutcome(msgspec.Struct):
     verdicts: list[DedupVerdict]  # new | duplicate | suspected, one per order
     updates: list[tuple[bytes, bytes | None]]  # for the recipient store, in write order
-    pruned: int  # window entries forgotten because they aged out
+    pruned: int  # window entries forgotten because they aged out (or beyond the cap)
+    uncomparable: int = 0  # new orders showing no name or phone (encrypted or absent)
 
 
 _enc = msgspec.msgpack.Encoder()
@@ -300,6 +321,15 @@ def _cross_key(order: DedupFacts) -> bytes | None:
     return CROSS_PREFIX + phone.encode() + b"\x1f" + order.channel_order_no.encode()
 
 
+def _window_key(block: bytes, order: DedupFacts) -> bytes:
+    """Block + amount + SKU multiset: the orders one new order must be compared with."""
+    return (
+        block
+        + _amount_key(order.currency, order.total).to_bytes(8, "big")
+        + (order.items & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(8, "big")
+    )
+
+
 def _expiry_key(expire_at: int, rkey: bytes) -> bytes:
     return EXPIRY_PREFIX + max(expire_at, 0).to_bytes(8, "big") + rkey
 
@@ -309,12 +339,12 @@ def recipient_lookup_keys(
 ) -> list[bytes]:
     """Every store key :func:`recipient_dedup` reads for this batch, each once, in order.
 
-    ``rkeys``: the orders' recipient keys when the caller has them (they cost ~1 µs each)."""
+    ``rkeys``: the blocks the orders were routed by, when the caller has them."""
     keys: dict[bytes, None] = {WATERMARK_KEY: None}
     facts = _facts(orders)
-    rkeys = rkeys if rkeys is not None else [f.rkey for f in facts]
+    rkeys = rkeys if rkeys is not None else [route_key(f) for f in facts]
     for order, rkey in zip(facts, rkeys, strict=True):
-        keys[WINDOW_PREFIX + rkey] = None
+        keys[WINDOW_PREFIX + _window_key(rkey, order)] = None
         cross = _cross_key(order)
         if cross is not None:
             keys[cross] = None
@@ -376,26 +406,28 @@ def recipient_dedup(
     held_expiry: dict[bytes, int | None] = {}  # recipient key -> its expiry row's time, if any
     held_count: dict[bytes, int] = {}  # recipient key -> entries stored before this batch
     dropped = 0
+    uncomparable = 0
     first_of: dict[str, int] = {}  # id -> index of its first copy in this batch
     same_as: list[tuple[int, int]] = []  # (index, index of its first copy)
     crossed: dict[bytes, str] = {}  # order-no+phone keys first seen in this batch
     fresh: list[int] = []
 
     given = rkeys
-    rkeys = []
+    wkeys: list[bytes] = []
     for i, order in enumerate(orders):
-        rkey = given[i] if given is not None else order.rkey
-        rkeys.append(rkey)
-        entries = windows.get(rkey)
+        block = given[i] if given is not None else route_key(order)
+        wkey = _window_key(block, order)
+        wkeys.append(wkey)
+        entries = windows.get(wkey)
         if entries is None:
-            raw = held.get(WINDOW_PREFIX + rkey)
+            raw = held.get(WINDOW_PREFIX + wkey)
             stored = _window_dec.decode(raw) if raw else []
-            held_expiry[rkey] = max(e.expire_at for e in stored) if stored else None
-            held_count[rkey] = len(stored)
+            held_expiry[wkey] = max(e.expire_at for e in stored) if stored else None
+            held_count[wkey] = len(stored)
             # what had aged out before this batch is forgotten even if not yet pruned, so a
             # verdict never depends on how far pruning has got
             entries = [e for e in stored if e.expire_at > clock0]
-            windows[rkey] = entries
+            windows[wkey] = entries
         oid = order.id
         if oid in first_of:
             same_as.append((i, first_of[oid]))
@@ -417,46 +449,49 @@ def recipient_dedup(
                 verdicts[i] = cross_channel_duplicate(first)
         fresh.append(i)
 
-    # Rule 3 for the whole batch in one kernel call: remembered entries first, then the batch.
-    keys: list[bytes] = []
-    amounts: list[int] = []
-    items: list[int] = []
-    created: list[int] = []
-    ids: list[str] = []
-    for rkey, entries in windows.items():
-        for e in entries:
-            keys.append(rkey)
-            amounts.append(e.amount)
-            items.append(e.items)
-            created.append(e.created_at)
-            ids.append(e.id)
-    start = len(keys)
+    # Rule 3: compare with every remembered or earlier order of the same block, amount and
+    # SKUs created within the window; the best score at HOLD_AT or above holds the order
+    # (ties: the earliest, the first copy).
+    added: dict[bytes, int] = {}  # window key -> entries this batch appended
     for i in fresh:
         order = orders[i]
-        keys.append(rkeys[i])
-        amounts.append(_amount_key(order.currency, order.total))
-        items.append(order.items)
-        created.append(order.created_at)
-        ids.append(order.id)
-    matches = near_duplicate_matches(keys, amounts, items, created, start, window_ms)
-
-    added: dict[bytes, int] = {}  # recipient key -> entries this batch appended
-    for pos, i in enumerate(fresh):
-        order = orders[i]
+        who = order.who or _NO_WHO
+        if not comparable(who):
+            uncomparable += 1
+        wkey = wkeys[i]
+        entries = windows[wkey]
         verdict = verdicts[i]
         if verdict is None:
-            m = matches[pos]
-            verdict = NEW if m < 0 else DedupVerdict("suspected", RULE_NEAR_DUPLICATE, ids[m])
+            best: Match | None = None
+            best_id = ""
+            for e in entries:
+                if abs(e.created_at - order.created_at) > window_ms or e.id == order.id:
+                    continue
+                m = compare(who, e.who or _NO_WHO)
+                if m.score >= HOLD_AT and (best is None or m.score > best.score):
+                    best, best_id = m, e.id
+            verdict = NEW
+            if best is not None:
+                verdict = DedupVerdict(
+                    "suspected", RULE_NEAR_DUPLICATE, best_id, best.score, best.agreed
+                )
             verdicts[i] = verdict
         t = order.created_at if future_cap is None else min(order.created_at, future_cap)
         if t > watermark:
             watermark = t
-        k = start + pos
         forget_at = (watermark if now_ms is None else now_ms) + retain
-        windows[rkeys[i]].append(
-            WindowEntry(order.id, order.created_at, amounts[k], items[k], forget_at, verdict)
+        entries.append(
+            WindowEntry(
+                order.id,
+                order.created_at,
+                _amount_key(order.currency, order.total),
+                order.items,
+                forget_at,
+                verdict,
+                who,
+            )
         )
-        added[rkeys[i]] = added.get(rkeys[i], 0) + 1
+        added[wkey] = added.get(wkey, 0) + 1
     for i, first in same_as:
         verdicts[i] = verdicts[first]
 
@@ -467,7 +502,7 @@ def recipient_dedup(
         updates[cross] = oid.encode()
     clock = watermark if now_ms is None else now_ms
     for rkey, entries in windows.items():
-        live = [e for e in entries if e.expire_at > clock]
+        live = [e for e in entries if e.expire_at > clock][-MAX_WINDOW_ENTRIES:]
         stored_count = held_count[rkey]
         if rkey not in added and len(live) == stored_count:
             continue  # only read (a redelivered order) and nothing aged out: nothing to write
@@ -494,5 +529,8 @@ def recipient_dedup(
         dropped += _int_dec.decode(value) if value else 0
 
     return RecipientOutcome(
-        [v if v is not None else NEW for v in verdicts], list(updates.items()), dropped
+        [v if v is not None else NEW for v in verdicts],
+        list(updates.items()),
+        dropped,
+        uncomparable,
     )

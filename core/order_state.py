@@ -75,6 +75,8 @@ class OrderRecord(msgspec.Struct, kw_only=True, gc=False):
     duplicate_of: str = ""  # for a duplicate / suspected order: the original's global id
     duplicate_rule: str = ""  # "exact_cross_channel" | "near_duplicate"
     hold_reason: str = ""  # why the order is held, e.g. "near_duplicate"
+    match_score: int = 0  # near_duplicate: the recipient match score (core.recipient_match)
+    match_fields: list[str] = []  # near_duplicate: what counted for it, "field:outcome"
     copies: int = 1  # channel copies recorded: the first, every newer one, every stale one
     duplicate_count: int = 0  # later copies of this order that changed nothing
     duplicates: list[DuplicateCopy] = []
@@ -104,9 +106,14 @@ MAX_REFS_KEPT = 64  # replays come within hours; a longer tail only costs bytes 
 
 
 def start_state(
-    incoming: CanonicalOrder, verdict_kind: str, original_id: str, rule: str
-) -> dict[str, str]:
-    """State and dedup fields of a new order, from the dedup stages' verdict."""
+    incoming: CanonicalOrder,
+    verdict_kind: str,
+    original_id: str,
+    rule: str,
+    match: tuple[int, tuple[str, ...]] = (0, ()),
+) -> dict[str, object]:
+    """State and dedup fields of a new order, from the dedup stages' verdict (``match``: the
+    near-duplicate's score and agreeing fields, shown to whoever reviews it)."""
     if verdict_kind == "duplicate":
         return {"state": "duplicate", "duplicate_of": original_id, "duplicate_rule": rule}
     if verdict_kind == "suspected":
@@ -115,6 +122,8 @@ def start_state(
             "hold_reason": rule,
             "duplicate_of": original_id,
             "duplicate_rule": rule,
+            "match_score": match[0],
+            "match_fields": list(match[1]),
         }
     return {"state": initial_state(incoming)}
 
@@ -129,6 +138,7 @@ def record_order(
     verdict_kind: str = "new",
     original_id: str = "",
     rule: str = "",
+    match: tuple[int, tuple[str, ...]] = (0, ()),
 ) -> tuple[OrderRecord, ChangeKind] | None:
     """The new record and what happened, or None when ``incoming`` is a replay of a known copy."""
     if held is None:
@@ -140,7 +150,7 @@ def record_order(
             received_at=received_at,
             ref=ref,
             copy_refs=[ref] if ref else [],
-            **start_state(incoming, verdict_kind, original_id, rule),  # type: ignore[arg-type]
+            **start_state(incoming, verdict_kind, original_id, rule, match),  # type: ignore[arg-type]
         )
         return rec, "created"
     if ref and ref in held.copy_refs:

@@ -17,24 +17,28 @@ from ext import _twin
 __all__ = [
     "COMPILED",
     "IMPLEMENTATION",
+    "fold_text",
     "kafka_partition",
     "kafka_partitions",
-    "near_duplicate_matches",
+    "masked_digits_agree",
     "normalize_phone",
     "recipient_fingerprint",
     "sku_key",
     "sku_multiset_fingerprint",
+    "wildcard_match",
 ]
 
 _log = logging.getLogger("orderstream.ext")
 _API = (
     "kafka_partition",
+    "fold_text",
     "kafka_partitions",
-    "near_duplicate_matches",
+    "masked_digits_agree",
     "normalize_phone",
     "recipient_fingerprint",
     "sku_key",
     "sku_multiset_fingerprint",
+    "wildcard_match",
 )
 
 
@@ -70,7 +74,9 @@ IMPLEMENTATION: str = "cython" if COMPILED else "python"
 
 kafka_partition = _impl.kafka_partition
 kafka_partitions = _impl.kafka_partitions
-near_duplicate_matches = _impl.near_duplicate_matches
+fold_text = _impl.fold_text
+masked_digits_agree = _impl.masked_digits_agree
+wildcard_match = _impl.wildcard_match
 normalize_phone = _impl.normalize_phone
 recipient_fingerprint = _impl.recipient_fingerprint
 sku_key = _impl.sku_key

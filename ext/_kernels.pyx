@@ -615,99 +615,132 @@ def sku_multiset_fingerprint(skus, quantities):
             PyMem_Free(qs)
 
 
-cdef inline uint64_t _absdiff(int64_t a, int64_t b) noexcept nogil:
-    return <uint64_t>a - <uint64_t>b if a >= b else <uint64_t>b - <uint64_t>a
+# ----------------------------------------------------------------------------------------------
+# Recipient comparison primitives
+# ----------------------------------------------------------------------------------------------
+
+cdef inline bint _fold_keep(Py_UCS4 ch) except -1:
+    return ch == c'*' or ch == c'#' or _keep(ch)
 
 
-cdef inline uint64_t _as_u64(object v) except? 0xFFFFFFFFFFFFFFFF:
-    if PyLong_CheckExact(v):
-        return <uint64_t>v
-    return <uint64_t>PyNumber_Index(v)
+def fold_text(text):
+    """NFKC + casefold, separators collapsed to one space (see the twin for the rules)."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be str, not {type(text)!r}")
+    cdef str src = <str>text
+    cdef Py_UCS4 ch
+    cdef bint fast = True
+    if not PyUnicode_IS_ASCII(src):
+        for ch in src:
+            if ch >= 128 and not _sku_stable(ch):
+                fast = False
+                break
+    if not fast:
+        src = _normalize("NFKC", src).casefold()
+    cdef list out = []
+    cdef bint gap = False
+    cdef bint lower = fast
+    for ch in src:
+        if lower and c'A' <= ch <= c'Z':
+            ch = <Py_UCS4>(<uint32_t>ch + 32)
+        if _fold_keep(ch):
+            if gap and out:
+                out.append(" ")
+            gap = False
+            out.append(ch)
+        else:
+            gap = True
+    return "".join(out)
 
 
-cdef inline int64_t _as_i64(object v) except? -1:
-    if PyLong_CheckExact(v):
-        return <int64_t>v
-    return <int64_t>PyNumber_Index(v)
-
-
-def near_duplicate_matches(keys, amounts, items, created, start, window_ms):
-    """First earlier near-duplicate of each record from ``start`` on, or -1 (see the twin).
-
-    One pass in record order over a hash table of groups (key, amount, items): each group is a
-    chain of its records in record order, so the first match found walking it is the earliest.
-    """
-    cdef list kl = keys if PyList_CheckExact(keys) else list(keys)
-    cdef list al = amounts if PyList_CheckExact(amounts) else list(amounts)
-    cdef list il = items if PyList_CheckExact(items) else list(items)
-    cdef list cl = created if PyList_CheckExact(created) else list(created)
-    cdef Py_ssize_t n = len(kl)
-    if len(al) != n or len(il) != n or len(cl) != n:
-        raise ValueError("keys, amounts, items and created must have the same length")
-    cdef object first_o = PyNumber_Index(start)
-    if first_o < 0 or first_o > n:
-        raise ValueError(f"start must be in 0..{n}, got {first_o}")
-    cdef Py_ssize_t first = first_o
-    cdef int64_t window = PyNumber_Index(window_ms)
-    if window < 0:
-        raise ValueError(f"window_ms must be >= 0, got {window}")
-    cdef list out = [-1] * (n - first)
-    cdef Py_ssize_t size = 16
-    while size < 2 * n:
-        size <<= 1
-    cdef size_t per_record = (3 * sizeof(uint64_t) + sizeof(int64_t) + sizeof(const char*)
-                              + 2 * sizeof(Py_ssize_t))
-    cdef char* mem = <char*>PyMem_Malloc(n * per_record + size * (sizeof(uint64_t)
-                                                                + 2 * sizeof(Py_ssize_t)))
-    if mem == NULL:
-        raise MemoryError()
-    cdef uint64_t* gh = <uint64_t*>mem  # group hash per record
-    cdef uint64_t* am = gh + n
-    cdef uint64_t* it = am + n
-    cdef int64_t* ts = <int64_t*>(it + n)
-    cdef const char** kp = <const char**>(ts + n)
-    cdef Py_ssize_t* kn = <Py_ssize_t*>(kp + n)
-    cdef Py_ssize_t* nxt = kn + n  # next record of the same slot chain, -1 = end
-    cdef uint64_t* slot_hash = <uint64_t*>(nxt + n)
-    cdef Py_ssize_t* head = <Py_ssize_t*>(slot_hash + size)  # first record of a slot, -1 = free
-    cdef Py_ssize_t* tail = head + size
-    cdef Py_ssize_t i, q, s, mask = size - 1
-    cdef object key
-    try:
-        for i in range(n):
-            key = kl[i]
-            if not PyBytes_CheckExact(key):
-                raise TypeError(f"keys must be bytes, not {type(key)!r}")
-            am[i] = _as_u64(al[i])
-            it[i] = _as_u64(il[i])
-            ts[i] = _as_i64(cl[i])
-            kp[i] = PyBytes_AS_STRING(key)
-            kn[i] = PyBytes_GET_SIZE(key)
-            gh[i] = _mix64(_fnv_bytes(kp[i], kn[i]) ^ _mix64(am[i] ^ _mix64(it[i])))
-        for s in range(size):
-            head[s] = -1
-        for i in range(n):
-            s = <Py_ssize_t>(gh[i] & <uint64_t>mask)
-            while head[s] != -1 and slot_hash[s] != gh[i]:  # linear probing by group hash
-                s = (s + 1) & mask
-            if head[s] == -1:
-                slot_hash[s] = gh[i]
-                head[s] = i
-                tail[s] = i
-                nxt[i] = -1
+cdef Py_ssize_t _phone_marks(str text, char* buf, Py_ssize_t cap) except -1:
+    # Digits as 0..9 and stars as 10, in order, into buf; returns how many (at most cap kept:
+    # the rightmost ones, which is what a right-aligned comparison reads).
+    cdef Py_ssize_t n = 0
+    cdef Py_UCS4 ch
+    cdef int d
+    for ch in text:
+        if ch == c'*' or ch == 0xFF0A:
+            d = 10
+        else:
+            d = Py_UNICODE_TODECIMAL(ch)
+            if d < 0:
                 continue
-            if i >= first:
-                q = head[s]
-                while q != -1:  # records of this group hash, in record order
-                    if (am[q] == am[i] and it[q] == it[i] and kn[q] == kn[i]
-                            and _absdiff(ts[i], ts[q]) <= <uint64_t>window
-                            and memcmp(kp[q], kp[i], kn[i]) == 0):
-                        out[i - first] = q
-                        break
-                    q = nxt[q]
-            nxt[tail[s]] = i
-            nxt[i] = -1
-            tail[s] = i
-        return out
-    finally:
-        PyMem_Free(mem)
+        if n == cap:
+            memmove(buf, buf + 1, cap - 1)
+            n -= 1
+        buf[n] = <char>d
+        n += 1
+    return n
+
+
+def masked_digits_agree(a, b):
+    """Visible phone digits compared right-aligned: how many agree, -1 on a conflict."""
+    if not isinstance(a, str) or not isinstance(b, str):
+        raise TypeError("a and b must be str")
+    cdef char da[64]
+    cdef char db[64]
+    cdef Py_ssize_t na = _phone_marks(<str>a, da, 64)
+    cdef Py_ssize_t nb = _phone_marks(<str>b, db, 64)
+    cdef Py_ssize_t k, m = na if na < nb else nb
+    cdef int agree = 0
+    cdef char x, y
+    for k in range(1, m + 1):
+        x = da[na - k]
+        y = db[nb - k]
+        if x == 10 or y == 10:
+            continue
+        if x != y:
+            return -1
+        agree += 1
+    if m == 64:
+        # more than 64 marks: the twin compares all of them; so must we
+        return _twin.masked_digits_agree(a, b)
+    return agree
+
+
+def wildcard_match(pattern, text, anchored):
+    """Whether text fits a masked pattern (star runs = 1+ characters): visible chars, or -1."""
+    if not isinstance(pattern, str) or not isinstance(text, str):
+        raise TypeError("pattern and text must be str")
+    cdef str p = <str>pattern
+    cdef str t = <str>text
+    cdef bint anch = bool(anchored)
+    cdef Py_ssize_t np = len(p), nt = len(t)
+    cdef Py_ssize_t i = 0, j, pos = 0, visible = 0, at
+    cdef bint first = True, trailing_star = False
+    cdef str seg
+    while i < np:
+        if p[i] == "*":
+            while i < np and p[i] == "*":
+                i += 1
+            pos += 1  # a star run stands for at least one character
+            first = False
+            trailing_star = i == np
+            continue
+        j = i
+        while j < np and p[j] != "*":
+            j += 1
+        seg = p[i:j]
+        visible += j - i
+        if anch and first:
+            if not t.startswith(seg):
+                return -1
+            pos = j - i
+        elif anch and j == np:
+            at = nt - (j - i)
+            if at < pos or not t.endswith(seg):
+                return -1
+            pos = nt
+        else:
+            at = t.find(seg, pos)
+            if at < 0:
+                return -1
+            pos = at + (j - i)
+        first = False
+        i = j
+    if not visible or pos > nt:
+        return -1
+    if anch and not trailing_star and pos != nt:
+        return -1
+    return visible

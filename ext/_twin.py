@@ -11,6 +11,7 @@ which countries exist or which characters are separators.
 from __future__ import annotations
 
 import operator
+import re
 import struct
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -24,18 +25,20 @@ __all__ = [
     "SKU_DROP",
     "fingerprint_keeps",
     "fingerprint_text",
+    "fold_text",
     "kafka_partition",
     "kafka_partitions",
-    "near_duplicate_matches",
+    "masked_digits_agree",
     "normalize_phone",
     "recipient_fingerprint",
     "sku_key",
     "sku_multiset_fingerprint",
+    "wildcard_match",
 ]
 
 #: Bumped whenever the kernel API or semantics change, so a stale compiled ``_kernels`` left over
 #: from an older checkout is detected by ``ext/__init__.py`` instead of silently disagreeing.
-KERNEL_API = 2
+KERNEL_API = 3
 
 # --------------------------------------------------------------------------------------------
 # Kafka default partitioner (org.apache.kafka.common.utils.Utils.murmur2 + toPositive)
@@ -379,49 +382,106 @@ def _i64(value: object) -> int:
     return v
 
 
-def near_duplicate_matches(
-    keys: Sequence[bytes],
-    amounts: Sequence[int],
-    items: Sequence[int],
-    created: Sequence[int],
-    start: int,
-    window_ms: int,
-) -> list[int]:
-    """For each record ``i >= start``, the smallest ``j < i`` that it near-duplicates, or -1.
+def fold_text(text: str) -> str:
+    """One rendering of a recipient field for comparison: NFKC, casefold, every run of what is
+    neither a letter, number, mark nor a mask/unit sign (``*``, ``#``) turned into one space,
+    no space at either end.
 
-    Records are parallel columns: recipient key (bytes), amount key and items fingerprint
-    (unsigned 64-bit), created time (signed 64-bit ms). ``j`` matches ``i`` when key, amount and
-    items are equal and the created times differ by at most ``window_ms`` (either way: a late
-    order can be the second copy of a later-created one). Records before ``start`` are what the
-    store remembers, in the order they were first seen; the rest are the batch, in order, so
-    "smallest j" is "the first copy". Returns ``len(keys) - start`` indices.
+    Unlike :func:`fingerprint_text` this keeps word boundaries (names compare as token sets,
+    "Smith, John" vs "john  smith") and the mask stars (``王*明``, ``文三路***号``), whose
+    positions say which characters a masked rendering still shows.
     """
-    n = len(keys)
-    if len(amounts) != n or len(items) != n or len(created) != n:
-        raise ValueError("keys, amounts, items and created must have the same length")
-    first = operator.index(start)
-    if not 0 <= first <= n:
-        raise ValueError(f"start must be in 0..{n}, got {first}")
-    window = _i64(window_ms)
-    if window < 0:
-        raise ValueError(f"window_ms must be >= 0, got {window}")
-    rows: list[tuple[bytes, int, int, int]] = []
-    for i in range(n):
-        key = keys[i]
-        if type(key) is not bytes:
-            raise TypeError(f"keys must be bytes, not {type(key)!r}")
-        rows.append((key, _u64(amounts[i]), _u64(items[i]), _i64(created[i])))
+    if not isinstance(text, str):
+        raise TypeError(f"text must be str, not {type(text)!r}")
+    out: list[str] = []
+    gap = False
+    for ch in unicodedata.normalize("NFKC", text).casefold():
+        if ch == "*" or ch == "#" or fingerprint_keeps(ch):
+            if gap and out:
+                out.append(" ")
+            gap = False
+            out.append(ch)
+        else:
+            gap = True
+    return "".join(out)
 
-    groups: dict[tuple[bytes, int, int], list[tuple[int, int]]] = {}
-    out: list[int] = []
-    for i, (key, amount, item, t) in enumerate(rows):
-        group = groups.setdefault((key, amount, item), [])
-        if i >= first:
-            match = -1
-            for j, tj in group:
-                if abs(t - tj) <= window:
-                    match = j
-                    break
-            out.append(match)
-        group.append((i, t))
-    return out
+
+def _phone_marks(text: str) -> list[str]:
+    """The digits and mask stars of a phone rendering, in order (every other sign dropped)."""
+    marks = []
+    for ch in text:
+        if ch == "*" or ch == "\uff0a":
+            marks.append("*")
+        elif ch.isdecimal():
+            marks.append(str(unicodedata.decimal(ch)))
+    return marks
+
+
+def masked_digits_agree(a: str, b: str) -> int:
+    """How many digit positions two phone renderings both show, compared right-aligned; -1 when
+    any of them differ.
+
+    Right alignment is what makes ``(+1)415****134``, ``415****134`` and ``+14155550134`` line
+    up: every platform's mask keeps the number's length (a star per hidden digit) and the last
+    digits visible, while the country code is present in some renderings and not others. 0 means
+    the two share no visible position (nothing to say either way).
+    """
+    if not isinstance(a, str) or not isinstance(b, str):
+        raise TypeError("a and b must be str")
+    da, db = _phone_marks(a), _phone_marks(b)
+    agree = 0
+    for x, y in zip(reversed(da), reversed(db), strict=False):  # the shorter one ends it
+        if x == "*" or y == "*":
+            continue
+        if x != y:
+            return -1
+        agree += 1
+    return agree
+
+
+_STAR_RUNS = re.compile(r"\*+")
+
+
+def wildcard_match(pattern: str, text: str, anchored: bool) -> int:
+    """Whether ``text`` fits a masked ``pattern`` (each run of ``*`` stands for one or more
+    characters): the whole of ``text`` when ``anchored``, else some part of it. Returns how many
+    visible (non-star) characters of the pattern matched, or -1 when it does not fit.
+
+    Masks do not always keep the length of what they hide (``王**`` for a two- or three-character
+    given name; ``文三路***号`` for a house number of any length), so a star run is elastic.
+    Leftmost placement of each visible segment is optimal: placing one earlier only leaves more
+    room for those after it.
+    """
+    if not isinstance(pattern, str) or not isinstance(text, str):
+        raise TypeError("pattern and text must be str")
+    segments = _STAR_RUNS.split(pattern)
+    visible = sum(len(s) for s in segments)
+    if not visible:
+        return -1  # all stars: shows nothing, fits nothing in particular
+    pos = 0
+    last = len(segments) - 1
+    for k, seg in enumerate(segments):
+        if k > 0:
+            pos += 1  # the star run between the previous segment and this one: >= 1 character
+        if not seg:
+            continue
+        if k == 0 and anchored:
+            if not text.startswith(seg):
+                return -1
+            pos = len(seg)
+            continue
+        if k == last and anchored:
+            at = len(text) - len(seg)
+            if at < pos or not text.endswith(seg):
+                return -1
+            pos = len(text)
+            continue
+        at = text.find(seg, pos)
+        if at < 0:
+            return -1
+        pos = at + len(seg)
+    if pos > len(text):
+        return -1  # a trailing star run with nothing left to stand for
+    if anchored and segments[-1] and pos != len(text):
+        return -1
+    return visible

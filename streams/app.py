@@ -526,6 +526,8 @@ class Pipeline:
             )
             if pruned:
                 metrics.WINDOW_PRUNED.inc(pruned)
+            if out.uncomparable:
+                metrics.UNCOMPARABLE.inc(out.uncomparable)
             futs = await self._send_grouped(UNIQUE, out.records, out.keys, ROUTED_CODEC, b"unique")
             return StepResult(out.updates, futs)
 

@@ -46,6 +46,11 @@ DUPLICATES = Counter(
 WINDOW_PRUNED = Counter(
     "orderstream_dedup_window_pruned_total", "Near-duplicate window entries pruned as they aged"
 )
+UNCOMPARABLE = Counter(
+    "orderstream_dedup_uncomparable_total",
+    "New orders whose recipient shows no name or phone (encrypted or absent): a near-duplicate"
+    " of them can only be recognised by address",
+)
 RESERVATIONS = Counter(
     "orderstream_reservations_total",
     "Reservation requests answered by the SKU partitions, by outcome",

@@ -2,13 +2,15 @@
 
 Exact stage (``orders.canonical``, partition = global id = channel + order no): the seen-id
 store says whether a copy is new, an update or a repeat. New orders move on to the recipient
-partition of their recipient key. Later copies go to the recipient partition the *first* copy
+partition of their block. Later copies go to the recipient partition the *first* copy
 went to, so they can never overtake it on the way to the order stage (one producer, one
 partition, in order) even if the buyer edited the address in between.
 
-Recipient stage (``orders.recipient``, partition = recipient key): checks new orders against
-the order-no+phone index (cross-channel copies) and the near-duplicate window, passes later
-copies through untouched, and sends everything to ``orders.unique`` keyed by global id.
+Recipient stage (``orders.recipient``, partition = the recipient's block, country + city, so
+every rendering of one recipient meets there): checks new orders against the order-no+phone
+index (cross-channel copies) and scores them against the near-duplicate window
+(``core.recipient_match``), passes later copies through untouched, and sends everything to
+``orders.unique`` keyed by global id.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from core.dedup import (
     expiry_scan_stop,
     recipient_dedup,
     recipient_lookup_keys,
+    route_key,
 )
 from core.model import CanonicalOrder
 from core.recipient_history import EXPIRY as HISTORY_EXPIRY
@@ -45,17 +48,19 @@ FULL_SCAN_EVERY = 32  # every this many batches a due-row scan starts at its ind
 
 
 class StageOutcome:
-    __slots__ = ("keys", "records", "updates")
+    __slots__ = ("keys", "records", "uncomparable", "updates")
 
     def __init__(
         self,
         records: list[Record],
         keys: list[bytes],
         updates: list[tuple[bytes, bytes | None]],
+        uncomparable: int = 0,
     ) -> None:
         self.records = records  # with verdicts, to send on
         self.keys = keys  # their destination partition keys
         self.updates = updates  # for the stage's store
+        self.uncomparable = uncomparable  # new orders showing no name or phone to compare
 
 
 def facts_of(rec: Record) -> DedupFacts:
@@ -84,13 +89,14 @@ def exact_envelope(records: list[Record], held: list[bytes | None]) -> StageOutc
 def recipient_keys(records: list[Record]) -> list[bytes]:
     fresh = _new(records)
     orders = [facts_of(r) for r in fresh]
-    rkeys = [_rkey(r) for r in fresh]
-    return recipient_lookup_keys(orders, rkeys) + history_keys(orders, rkeys)
+    blocks = [_block(r) for r in fresh]
+    return recipient_lookup_keys(orders, blocks) + history_keys(orders, [o.rkey for o in orders])
 
 
-def _rkey(rec: Record) -> bytes:
-    """The recipient key stage 1 routed the record by (carried, not recomputed)."""
-    return rec.recipient_key or facts_of(rec).rkey
+def _block(rec: Record) -> bytes:
+    """The block stage 1 routed the record by (carried, not recomputed): a later copy keeps
+    its first copy's, even if the buyer moved the delivery in between."""
+    return rec.recipient_key or route_key(facts_of(rec))
 
 
 def _new(records: list[Record]) -> list[Record]:
@@ -109,16 +115,21 @@ def recipient_envelope(
     """Verdicts for new orders, and each new order's recipient history (orders in 24 h)."""
     fresh = _new(records)
     orders = [facts_of(r) for r in fresh]
-    rkeys = [_rkey(r) for r in fresh]
+    blocks = [_block(r) for r in fresh]
     out = recipient_dedup(
-        orders, held, expiring, window_ms, grace_ms=grace_ms, now_ms=now_ms, rkeys=rkeys
+        orders, held, expiring, window_ms, grace_ms=grace_ms, now_ms=now_ms, rkeys=blocks
     )
-    counts, history_updates = count_recent(orders, held, history_due or [], rkeys=rkeys)
+    counts, history_updates = count_recent(
+        orders, held, history_due or [], rkeys=[o.rkey for o in orders]
+    )
     for rec, verdict, n in zip(fresh, out.verdicts, counts, strict=True):
         rec.verdict = verdict
         rec.address_orders_24h = n
     keys = [facts_of(r).id.encode() for r in records]
-    return StageOutcome(records, keys, out.updates + history_updates), out.pruned
+    return (
+        StageOutcome(records, keys, out.updates + history_updates, out.uncomparable),
+        out.pruned,
+    )
 
 
 def due_rows(store: Any, prefix: bytes, stop: bytes) -> list[tuple[bytes, bytes]]:

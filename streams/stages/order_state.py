@@ -117,6 +117,8 @@ def review_item(rec: OrderRecord) -> ReviewItem:
         order_id=o.id,
         suspected_of=rec.duplicate_of if rec.hold_reason == rec.duplicate_rule else "",
         reason=rec.hold_reason,
+        match_score=rec.match_score,
+        match_fields=rec.match_fields,
         channel=o.channel,
         channel_order_no=o.channel_order_no,
         total=o.total,
@@ -241,6 +243,7 @@ def record_envelope(
             verdict_kind=v.kind if v is not None else "new",
             original_id=v.original_id if v is not None else "",
             rule=v.rule if v is not None else "",
+            match=(v.score, v.agreed) if v is not None else (0, ()),
         )
         if result is None:
             continue

@@ -172,84 +172,95 @@ def test_kernel_sku_multiset_errors_match_twin(lines: list[tuple[str, object]]) 
     )
 
 
-# ------------------------------------------------------------------- near_duplicate_matches
+# ------------------------------------------------------- recipient comparison primitives
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_matches_examples(impl: ModuleType) -> None:
-    m = impl.near_duplicate_matches
-    keys = [b"a", b"a", b"b", b"a", b"a"]
-    amounts = [1, 1, 1, 1, 2]
-    items = [7, 7, 7, 7, 7]
-    created = [0, 100, 50, 300, 0]
-    # record 1 matches 0; 2 another key; 3 is 300 from 0 but 200 from 1; 4 another amount
-    assert m(keys, amounts, items, created, 1, 200) == [0, -1, 1, -1]
-    assert m(keys, amounts, items, created, 0, 200) == [-1, 0, -1, 1, -1]
-    assert m(keys, amounts, items, created, 5, 200) == []
-    assert m([b"k", b"k"], [0, 0], [0, 0], [1000, 0], 1, 1000) == [0]  # earlier-created, later
-    assert m([b"k", b"k"], [2**64 - 1] * 2, [0, 0], [-(2**63), 2**63 - 1], 1, 2**63 - 1) == [-1]
-    for bad in (
-        lambda: m([b"a"], [1], [1], [1, 2], 0, 1),
-        lambda: m([b"a"], [1], [1], [1], 2, 1),
-        lambda: m([b"a"], [1], [1], [1], 0, -1),
-    ):
-        with pytest.raises(ValueError):
-            bad()
+def test_fold_text_keeps_words_and_masks(impl: ModuleType) -> None:
+    f = impl.fold_text
+    assert f("Smith,  JOHN") == f("smith john") == "smith john"
+    assert f("文三路４７８号，３栋") == "文三路478号 3栋"  # full-width digits and comma
+    assert f("Apt #4") == "apt #4"
+    assert f("王＊明") == "王*明"  # a full-width star is still a mask
+    assert f("  ") == f("") == ""
     with pytest.raises(TypeError):
-        m(["a"], [1], [1], [1], 0, 1)
-    with pytest.raises(OverflowError):
-        m([b"a"], [-1], [1], [1], 0, 1)
+        f(None)
 
 
-@st.composite
-def window_batches(draw: st.DrawFn) -> tuple[list, list, list, list, int, int]:
-    n = draw(st.integers(0, 60))
-    key_pool = draw(st.lists(st.binary(max_size=6), min_size=1, max_size=4))
-    small = st.integers(0, 2)
-    keys = [draw(st.sampled_from(key_pool)) for _ in range(n)]
-    amounts = [draw(st.one_of(small, st.integers(0, 2**64 - 1))) for _ in range(n)]
-    items = [draw(st.one_of(small, st.integers(0, 2**64 - 1))) for _ in range(n)]
-    created = [
-        draw(st.one_of(st.integers(0, 500), st.integers(-(2**63), 2**63 - 1))) for _ in range(n)
-    ]
-    start = draw(st.integers(0, n))
-    window = draw(st.one_of(st.integers(0, 300), st.integers(0, 2**63 - 1)))
-    return keys, amounts, items, created, start, window
+@pytest.mark.parametrize("impl", IMPLS)
+def test_masked_digits_agree_examples(impl: ModuleType) -> None:
+    m = impl.masked_digits_agree
+    assert m("(+1)415****134", "+14155550134") == 7  # TikTok's mask, country code included
+    assert m("1*********0", "+8613812345670") == 2  # PDD shows two digits
+    assert m("138****5678", "+8613912345678") == -1  # a visible digit disagrees
+    assert m("+8613812345678", "+8613812345678") == 13
+    assert m("****", "1234") == 0  # nothing visible on one side: nothing to say
+    assert m("１３８****５６７８", "13812345678") == 7  # full-width digits
+    with pytest.raises(TypeError):
+        m(None, "1")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_wildcard_match_examples(impl: ModuleType) -> None:
+    w = impl.wildcard_match
+    assert w("王*明", "王小明", True) == 2
+    assert w("王**", "王小明", True) == 1  # a star run stands for one or more characters
+    assert w("王**", "王", True) == -1
+    assert w("王*明", "王小华", True) == -1
+    assert w("文三路***号", "文三路478号 3栋201室", False) == 4  # somewhere inside
+    assert w("文三路***号", "文三路478号 3栋201室", True) == -1  # but not the whole
+    assert w("文三路***号", "文二路478号", False) == -1
+    assert w("***", "abc", False) == -1  # shows nothing: fits nothing in particular
+    assert w("abc", "abc", True) == 3
+    assert w("*c", "c", False) == -1  # the star needs a character before the c
+    with pytest.raises(TypeError):
+        w(None, "", True)
+
+
+_masky = st.text(alphabet="ab*文#1２ ", max_size=12)
 
 
 @needs_kernel
 @PROPS
-@given(batch=window_batches())
-def test_kernel_near_duplicate_matches_twin(batch: tuple) -> None:
+@given(text=st.one_of(st.text(max_size=30), _masky))
+def test_kernel_fold_text_twin(text: str) -> None:
     assert _kernels is not None
-    expected = _twin.near_duplicate_matches(*batch)
-    assert _kernels.near_duplicate_matches(*batch) == expected
-    keys, _a, _i, _c, start, _w = batch
-    assert len(expected) == len(keys) - start
-    assert all(-1 <= j < start + k for k, j in enumerate(expected))
+    assert _kernels.fold_text(text) == _twin.fold_text(text)
 
 
 @needs_kernel
 @PROPS
 @given(
-    values=st.lists(
-        st.tuples(
-            st.one_of(st.binary(max_size=2), st.text(max_size=1)),
-            st.integers(-2, 2**64),
-            st.one_of(st.integers(-2, 2**64), st.floats(0, 1)),
-            st.integers(-(2**63) - 1, 2**63),
-        ),
-        max_size=4,
-    ),
-    start=st.integers(-1, 5),
-    window=st.integers(-1, 2**63),
+    a=st.one_of(st.text(alphabet="0123456789*+() -＊３", max_size=80), st.text(max_size=20)),
+    b=st.one_of(st.text(alphabet="0123456789*+() -", max_size=80), st.text(max_size=20)),
 )
-def test_kernel_near_duplicate_errors_match_twin(
-    values: list[tuple], start: int, window: int
-) -> None:
+def test_kernel_masked_digits_agree_twin(a: str, b: str) -> None:
     assert _kernels is not None
-    cols = [list(c) for c in zip(*values, strict=True)] if values else [[], [], [], []]
-    args = (*cols, start, window)
-    assert _outcome(_kernels.near_duplicate_matches, *args) == _outcome(
-        _twin.near_duplicate_matches, *args
-    )
+    got = _kernels.masked_digits_agree(a, b)
+    assert got == _twin.masked_digits_agree(a, b)
+    assert got == _twin.masked_digits_agree(b, a)  # symmetric
+
+
+@needs_kernel
+@PROPS
+@given(pattern=_masky, text=_masky, anchored=st.booleans())
+def test_kernel_wildcard_match_twin(pattern: str, text: str, anchored: bool) -> None:
+    assert _kernels is not None
+    got = _kernels.wildcard_match(pattern, text, anchored)
+    assert got == _twin.wildcard_match(pattern, text, anchored)
+    if "*" not in pattern and pattern:
+        assert (got >= 0) == ((text == pattern) if anchored else (pattern in text))
+
+
+@given(pattern=_masky, text=_masky)
+def test_wildcard_match_is_a_glob_with_nonempty_stars(pattern: str, text: str) -> None:
+    """The twin against the regular expression it stands for."""
+    import re
+
+    parts = [re.escape(p) for p in re.split(r"\*+", pattern)]
+    rx = ".+".join(parts)
+    visible = sum(len(p) for p in re.split(r"\*+", pattern))
+    whole = re.fullmatch(rx, text, re.S) is not None
+    inside = re.search(rx, text, re.S) is not None
+    assert (_twin.wildcard_match(pattern, text, True) >= 0) == (whole and visible > 0)
+    assert (_twin.wildcard_match(pattern, text, False) >= 0) == (inside and visible > 0)
