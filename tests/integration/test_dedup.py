@@ -79,7 +79,17 @@ def test_cross_channel_copy_is_a_duplicate_of_the_first(service: Service) -> Non
     service.wait_order(first)
     ministore = json.loads((FIXTURES / "ministore" / "paid_warehouse.json").read_bytes())
     ministore["order_no"] = str(number)  # the own store relays the same purchase
-    ministore["recipient"] = dict(ministore["recipient"], phone=unique_phone(number), country="US")
+    addr = SHOPIFY["shipping_address"]
+    ministore["recipient"] = dict(
+        ministore["recipient"],  # the same buyer at the same address, in the store's layout
+        name=addr["name"],
+        phone=unique_phone(number),
+        country="US",
+        region=addr["province"],
+        city=addr["city"],
+        address=f"{addr['address1']}, {addr['address2']}",
+        postcode=addr["zip"],
+    )
     copy = _accepted_id(service.post_order("ministore", json.dumps(ministore).encode()))
     doc = service.wait_order(copy)
     assert doc["state"] == "duplicate"
