@@ -46,7 +46,16 @@ from typing import Literal
 import msgspec
 
 from core.model import CanonicalOrder
-from core.recipient_match import HOLD_AT, Match, Who, block_key, comparable, compare, who_of
+from core.recipient_match import (
+    HOLD_AT,
+    Match,
+    Who,
+    block_key,
+    cannot_hold,
+    comparable,
+    compare,
+    who_of,
+)
 from ext import recipient_fingerprint, sku_multiset_fingerprint
 
 __all__ = [
@@ -407,6 +416,7 @@ def recipient_dedup(
     held_count: dict[bytes, int] = {}  # recipient key -> entries stored before this batch
     dropped = 0
     uncomparable = 0
+    known_ids: dict[bytes, dict[str, DedupVerdict]] = {}  # window key -> remembered verdicts
     first_of: dict[str, int] = {}  # id -> index of its first copy in this batch
     same_as: list[tuple[int, int]] = []  # (index, index of its first copy)
     crossed: dict[bytes, str] = {}  # order-no+phone keys first seen in this batch
@@ -433,7 +443,10 @@ def recipient_dedup(
             same_as.append((i, first_of[oid]))
             continue
         first_of[oid] = i
-        remembered = next((e.verdict for e in entries if e.id == oid), None)
+        known = known_ids.get(wkey)
+        if known is None:
+            known = known_ids[wkey] = {e.id: e.verdict for e in entries}
+        remembered = known.get(oid)
         if remembered is not None:
             verdicts[i] = remembered
             continue
@@ -467,7 +480,10 @@ def recipient_dedup(
             for e in entries:
                 if abs(e.created_at - order.created_at) > window_ms or e.id == order.id:
                     continue
-                m = compare(who, e.who or _NO_WHO)
+                other = e.who or _NO_WHO
+                if cannot_hold(who, other):
+                    continue
+                m = compare(who, other)
                 if m.score >= HOLD_AT and (best is None or m.score > best.score):
                     best, best_id = m, e.id
             verdict = NEW

@@ -32,6 +32,8 @@ everything is a pure function of two :class:`Who`.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import msgspec
 from rapidfuzz import fuzz
 
@@ -42,6 +44,7 @@ __all__ = [
     "Match",
     "Who",
     "block_key",
+    "cannot_hold",
     "comparable",
     "compare",
     "who_of",
@@ -158,14 +161,53 @@ def block_key(who: Who) -> bytes:
 # ------------------------------------------------------------------------------ comparison
 
 
-def _phone(a: Who, b: Who) -> str:
-    pa = a.phone or a.phone_masked
-    pb = b.phone or b.phone_masked
-    if not pa or not pb:
+class _Features:
+    """One recipient folded for comparison, once (cached: a window entry meets many orders)."""
+
+    __slots__ = (
+        "masked_name",
+        "masked_street",
+        "names",
+        "numbers",
+        "phone",
+        "postcode",
+        "street",
+        "street_cjk",
+    )
+
+    def __init__(self, who: Who) -> None:
+        self.phone = who.phone or who.phone_masked
+        self.names = _name_forms(who.name) if who.name else []
+        self.masked_name = bool(self.names) and "*" in self.names[0]
+        self.street = _address_text(who) if who.address else ""
+        self.street_cjk = _is_cjk(self.street)
+        self.masked_street = "*" in self.street
+        if self.masked_street and not self.street_cjk:
+            self.street = "".join(self.street.split())
+        self.numbers = _numbers(self.street)
+        self.postcode = _postcode(who)
+
+
+@lru_cache(maxsize=16384)
+def _features(who: Who) -> _Features:
+    return _Features(who)
+
+
+def cannot_hold(a: Who, b: Who) -> bool:
+    """Phones that disagree: the score is at most 14 - 10 < ``HOLD_AT`` whatever else agrees,
+    so the rest of the comparison can be skipped (most candidate pairs in a busy block)."""
+    if a.phone and b.phone:
+        return a.phone != b.phone
+    pa, pb = a.phone or a.phone_masked, b.phone or b.phone_masked
+    return bool(pa and pb) and masked_digits_agree(pa, pb) < 0
+
+
+def _phone(a: Who, b: Who, fa: _Features, fb: _Features) -> str:
+    if not fa.phone or not fb.phone:
         return "unknown"
     if a.phone and b.phone:
         return "agree" if a.phone == b.phone else "differ"
-    n = masked_digits_agree(pa, pb)
+    n = masked_digits_agree(fa.phone, fb.phone)
     if n < 0:
         return "differ"
     if n == 0:
@@ -189,11 +231,11 @@ def _name_forms(text: str) -> list[str]:
     return forms
 
 
-def _name(a: Who, b: Who) -> str:
-    if not a.name or not b.name:
+def _name(a: _Features, b: _Features) -> str:
+    fa, fb = a.names, b.names
+    if not fa or not fb:
         return "unknown"
-    fa, fb = _name_forms(a.name), _name_forms(b.name)
-    ma, mb = "*" in fa[0], "*" in fb[0]
+    ma, mb = a.masked_name, b.masked_name
     if not ma and not mb:
         if fa[0] == fb[0] or sorted(fa[0].split(" ")) == sorted(fb[0].split(" ")):
             return "agree"
@@ -234,11 +276,11 @@ _STREET_WORDS = {
 _UNIT_WORDS = {"#", "apt", "apartment", "unit", "ste", "suite", "no", "flat", "room", "rm"}
 
 
-def _address_text(who: Who, places: set[str], drop: set[str]) -> str:
+def _address_text(who: Who) -> str:
     """The street part of an address in one rendering: folded, unit markers and abbreviations
-    normalised, and the names of the places both recipients are in taken out (a one-string
-    address repeats the city, state, postcode and country that the other rendering gives in
-    parts)."""
+    normalised, and the names of the places it is in taken out (a one-string address repeats
+    the city, state, postcode and country that another rendering gives in parts)."""
+    places, drop = _places_of(who)
     text = fold_text(f"{who.address} {who.district}").replace("#", " # ")
     if _is_cjk(text):
         compact = "".join(text.split())
@@ -253,20 +295,23 @@ def _address_text(who: Who, places: set[str], drop: set[str]) -> str:
     return " ".join(words)
 
 
-def _places_of(a: Who, b: Who) -> tuple[set[str], set[str]]:
+_COUNTRY_WORDS = {"usa", "us", "united", "states", "america", "uk", "kingdom", "china", "中国"}
+
+
+def _places_of(w: Who) -> tuple[set[str], set[str]]:
+    """Place names to take out of a CJK address, and words to drop from a Latin one."""
     names = set()
-    for w in (a, b):
-        for part in (w.region, w.city, w.district):
-            folded = "".join(fold_text(part).split())
-            if folded:
-                names.add(folded)
-                trimmed = _place(part)
-                if trimmed and len(trimmed) > 1:
-                    names.add(trimmed)
-    drop = {w for p in (a, b) for f in (p.region, p.city, p.country) for w in fold_text(f).split()}
-    drop |= {fold_text(p.postcode).replace(" ", "") for p in (a, b)}
-    drop |= {w for p in (a, b) for w in fold_text(p.postcode).split()}
-    drop |= {"usa", "us", "united", "states", "america", "uk", "china", "中国"}
+    for part in (w.region, w.city, w.district):
+        folded = "".join(fold_text(part).split())
+        if folded:
+            names.add(folded)
+            trimmed = _place(part)
+            if trimmed and len(trimmed) > 1:
+                names.add(trimmed)
+    drop = {word for f in (w.region, w.city, w.country) for word in fold_text(f).split()}
+    drop |= {fold_text(w.postcode).replace(" ", "")}
+    drop |= set(fold_text(w.postcode).split())
+    drop |= _COUNTRY_WORDS
     drop.discard("")
     return names, drop
 
@@ -284,32 +329,29 @@ def _numbers(text: str) -> list[str]:
     return sorted(out)
 
 
-def _address(a: Who, b: Who) -> str:
-    if not a.address or not b.address:
-        return "unknown"
-    places, drop = _places_of(a, b)
-    ta, tb = _address_text(a, places, drop), _address_text(b, places, drop)
+def _address(a: _Features, b: _Features) -> str:
+    ta, tb = a.street, b.street
     if not ta or not tb:
         return "unknown"
-    ma, mb = "*" in ta, "*" in tb
+    ma, mb = a.masked_street, b.masked_street
     if ma and mb:
         # one channel's mask, twice: equal renderings show the same street; unequal ones may
         # hide different parts of one street, so they say nothing either way
         return "compatible" if ta == tb else "unknown"
     if ma or mb:
         pattern, other = (ta, tb) if ma else (tb, ta)
-        pattern = "".join(pattern.split()) if not _is_cjk(pattern) else pattern
-        other = "".join(other.split()) if not _is_cjk(other) else other
+        if not (a.street_cjk if mb else b.street_cjk):
+            other = "".join(other.split())
         shown = wildcard_match(pattern, other, False)
         if shown < 0:
             return "differ"
         return "compatible" if shown >= MASKED_ADDRESS_MIN else "unknown"
-    na, nb = _numbers(ta), _numbers(tb)
+    na, nb = a.numbers, b.numbers
     if na and nb and na != nb:
         # house or unit numbers differ: a neighbour, a dorm-mate, another office on the street
         shared = set(na) & set(nb)
         return "partial" if shared else "differ"
-    if _is_cjk(ta) or _is_cjk(tb):
+    if a.street_cjk or b.street_cjk:
         similarity = fuzz.ratio(ta, tb)
     else:
         similarity = fuzz.token_set_ratio(ta, tb)
@@ -320,8 +362,8 @@ def _address(a: Who, b: Who) -> str:
     return "differ"
 
 
-def _postcodes(a: Who, b: Who) -> str:
-    pa, pb = _postcode(a), _postcode(b)
+def _postcodes(a: _Features, b: _Features) -> str:
+    pa, pb = a.postcode, b.postcode
     if not pa or not pb:
         return "unknown"
     return "agree" if pa == pb else "differ"
@@ -329,13 +371,14 @@ def _postcodes(a: Who, b: Who) -> str:
 
 def compare(a: Who, b: Who) -> Match:
     """The score of two recipients and the fields that agreed (or were compatible)."""
+    fa, fb = _features(a), _features(b)
     score = 0
     agreed: list[str] = []
     for field, outcome, weights in (
-        ("phone", _phone(a, b), W_PHONE),
-        ("name", _name(a, b), W_NAME),
-        ("address", _address(a, b), W_ADDRESS),
-        ("postcode", _postcodes(a, b), W_POSTCODE),
+        ("phone", _phone(a, b, fa, fb), W_PHONE),
+        ("name", _name(fa, fb), W_NAME),
+        ("address", _address(fa, fb), W_ADDRESS),
+        ("postcode", _postcodes(fa, fb), W_POSTCODE),
     ):
         weight = weights.get(outcome, 0)
         score += weight
