@@ -2,15 +2,15 @@
 
 Exact stage (``orders.canonical``, partition = global id = channel + order no): the seen-id
 store says whether a copy is new, an update or a repeat. New orders move on to the recipient
-partition of their block. Later copies go to the recipient partition the *first* copy
+partition of their route key. Later copies go to the recipient partition the *first* copy
 went to, so they can never overtake it on the way to the order stage (one producer, one
 partition, in order) even if the buyer edited the address in between.
 
-Recipient stage (``orders.recipient``, partition = the recipient's block, country + city, so
-every rendering of one recipient meets there): checks new orders against the order-no+phone
-index (cross-channel copies) and scores them against the near-duplicate window
-(``core.recipient_match``), passes later copies through untouched, and sends everything to
-``orders.unique`` keyed by global id.
+Recipient stage (``orders.recipient``, partition = the order's block, country + city, plus its
+amount and SKUs: ``core.dedup.route_key``, so every rendering of one purchase meets there):
+checks new orders against the order-no+phone index (cross-channel copies) and scores them
+against the near-duplicate window (``core.recipient_match``), passes later copies through
+untouched, and sends everything to ``orders.unique`` keyed by global id.
 """
 
 from __future__ import annotations
@@ -94,8 +94,8 @@ def recipient_keys(records: list[Record]) -> list[bytes]:
 
 
 def _block(rec: Record) -> bytes:
-    """The block stage 1 routed the record by (carried, not recomputed): a later copy keeps
-    its first copy's, even if the buyer moved the delivery in between."""
+    """The route key stage 1 sent the record with (carried, not recomputed): a later copy
+    keeps its first copy's, even if the buyer moved the delivery in between."""
     return rec.recipient_key or route_key(facts_of(rec))
 
 

@@ -26,6 +26,7 @@ from core.dedup import (
     recipient_dedup,
     recipient_key,
     recipient_lookup_keys,
+    route_key,
 )
 from core.model import CanonicalOrder, LineItem, Recipient, global_order_id
 from core.recipient_match import HOLD_AT
@@ -181,7 +182,7 @@ def test_exact_later_copies_follow_the_first_copy_route() -> None:
     exact_run(store, [first])
     out = exact_run(store, [moved])
     assert out.verdicts[0].kind == "update"
-    assert out.route_keys == [dedup_facts(first).block] != [dedup_facts(moved).block]
+    assert out.route_keys == [route_key(dedup_facts(first))] != [route_key(dedup_facts(moved))]
     with pytest.raises(ValueError):
         exact_dedup([first], [])
 
