@@ -304,19 +304,53 @@ def order_no_reader(
     ``field`` names the number when the payload does not fit ``number_type``; a :class:`Bad` from
     ``number_in`` names its own absolute path.
     """
-    decode = msgspec.json.Decoder(number_type).decode
+    return _number_reader(channel, msgspec.json.Decoder(number_type).decode, field, number_in)
+
+
+def enveloped_order_no_reader(
+    channel: str,
+    decode: Callable[[bytes], tuple[N, str]],
+    field: str,
+    number_at: Callable[[N, str], str],
+) -> Callable[[bytes], str | Rejection]:
+    """``order_no`` for a channel whose order may come inside a platform envelope.
+
+    ``decode`` is a :func:`bare_or_wrapped_decoder` over number-only Structs built with the same
+    ``unwrap`` as the normaliser's, so the door and the stream take the same order out of the same
+    envelope and refuse the same error answers; ``number_at(doc, root)`` reads the number from what
+    it found at ``root``. Without that the door would read no number from an envelope (400
+    "missing order number"), or another one than the normaliser (a wrong global id).
+    """
+
+    def read(found: tuple[N, str]) -> str:
+        return number_at(*found)
+
+    return _number_reader(channel, decode, field, read)
+
+
+def _number_reader(
+    channel: str, decode: Callable[[bytes], Any], field: str, read: Callable[[Any], str]
+) -> Callable[[bytes], str | Rejection]:
+    """The shared body of the ``order_no`` readers: every failure becomes a ``Rejection``."""
 
     def order_no(payload: bytes) -> str | Rejection:
         try:
             doc = decode(payload)
         except msgspec.ValidationError as exc:
-            return Rejection(channel=channel, field=field, reason=str(exc))
+            where, reason = validation_field(str(exc), field)
+            return Rejection(channel=channel, field=where, reason=reason)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             return malformed(channel, exc)
         except RecursionError:
             return too_deep(channel)
+        except Bad as exc:  # an envelope the platform filled with an error, or without an order
+            return Rejection(channel=channel, field=exc.field, reason=exc.reason)
+        except Exception as exc:  # a bug in an envelope's unwrap: refuse one payload
+            return Rejection(
+                channel=channel, field=field, reason=f"internal error: {type(exc).__name__}: {exc}"
+            )
         try:
-            return number_in(doc)
+            return read(doc)
         except Bad as exc:
             return Rejection(channel=channel, field=exc.field, reason=exc.reason)
         except Exception as exc:  # a bug must refuse one payload, not fail the whole request
@@ -340,26 +374,92 @@ def bare_decoder(order_type: type[T]) -> Callable[[bytes], tuple[T, str]]:
 def bare_or_wrapped_decoder(
     order_type: type[T],
     wrapper_type: type[W],
-    wrapper_key: bytes,
-    unwrap: Callable[[W], tuple[T, str] | None],
-) -> Callable[[bytes], tuple[T, str]]:
+    wrapper_key: bytes | tuple[bytes, ...],
+    unwrap: Callable[[W], tuple[Any, str] | None],
+) -> Callable[[bytes], tuple[Any, str]]:
     """Decode a channel that sends the order bare (webhooks) or inside an API response.
 
-    The wrapper is tried only when ``wrapper_key`` (quoted, as it appears in JSON) occurs in the
-    payload; ``unwrap`` returns (order, its JSON path), or None when the key turned out not to be
-    the wrapper's (an order field or a value that happens to spell it).
+    The wrapper is tried only when one of the ``wrapper_key`` s (quoted, as they appear in JSON:
+    the response's own key, and the keys of the platform's error answer) occurs in the payload, so
+    a bare order costs one ``in`` per key. ``unwrap`` returns (what the normaliser builds from, its
+    JSON path), raises :class:`Bad` for an envelope that holds an error or no order (see
+    :func:`platform_error`), or returns None when the key turned out not to be the wrapper's (an
+    order field or a value that happens to spell it): then the payload is read as a bare order.
     """
+    keys = (wrapper_key,) if type(wrapper_key) is bytes else wrapper_key
     decode_bare = msgspec.json.Decoder(order_type).decode
     decode_wrapped = msgspec.json.Decoder(wrapper_type).decode
 
-    def decode(payload: bytes) -> tuple[T, str]:
-        if wrapper_key in payload:
-            found = unwrap(decode_wrapped(payload))
-            if found is not None:
-                return found
+    def decode(payload: bytes) -> tuple[Any, str]:
+        for key in keys:
+            if key in payload:
+                found = unwrap(decode_wrapped(payload))
+                if found is not None:
+                    return found
+                break
         return decode_bare(payload), "$"
 
     return decode
+
+
+# ---------------------------------------------------------------- platform error answers
+
+
+class TopError(msgspec.Struct):
+    """The ``error_response`` a TOP-style gateway answers instead of the method's response.
+
+    Taobao (``code`` a number, ``msg``, ``sub_code``, ``sub_msg``), JD (``code`` a string,
+    ``zh_desc``, ``en_desc``) and Pinduoduo (``error_code``, ``error_msg``, ``sub_code``,
+    ``sub_msg``) name the parts differently; one Struct reads all three, so a refusal quotes
+    whatever the platform said.
+    """
+
+    code: int | str | None = None
+    msg: str | None = None
+    sub_code: int | str | None = None
+    sub_msg: str | None = None
+    error_code: int | str | None = None
+    error_msg: str | None = None
+    zh_desc: str | None = None
+    en_desc: str | None = None
+
+
+_SHOWN_CHARS = 200  # of a platform's code or message quoted in a reason
+
+
+def shown(value: object) -> str:
+    """A platform's code or message as a reason quotes it: one line, bounded (it is sender data)."""
+    if type(value) is int and value.bit_length() > 64:
+        return "(a number of over 19 digits)"
+    text = value if type(value) is str else str(value)
+    if len(text) > _SHOWN_CHARS:
+        text = text[:_SHOWN_CHARS] + "…"
+    return _CONTROL.sub(" ", text).strip()
+
+
+def platform_error(field: str, code: object, message: object = None, detail: object = None) -> Bad:
+    """What to raise when the platform's error answer stands where the order should be.
+
+    A gateway forwards a failed call unchanged; naming the error (``field`` is where it is, the
+    reason quotes code, message and detail) tells the sender what went wrong upstream, where
+    "missing order number" would send them looking for a bug in the order.
+    """
+    said = ": ".join(shown(p) for p in (code, message) if p is not None and p != "")
+    if detail is not None and detail != "":
+        said += f" ({shown(detail)})"
+    return Bad(field, f"the platform answered an error: {said.strip() or 'no code or message'}")
+
+
+def refuse_top_error(err: TopError | None, field: str = "$.error_response") -> None:
+    """Raise :func:`platform_error` for a TOP-style ``error_response`` (see :class:`TopError`)."""
+    if err is None:
+        return
+    code = err.code if err.code is not None else err.error_code
+    message = err.msg or err.error_msg or err.zh_desc
+    same = shown(code)  # PDD repeats its error_code as sub_code
+    parts = (err.sub_code, err.sub_msg or err.en_desc)
+    sub = [p for p in parts if p not in (None, "") and shown(p) != same]
+    raise platform_error(field, code, message, ": ".join(shown(p) for p in sub) or None)
 
 
 def normaliser(
@@ -408,6 +508,9 @@ def normaliser(
             return numbered(too_deep(channel), payload)
         except Bad as exc:
             return numbered(Rejection(channel=channel, field=exc.field, reason=exc.reason), payload)
+        except Exception as exc:  # a bug in an unwrap must cost one order, not the stream
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            return numbered(Rejection(channel=channel, field="$", reason=reason), payload)
         try:
             order = build(doc, ctx)
         except Bad as exc:

@@ -1,4 +1,9 @@
-"""JD (Jingdong) POP order, as returned in ``jingdong.pop.order.search`` / ``.get`` ``orderInfo``.
+"""JD (Jingdong) POP order: the ``orderInfo`` object of ``jingdong.pop.order.search`` / ``.get``,
+bare or in the whole ``jingdong.pop.order.get`` response as a gateway forwards it
+(``{"jingdong_pop_order_get_responce": {"code": "0", "orderDetailInfo": {"orderInfo": ...,
+"apiResult": ...}}}``, JD's own spelling). JD's error answers are refused naming the error: the
+gateway's ``error_response`` (``code``, ``zh_desc``, ``en_desc``), a response ``code`` other than
+"0", and an ``apiResult`` with ``success`` false.
 
 Amounts are yuan strings, times zone-less Asia/Shanghai. ``orderPayment`` is what the buyer owes;
 ``orderTotalPrice`` is goods before discounts. Cash-on-delivery orders (``payType`` "1-货到付款")
@@ -7,23 +12,27 @@ reach the seller unpaid and are paid only on delivery, whatever the fulfilment s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import msgspec
 
 from core.channels._common import (
     Amount,
     Bad,
+    TopError,
     at,
-    bare_decoder,
+    bare_or_wrapped_decoder,
+    enveloped_order_no_reader,
     lines_within,
     minor,
     normaliser,
-    order_no_reader,
     order_number,
     phone_pair,
     pick_sku,
+    platform_error,
     quantity,
+    refuse_top_error,
+    required,
     shanghai_ms,
     shanghai_ms_opt,
     status_of,
@@ -90,16 +99,73 @@ class Order(msgspec.Struct):
     itemInfoList: list[_Item] = []
 
 
+OrderT = TypeVar("OrderT")  # what an envelope holds: the full Order, or the number alone
+
+
+class _ApiResult(msgspec.Struct):
+    success: bool | str | None = None
+    numberCode: int | str | None = None
+    englishErrCode: str | None = None
+    chineseErrCode: str | None = None
+
+
+class _Detail(msgspec.Struct, Generic[OrderT]):
+    orderInfo: OrderT | None = None
+    apiResult: _ApiResult | None = None
+
+
+class _Responce(msgspec.Struct, Generic[OrderT]):
+    code: str | int | None = None
+    zh_desc: str | None = None
+    en_desc: str | None = None
+    orderDetailInfo: _Detail[OrderT] | None = None
+
+
+class _Envelope(msgspec.Struct, Generic[OrderT]):
+    """``jingdong.pop.order.get``'s response, or the gateway's error answer in its place."""
+
+    jingdong_pop_order_get_responce: _Responce[OrderT] | None = None
+    error_response: TopError | None = None
+
+
 class _No(msgspec.Struct):
     orderId: str | int | None = None
 
 
-def _number_in(doc: _No) -> str:
-    return order_number(doc.orderId, "$.orderId")
+_RESP = "$.jingdong_pop_order_get_responce"
+_DETAIL = _RESP + ".orderDetailInfo"
+_WRAP = _DETAIL + ".orderInfo"
+_KEYS = (b'"jingdong_pop_order_get_responce"', b'"error_response"')
 
 
-order_no = order_no_reader(CHANNEL, _No, "$.orderId", _number_in)
-_decode = bare_decoder(Order)
+def _unwrap(env: _Envelope[OrderT]) -> tuple[OrderT, str] | None:
+    """The order inside the response, after every error JD can answer instead of it."""
+    refuse_top_error(env.error_response)
+    resp = env.jingdong_pop_order_get_responce
+    if resp is None:
+        return None
+    if resp.code not in (None, "", "0", 0):
+        raise platform_error(_RESP + ".code", resp.code, resp.zh_desc, resp.en_desc)
+    detail = required(resp.orderDetailInfo, _DETAIL, "orderDetailInfo")
+    result = detail.apiResult
+    if result is not None and result.success in (False, "false"):
+        raise platform_error(
+            _DETAIL + ".apiResult",
+            result.numberCode,
+            result.chineseErrCode,
+            result.englishErrCode,
+        )
+    return required(detail.orderInfo, _WRAP, "orderInfo"), _WRAP
+
+
+def _number_at(doc: _No, root: str) -> str:
+    return order_number(doc.orderId, root + ".orderId")
+
+
+order_no = enveloped_order_no_reader(
+    CHANNEL, bare_or_wrapped_decoder(_No, _Envelope[_No], _KEYS, _unwrap), "$.orderId", _number_at
+)
+_decode = bare_or_wrapped_decoder(Order, _Envelope[Order], _KEYS, _unwrap)
 
 
 def _number(o: Order) -> str:

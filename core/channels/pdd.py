@@ -1,4 +1,7 @@
-"""Pinduoduo ``pdd.order.information.get`` ``order_info``.
+"""Pinduoduo ``pdd.order.information.get`` ``order_info``, bare or in the whole response
+(``{"order_info_get_response": {"order_info": ...}}``). PDD's ``error_response`` (``error_code``,
+``error_msg``, ``sub_code``, ``sub_msg``; at the root, or inside the response object) is refused
+naming the error.
 
 PDD sends amounts as JSON numbers in yuan (``99.0``); they are read via their shortest repr, never
 multiplied as floats. Orders only reach the seller once paid (``order_status`` 1/2/3), so payment
@@ -8,24 +11,26 @@ state comes from ``refund_status`` and, for deposit presale (``trade_type`` 1), 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import msgspec
 
 from core.channels._common import (
     Amount,
     Bad,
+    TopError,
     at,
     bare_or_wrapped_decoder,
+    enveloped_order_no_reader,
     lines_within,
     minor,
     normaliser,
-    order_no_reader,
     order_number,
     phone_pair,
     pick_sku,
     quantity,
     readable,
+    refuse_top_error,
     required,
     shanghai_ms,
     shanghai_ms_opt,
@@ -90,45 +95,47 @@ class Order(msgspec.Struct):
     item_list: list[_Item] = []
 
 
-class _Resp(msgspec.Struct):
-    order_info: Order | None = None
+OrderT = TypeVar("OrderT")  # what an envelope holds: the full Order, or the number alone
 
 
-class _Wrapped(msgspec.Struct):
-    order_info_get_response: _Resp | None = None
+class _Resp(msgspec.Struct, Generic[OrderT]):
+    order_info: OrderT | None = None
+    error_response: TopError | None = None
 
 
-class _NoInner(msgspec.Struct):
-    order_sn: str | None = None
+class _Envelope(msgspec.Struct, Generic[OrderT]):
+    """``pdd.order.information.get``'s response, or PDD's error answer in its place."""
 
-
-class _NoResp(msgspec.Struct):
-    order_info: _NoInner | None = None
+    order_info_get_response: _Resp[OrderT] | None = None
+    error_response: TopError | None = None
 
 
 class _No(msgspec.Struct):
     order_sn: str | None = None
-    order_info_get_response: _NoResp | None = None
 
 
-_WRAP = "$.order_info_get_response.order_info"
+_RESP = "$.order_info_get_response"
+_WRAP = _RESP + ".order_info"
+_KEYS = (b'"order_info_get_response"', b'"error_response"')
 
 
-def _number_in(doc: _No) -> str:
-    resp = doc.order_info_get_response
-    if resp is not None:
-        info = required(resp.order_info, _WRAP, "order_info")
-        return order_number(info.order_sn, _WRAP + ".order_sn")
-    return order_number(doc.order_sn, "$.order_sn")
+def _unwrap(env: _Envelope[OrderT]) -> tuple[OrderT, str] | None:
+    refuse_top_error(env.error_response)
+    resp = env.order_info_get_response
+    if resp is None:
+        return None
+    refuse_top_error(resp.error_response, _RESP + ".error_response")
+    return required(resp.order_info, _WRAP, "order_info"), _WRAP
 
 
-def _unwrap(wrapped: _Wrapped) -> tuple[Order, str] | None:
-    resp = wrapped.order_info_get_response
-    return None if resp is None else (required(resp.order_info, _WRAP, "order_info"), _WRAP)
+def _number_at(doc: _No, root: str) -> str:
+    return order_number(doc.order_sn, root + ".order_sn")
 
 
-order_no = order_no_reader(CHANNEL, _No, "$.order_sn", _number_in)
-_decode = bare_or_wrapped_decoder(Order, _Wrapped, b'"order_info_get_response"', _unwrap)
+order_no = enveloped_order_no_reader(
+    CHANNEL, bare_or_wrapped_decoder(_No, _Envelope[_No], _KEYS, _unwrap), "$.order_sn", _number_at
+)
+_decode = bare_or_wrapped_decoder(Order, _Envelope[Order], _KEYS, _unwrap)
 
 
 def _number(o: Order) -> str:

@@ -1,4 +1,6 @@
-"""Shopify Admin REST API ``Order`` (webhook ``orders/create`` body or GET .../orders/{id}.json).
+"""Shopify Admin REST API ``Order``: the webhook body (``orders/create``, ``orders/updated``...) is
+the bare order, ``GET .../orders/{id}.json`` answers ``{"order": ...}``; both are accepted. Its
+error answer ``{"errors": ...}`` (a message, or messages per field) is refused quoting it.
 
 The channel order number is the numeric ``id``, not the display ``name`` ("#1001"): names are
 per-shop and merchants can re-prefix them, ids never change.
@@ -6,7 +8,7 @@ per-shop and merchants can re-prefix them, ids never change.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import msgspec
 
@@ -16,16 +18,17 @@ from core.channels._common import (
     at,
     bare_or_wrapped_decoder,
     currency_exp,
+    enveloped_order_no_reader,
     iso_ms,
     iso_ms_opt,
     join_nonempty,
     lines_within,
     minor,
     normaliser,
-    order_no_reader,
     order_number,
     phone_pair,
     pick_sku,
+    platform_error,
     quantity,
     status_of,
 )
@@ -126,31 +129,51 @@ class Order(msgspec.Struct):
     line_items: list[_Line] = []
 
 
-class _Wrapped(msgspec.Struct):
-    order: Order | None = None
+OrderT = TypeVar("OrderT")  # what an envelope holds: the full Order, or the number alone
+_NO_ERRORS = msgspec.Raw(b"null")
 
 
-class _NoInner(msgspec.Struct):
-    id: int | str | None = None
+class _Envelope(msgspec.Struct, Generic[OrderT]):
+    """``GET .../orders/{id}.json``'s answer: the order, or ``errors`` (any JSON: kept raw)."""
+
+    order: OrderT | None = None
+    errors: msgspec.Raw = _NO_ERRORS
 
 
 class _No(msgspec.Struct):
     id: int | str | None = None
-    order: _NoInner | None = None
 
 
-def _number_in(doc: _No) -> str:
-    if doc.order is not None:
-        return order_number(doc.order.id, "$.order.id")
-    return order_number(doc.id, "$.id")
+_KEYS = (b'"order"', b'"errors"')
+_ERRORS_SHOWN = 400  # bytes of the raw ``errors`` value a refusal quotes
+_decode_text = msgspec.json.Decoder(str).decode
 
 
-def _unwrap(wrapped: _Wrapped) -> tuple[Order, str] | None:
-    return None if wrapped.order is None else (wrapped.order, "$.order")
+def _unwrap(env: _Envelope[OrderT]) -> tuple[OrderT, str] | None:
+    errors = memoryview(env.errors)
+    if bytes(errors[:4]) != b"null":
+        raise platform_error("$.errors", _said(errors))
+    return None if env.order is None else (env.order, "$.order")
 
 
-order_no = order_no_reader(CHANNEL, _No, "$.id", _number_in)
-_decode = bare_or_wrapped_decoder(Order, _Wrapped, b'"order"', _unwrap)
+def _said(errors: memoryview) -> str:
+    """Shopify's ``errors``: a message ("Not Found") as text, anything else as its JSON."""
+    if len(errors) <= _ERRORS_SHOWN and bytes(errors[:1]) == b'"':
+        try:
+            return _decode_text(errors)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            pass
+    return bytes(errors[:_ERRORS_SHOWN]).decode("utf-8", "replace")
+
+
+def _number_at(doc: _No, root: str) -> str:
+    return order_number(doc.id, root + ".id")
+
+
+order_no = enveloped_order_no_reader(
+    CHANNEL, bare_or_wrapped_decoder(_No, _Envelope[_No], _KEYS, _unwrap), "$.id", _number_at
+)
+_decode = bare_or_wrapped_decoder(Order, _Envelope[Order], _KEYS, _unwrap)
 
 
 def _number(o: Order) -> str:

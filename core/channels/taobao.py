@@ -1,4 +1,6 @@
-"""Taobao / Tmall TOP ``taobao.trade.fullinfo.get`` trade object.
+"""Taobao / Tmall TOP ``taobao.trade.fullinfo.get`` trade object, bare or in the whole response
+(``{"trade_fullinfo_get_response": {"trade": ...}}``). TOP's ``error_response`` (``code``,
+``msg``, ``sub_code``, ``sub_msg``) is refused naming the error.
 
 Times are zone-less Asia/Shanghai wall time. ``payment`` is what the buyer pays (goods after
 discounts plus postage), ``total_fee`` the goods before discounts. Presale ("step") trades carry
@@ -7,24 +9,26 @@ discounts plus postage), ``total_fee`` the goods before discounts. Presale ("ste
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import msgspec
 
 from core.channels._common import (
     Amount,
     Bad,
+    TopError,
     at,
     bare_or_wrapped_decoder,
+    enveloped_order_no_reader,
     join_nonempty,
     lines_within,
     minor,
     normaliser,
-    order_no_reader,
     order_number,
     phone_pair,
     pick_sku,
     quantity,
+    refuse_top_error,
     required,
     shanghai_ms,
     shanghai_ms_opt,
@@ -112,47 +116,43 @@ class Trade(msgspec.Struct):
     orders: _Orders | None = None
 
 
-class _Resp(msgspec.Struct):
-    trade: Trade | None = None
+OrderT = TypeVar("OrderT")  # what an envelope holds: the full Trade, or the number alone
 
 
-class _Wrapped(msgspec.Struct):
-    trade_fullinfo_get_response: _Resp | None = None
+class _Resp(msgspec.Struct, Generic[OrderT]):
+    trade: OrderT | None = None
 
 
-class _NoInner(msgspec.Struct):
-    tid: int | str | None = None
-    tid_str: str | None = None
+class _Envelope(msgspec.Struct, Generic[OrderT]):
+    """``taobao.trade.fullinfo.get``'s response, or TOP's error answer in its place."""
 
-
-class _NoResp(msgspec.Struct):
-    trade: _NoInner | None = None
+    trade_fullinfo_get_response: _Resp[OrderT] | None = None
+    error_response: TopError | None = None
 
 
 class _No(msgspec.Struct):
     tid: int | str | None = None
     tid_str: str | None = None
-    trade_fullinfo_get_response: _NoResp | None = None
 
 
 _WRAP = "$.trade_fullinfo_get_response.trade"
+_KEYS = (b'"trade_fullinfo_get_response"', b'"error_response"')
 
 
-def _number_in(doc: _No) -> str:
-    resp = doc.trade_fullinfo_get_response
-    if resp is not None:
-        trade = required(resp.trade, _WRAP, "trade")
-        return order_number(trade.tid or trade.tid_str, _WRAP + ".tid")
-    return order_number(doc.tid or doc.tid_str, "$.tid")
-
-
-def _unwrap(wrapped: _Wrapped) -> tuple[Trade, str] | None:
-    resp = wrapped.trade_fullinfo_get_response
+def _unwrap(env: _Envelope[OrderT]) -> tuple[OrderT, str] | None:
+    refuse_top_error(env.error_response)
+    resp = env.trade_fullinfo_get_response
     return None if resp is None else (required(resp.trade, _WRAP, "trade"), _WRAP)
 
 
-order_no = order_no_reader(CHANNEL, _No, "$.tid", _number_in)
-_decode = bare_or_wrapped_decoder(Trade, _Wrapped, b'"trade_fullinfo_get_response"', _unwrap)
+def _number_at(doc: _No, root: str) -> str:
+    return order_number(doc.tid or doc.tid_str, root + ".tid")
+
+
+order_no = enveloped_order_no_reader(
+    CHANNEL, bare_or_wrapped_decoder(_No, _Envelope[_No], _KEYS, _unwrap), "$.tid", _number_at
+)
+_decode = bare_or_wrapped_decoder(Trade, _Envelope[Trade], _KEYS, _unwrap)
 
 
 def _number(t: Trade) -> str:

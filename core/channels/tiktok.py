@@ -1,4 +1,11 @@
-"""TikTok Shop Partner API 202309 "Get Order Detail" order object.
+"""TikTok Shop Partner API 202309 "Get Order Detail" order object, bare or in the whole response
+(``{"code": 0, "message": "Success", "request_id": ..., "data": {"orders": [...]}}``).
+
+A response must hold exactly one order: a document is one order (one global id at the door), and
+picking one of several would silently drop the others, so several are refused naming how many (send
+each as its own NDJSON line). A ``code`` other than 0 is TikTok's error answer and is refused naming
+it. The order webhook (type 1, ORDER_STATUS_CHANGE) carries only the order id and status, not the
+order: it is refused saying so (fetch the order with Get Order Detail and send that response).
 
 TikTok sends one ``line_items`` entry per unit; the canonical order wants quantities, so units of
 the same SKU at the same prices are folded into one line (first-seen order kept).
@@ -6,25 +13,26 @@ the same SKU at the same prices are folded into one line (first-seen order kept)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import msgspec
 
 from core.channels._common import (
     Amount,
     Bad,
-    T,
     at,
     bare_or_wrapped_decoder,
     currency_exp,
+    enveloped_order_no_reader,
     join_nonempty,
     lines_within,
     minor,
     normaliser,
-    order_no_reader,
     order_number,
     phone_pair,
     pick_sku,
+    platform_error,
+    shown,
     status_of,
     unix_ms,
 )
@@ -115,48 +123,68 @@ class Order(msgspec.Struct):
     line_items: list[_Line] = []
 
 
-class _Data(msgspec.Struct):
-    orders: list[Order] = []
+OrderT = TypeVar("OrderT")  # what an envelope holds: the full Order, or the number alone
 
 
-class _Wrapped(msgspec.Struct):
-    data: _Data | None = None
+class _Data(msgspec.Struct, Generic[OrderT]):
+    orders: list[OrderT] = []
+    order_id: str | int | None = None  # a webhook's: the order it is about
 
 
-class _NoInner(msgspec.Struct):
-    id: str | int | None = None
+class _Envelope(msgspec.Struct, Generic[OrderT]):
+    """Get Order Detail's response, TikTok's error answer, or a webhook notification."""
 
-
-class _NoData(msgspec.Struct):
-    orders: list[_NoInner] = []
+    code: int | str | None = None
+    message: str | None = None
+    data: _Data[OrderT] | None = None
+    type: int | str | None = None  # webhook
+    tts_notification_id: str | int | None = None  # webhook
 
 
 class _No(msgspec.Struct):
     id: str | int | None = None
-    data: _NoData | None = None
 
 
-def _only_order(orders: list[T]) -> T:
-    """The one order of a Get Order Detail response (we ask for one id at a time)."""
+_KEYS = (b'"data"', b'"code"', b'"tts_notification_id"')
+
+
+def _unwrap(env: _Envelope[OrderT]) -> tuple[OrderT, str] | None:
+    """The one order of a Get Order Detail response, after TikTok's error answer and webhooks."""
+    data = env.data
+    if env.tts_notification_id is not None or (data is not None and data.order_id is not None):
+        kind = "" if env.type is None else f" (type {shown(env.type)})"
+        about = "" if data is None or data.order_id is None else f" of order {shown(data.order_id)}"
+        raise Bad(
+            "$.data",
+            f"a webhook notification{kind}{about} carries no order: fetch the order with Get Order"
+            " Detail and send that response",
+        )
+    if env.code not in (None, 0, "0"):
+        raise platform_error("$.code", env.code, env.message)
+    if data is None:
+        if env.code is None:
+            return None  # no envelope: "code" or "data" was a value, or a key deeper down
+        raise Bad("$.data", "the response holds no data (no order)")
+    orders = data.orders
     if len(orders) != 1:
-        raise Bad("$.data.orders", f"expected exactly one order, got {len(orders)}")
-    return orders[0]
+        raise Bad(
+            "$.data.orders",
+            f"a response with {len(orders)} orders; one document is one order: send each order"
+            " as its own document (NDJSON: one per line)"
+            if orders
+            else "the response holds no order (an unknown order id?)",
+        )
+    return orders[0], "$.data.orders[0]"
 
 
-def _number_in(doc: _No) -> str:
-    if doc.data is not None:
-        return order_number(_only_order(doc.data.orders).id, "$.data.orders[0].id")
-    return order_number(doc.id, "$.id")
+def _number_at(doc: _No, root: str) -> str:
+    return order_number(doc.id, root + ".id")
 
 
-def _unwrap(wrapped: _Wrapped) -> tuple[Order, str] | None:
-    if wrapped.data is None:
-        return None
-    return _only_order(wrapped.data.orders), "$.data.orders[0]"
-
-
-order_no = order_no_reader(CHANNEL, _No, "$.id", _number_in)
-_decode = bare_or_wrapped_decoder(Order, _Wrapped, b'"orders"', _unwrap)
+order_no = enveloped_order_no_reader(
+    CHANNEL, bare_or_wrapped_decoder(_No, _Envelope[_No], _KEYS, _unwrap), "$.id", _number_at
+)
+_decode = bare_or_wrapped_decoder(Order, _Envelope[Order], _KEYS, _unwrap)
 
 
 def _number(o: Order) -> str:
