@@ -49,11 +49,11 @@ from core.model import CanonicalOrder
 from core.recipient_match import (
     HOLD_AT,
     Match,
-    Who,
     block_key,
     cannot_hold,
     comparable,
     compare,
+    pack,
     who_of,
 )
 from ext import recipient_fingerprint, sku_multiset_fingerprint
@@ -95,7 +95,6 @@ MAX_FUTURE_SKEW_MS = 3_600_000  # created_at beyond now + this does not move the
 # thousands of orders in one window key; comparing each new one with the newest few hundred
 # keeps the stage's cost per order bounded (a copy arrives within minutes, so it is among them)
 MAX_WINDOW_ENTRIES = 256
-_NO_WHO = Who()
 
 
 class DedupVerdict(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -134,7 +133,7 @@ class DedupFacts(msgspec.Struct, frozen=True, array_like=True, gc=False):
     rkey: bytes  # recipient_key(order): who, for the recipient history
     items: int  # sku_multiset_fingerprint of the lines
     block: bytes = b""  # block_key(recipient): the recipient stage's partition key
-    who: Who | None = None  # the recipient as rendered, for the near-duplicate comparison
+    who: str = ""  # the recipient as rendered, packed (core.recipient_match.pack)
 
 
 def dedup_facts(order: CanonicalOrder) -> DedupFacts:
@@ -150,7 +149,7 @@ def dedup_facts(order: CanonicalOrder) -> DedupFacts:
         recipient_key(order),
         _items_fp(order),
         block_key(who),
-        who,
+        pack(who),
     )
 
 
@@ -309,7 +308,7 @@ class WindowEntry(msgspec.Struct, frozen=True, array_like=True, gc=False):
     items: int  # sku_multiset_fingerprint of the lines
     expire_at: int  # when it is forgotten: wall clock in the service, else the watermark
     verdict: DedupVerdict
-    who: Who | None = None  # the recipient as rendered (core.recipient_match)
+    who: str = ""  # the recipient as rendered, packed (core.recipient_match.pack)
 
 
 class RecipientOutcome(msgspec.Struct):
@@ -470,7 +469,7 @@ def recipient_dedup(
     added: dict[bytes, int] = {}  # window key -> entries this batch appended
     for i in fresh:
         order = orders[i]
-        who = order.who or _NO_WHO
+        who = order.who
         if not comparable(who):
             uncomparable += 1
         wkey = wkeys[i]
@@ -482,7 +481,7 @@ def recipient_dedup(
             for e in entries:
                 if abs(e.created_at - order.created_at) > window_ms or e.id == order.id:
                     continue
-                other = e.who or _NO_WHO
+                other = e.who
                 if cannot_hold(who, other):
                     continue
                 m = compare(who, other)

@@ -115,7 +115,7 @@ class ReviewItem(msgspec.Struct, kw_only=True):
     order_id: str
     suspected_of: str
     reason: str  # near_duplicate, or the hold's reason
-    match_score: int = 0  # near_duplicate: how sure (core.recipient_match; held at >= 8)
+    match_score: int = 0  # near_duplicate: how sure (core.recipient_match; held at >= 6)
     match_fields: list[str] = []  # near_duplicate: what agreed, "field:outcome"
     channel: str
     channel_order_no: str

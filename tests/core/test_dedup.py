@@ -115,6 +115,7 @@ def order(
     name: str = "张伟",
     address: str = "人民路323号 28栋2325室",
     city: str = "北京市",
+    region: str = "北京市",
 ) -> CanonicalOrder:
     return CanonicalOrder(
         id=global_order_id(channel, no),
@@ -134,7 +135,7 @@ def order(
             phone=phone,
             phone_masked=masked,
             country="CN",
-            region="北京市",
+            region=region,
             city=city,
             district="海淀区",
             address=address,
@@ -178,7 +179,7 @@ def test_exact_batch_internal_copies_and_memory_without_window() -> None:
 def test_exact_later_copies_follow_the_first_copy_route() -> None:
     store = FakeStore()
     first = order("7")
-    moved = order("7", updated=T0 + 1, city="上海市")  # the buyer moved the delivery
+    moved = order("7", updated=T0 + 1, region="上海市", city="上海市")  # delivery moved
     exact_run(store, [first])
     out = exact_run(store, [moved])
     assert out.verdicts[0].kind == "update"
