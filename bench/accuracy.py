@@ -9,6 +9,13 @@ source, or a double submit) travel different partitions before they meet in the 
 stage, so which one arrives first - and is therefore "the original" - depends on timing. A
 cluster of k related orders (ground truth ``ref`` links) is fully detected when k - 1 of them
 are flagged with an original inside the same cluster, whichever way round.
+
+Per class (``GeneratedOrder.variant``): a near-duplicate copy's link to its source counts as
+found when the copy is flagged with an original in its cluster, or the source is flagged with the
+copy as its original (it arrived second). Negative classes (``repeat/*``, ``household/*``,
+``unique``) report the share of their orders flagged with an original outside their cluster; an
+order that is itself the source of a copy is in that copy's cluster, so being flagged as its
+duplicate is not counted against its class.
 """
 
 from __future__ import annotations
@@ -21,6 +28,12 @@ from bench.orders import GeneratedOrder
 
 EXACT_RULES = ("exact_channel", "exact_cross_channel")
 LINKED_LABELS = {"cross_channel": "exact_cross_channel", "near_dup": "near_duplicate"}
+NEGATIVE_LABELS = ("repeat", "household", "unique")
+
+# the issue's bars on the recipient matching (added to the older ones in meets_bars)
+CLASS_RECALL_BAR = 0.99  # every matchable near-duplicate class
+NEAR_PRECISION_BAR = 0.999
+NEGATIVE_FLAG_BAR = 0.001  # repeats and households (per class) flagged at most this often
 
 
 class _Clusters:
@@ -112,8 +125,13 @@ def dedup_accuracy(
     exact_expected = exact_tp + exact_fn + cross["expected"]
     repeats = [o.order_id for o in all_orders if o.label == "repeat"]
     repeat_ids = set(repeats)
-    repeats_wrong = sum(1 for oid in wrong_ids if oid in repeat_ids)
+    wrong_set = set(wrong_ids)
+    repeats_wrong = sum(1 for oid in repeat_ids if oid in wrong_set)
     missing = [oid for oid in copies_expected if oid not in copies]
+    classes = _near_dup_classes(all_orders, id_at, clusters, flagged)
+    negatives = _negative_classes(all_orders, wrong_set)
+    households = [o.order_id for o in all_orders if o.label == "household"]
+    households_wrong = sum(1 for oid in households if oid in wrong_set)
     return {
         "orders": len(all_orders),
         "distinct_ids": len(copies_expected),
@@ -130,8 +148,72 @@ def dedup_accuracy(
             "flagged": repeats_wrong,
             "rate": _ratio(repeats_wrong, len(repeats)) if repeats else 0.0,
         },
+        "households": {
+            "total": len(households),
+            "flagged": households_wrong,
+            "rate": _ratio(households_wrong, len(households)) if households else 0.0,
+        },
+        "classes": classes,  # near_dup variant -> expected, found, recall, wrong, missed ids
+        "negatives": negatives,  # "repeat/<variant>", "household/<variant>", "unique" -> rate
         "false_flags": wrong_ids[:20],
     }
+
+
+def _variant(o: Any, default: str = "") -> str:
+    """The order's class (``GeneratedOrder.variant``); ``default`` for truth records that carry
+    none (bench.soak's ``Truth``)."""
+    return getattr(o, "variant", "") or default
+
+
+def _near_dup_classes(
+    orders: list[GeneratedOrder],
+    id_at: dict[int, str],
+    clusters: _Clusters,
+    flagged: dict[str, tuple[str, str]],
+) -> dict[str, dict[str, Any]]:
+    """Recall per near-duplicate class: the copy -> source links found (either way round)."""
+    out: dict[str, dict[str, Any]] = {}
+    for o in orders:
+        if o.label != "near_dup" or o.ref not in id_at or id_at[o.ref] == o.order_id:
+            continue
+        src = id_at[o.ref]
+        row = out.setdefault(
+            _variant(o, "unclassified"),
+            {"expected": 0, "found": 0, "wrong": 0, "missed_ids": []},
+        )
+        row["expected"] += 1
+        mine, theirs = flagged.get(o.order_id), flagged.get(src)
+        if mine is not None and clusters.find(mine[1]) == clusters.find(o.order_id):
+            row["found"] += 1
+        elif theirs is not None and theirs[1] == o.order_id:
+            row["found"] += 1
+        else:
+            if mine is not None:
+                row["wrong"] += 1  # flagged, but as a copy of something else
+            if len(row["missed_ids"]) < 10:
+                row["missed_ids"].append(o.order_id)
+    for row in out.values():
+        row["recall"] = _ratio(row["found"], row["expected"])
+    return dict(sorted(out.items()))
+
+
+def _negative_classes(orders: list[GeneratedOrder], wrong: set[str]) -> dict[str, dict[str, Any]]:
+    """Flag rate per class of orders that are nobody's copy: repeats, households, uniques."""
+    out: dict[str, dict[str, Any]] = {}
+    for o in orders:
+        if o.label not in NEGATIVE_LABELS:
+            continue
+        variant = _variant(o)
+        name = f"{o.label}/{variant}" if variant else o.label
+        row = out.setdefault(name, {"total": 0, "flagged": 0, "flagged_ids": []})
+        row["total"] += 1
+        if o.order_id in wrong:
+            row["flagged"] += 1
+            if len(row["flagged_ids"]) < 10:
+                row["flagged_ids"].append(o.order_id)
+    for row in out.values():
+        row["rate"] = row["flagged"] / row["total"] if row["total"] else 0.0
+    return dict(sorted(out.items()))
 
 
 def meets_bars(acc: dict[str, Any]) -> list[str]:
@@ -146,4 +228,20 @@ def meets_bars(acc: dict[str, Any]) -> list[str]:
                 failed.append(f"{what} {m} {value:.5f} < {bar}")
     if acc["repeats"]["rate"] > 0.0001:
         failed.append(f"legitimate repeats flagged {acc['repeats']['rate']:.5%} > 0.01%")
+    # the recipient-matching issue's bars, per class
+    near = acc["near_duplicate"]
+    if near["precision"] < NEAR_PRECISION_BAR:
+        failed.append(f"near_duplicate precision {near['precision']:.5f} < {NEAR_PRECISION_BAR}")
+    for name, row in acc.get("classes", {}).items():
+        if row["recall"] < CLASS_RECALL_BAR:
+            failed.append(
+                f"near_duplicate recall on {name} {row['recall']:.5f} < {CLASS_RECALL_BAR}"
+                f" ({row['found']}/{row['expected']})"
+            )
+    for name, row in acc.get("negatives", {}).items():
+        if name != "unique" and row["rate"] > NEGATIVE_FLAG_BAR:
+            failed.append(
+                f"{name} flagged {row['rate']:.4%} > {NEGATIVE_FLAG_BAR:.1%}"
+                f" ({row['flagged']}/{row['total']})"
+            )
     return failed

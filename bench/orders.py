@@ -16,11 +16,47 @@ Ground truth (``GeneratedOrder.label``), decided while generating; precedence to
   an earlier order of another channel of the same market (CN: taobao/jd/pdd/ministore; abroad:
   shopify/tiktok/amazon, currency permitting): one purchase relayed by two gateways. Same
   recipient, amount, SKUs and created time too. Different global id (the channel is part of it).
-- ``near_dup``: a new order no on the same channel as an earlier order, same recipient (same
-  customer, rendered identically), same total and same SKU multiset, created at most
-  ``NEAR_DUP_MAX_S`` (170 s, inside the 3-minute ``WINDOW_S``) after it: a double submit.
-- ``repeat``: an earlier customer orders again, legitimately: either outside the window of all
-  their earlier orders, or inside it with a different total (so never the near-dup predicate).
+- ``near_dup``: the same purchase again under a new order no (a double submit, or one purchase
+  relayed by two channels that render the buyer differently): same customer, same total and
+  currency, same SKU multiset, created at most ``NEAR_DUP_MAX_S`` (170 s, inside the 3-minute
+  ``WINDOW_S``) after the order it copies. ``variant`` names the class (``MATCHABLE_VARIANTS``):
+
+  - ``same_rendering``: same channel, the customer rendered identically (``near_dup_rate``)
+  - ``cross_render_shopify_tiktok``: a Shopify order's TikTok Shop copy, created within the
+    minute: phone masked ``(+1)415****134``, the address as one ``full_address`` string (street,
+    unit, city, state name, country name, postcode; no ``address_line1/2``, no
+    ``address_detail``), the state's name, one line per unit
+  - ``cross_render_taobao_pdd``: a (readable) Taobao order's Pinduoduo copy: ciphertext in the
+    plain fields and PDD's masks beside them: ``1*********0``, ``王*明`` (a two-character name
+    shows its surname only: ``王*``), places + ``文三路***号``
+  - ``cross_render_taobao_jd``: its JD copy in JD's consignee layout (tests/fixtures/jd):
+    province without 省/市, a municipality's district as the city, the places in front of
+    ``fullAddress``, masked (``王**``, ``138****5678``, ``建国路**号``) as often as JD masks
+  - ``cross_render_shopify_amazon``: its Amazon copy: no phone (Amazon gives none without the
+    restricted-data token), ZIP+4
+  - formatting, on the original's channel or (25 %) another of its market: ``name_order``
+    (``Smith John``, ``SMITH, John``), ``case_width_spacing`` (upper case, full-width letters
+    or digits, doubled spaces; ``王 小明``), ``street_abbrev`` (St/Street, Ave/Avenue, Rd/Road,
+    Blvd/Boulevard), ``unit_format`` (``Apt 4`` as ``#4``, ``# 4``, ``Unit 4``, ``Apt. 4``,
+    ``Apartment 4``, half the time on the street line), ``province_suffix`` (浙江省/浙江,
+    上海市/上海, 杭州市/杭州 in region and city)
+  - on the original's channel: ``missing_postcode`` (where the channel has one),
+    ``line_per_unit`` (one line per unit instead of a quantity; not TikTok, which always does)
+
+  Originals of CN formatting and Taobao cross-renderings are readable (unmasked) orders, so the
+  difference is visible; ``variant_rate`` (default 3 %) is split over the classes by
+  ``variant_mix`` (evenly by default; classes the channel mix cannot produce are left out).
+- ``repeat``: an earlier customer orders again, legitimately: ``new_basket`` either outside the
+  window of all their earlier orders, or inside it with a different total (so never the
+  near-dup predicate); ``same_basket`` (``repeat_basket_rate``, 1 %): the very basket and
+  rendering of one of their orders at least ``REPEAT_OUTSIDE_S`` (10 min) earlier, and no order
+  of that basket of theirs within two windows (``ref`` = that order).
+- ``household`` (``household_rate``, 1 %, split by ``household_mix``): a *different* person at
+  the address of a recent order (``ref``), with the same basket, inside the window: ``family``
+  (same surname, another given name, own phone), ``office`` (same street address, another
+  surname and phone), ``dorm`` (same building or street, another room or unit, another
+  surname). Rendered on the order's channel, or (30 %) relayed like the cross-rendered copies
+  (Taobao -> PDD/JD, Shopify -> TikTok/Amazon masks and layouts). Never a duplicate.
 - ``unique``: a new customer's order; nothing earlier shares its recipient.
 - ``invalid`` (only with ``bad_rate`` > 0): ``bad_amount`` (order no readable, so accepted at the
   door, dead-lettered by the normalise stage) or ``malformed`` (truncated JSON: refused at the
@@ -28,8 +64,10 @@ Ground truth (``GeneratedOrder.label``), decided while generating; precedence to
 
 ``duplicate_rate`` (default 5.8 %) is the share of orders re-using an earlier order no:
 ``cross_channel_share`` of them (default 25 %) as cross-channel copies when the mix has a second
-channel of that market, the rest as exact resends. Sources of resends, copies and near-dups are
-always ``unique``/``repeat`` orders; ``ref`` names the index of the related earlier order.
+channel of that market, the rest as exact resends. Sources of resends, copies, near-dups and
+households are always ``unique``/``repeat``/``household`` orders; ``ref`` names the index of the
+related earlier order. The classes added with ``variant``/``household``/``repeat_basket`` draw
+last: with those three rates at 0 a seed gives exactly the orders it gave before they existed.
 
 "Recipient" means the customer the generator drew: phones are unique per customer, so two
 customers never share one, though masked renderings (``138****5678``) may collide by chance,
@@ -39,6 +77,7 @@ as in real traffic. Every time is whole seconds; ``created_at`` is epoch ms.
 from __future__ import annotations
 
 import bisect
+import copy
 import gc
 import itertools
 import random
@@ -54,7 +93,28 @@ WINDOW_S = 180  # the near-duplicate window the labels are defined against
 NEAR_DUP_MAX_S = 170  # near-dups are generated strictly inside it, away from the edge
 REPEAT_OUTSIDE_S = 600  # an "outside the window" repeat is at least this long after the last
 VIP_CHANNELS = ("shopify", "ministore")  # whose payload shape carries free-form tags
-LABELS = ("unique", "exact_resend", "cross_channel", "near_dup", "repeat", "invalid")
+LABELS = ("unique", "exact_resend", "cross_channel", "near_dup", "repeat", "household", "invalid")
+# ``GeneratedOrder.variant`` per label (see the module docstring)
+MATCHABLE_VARIANTS = (  # near_dup: copies of one purchase a recipient matcher should link
+    "same_rendering",
+    "cross_render_shopify_tiktok",
+    "cross_render_taobao_pdd",
+    "cross_render_taobao_jd",
+    "cross_render_shopify_amazon",
+    "name_order",
+    "case_width_spacing",
+    "street_abbrev",
+    "unit_format",
+    "province_suffix",
+    "missing_postcode",
+    "line_per_unit",
+)
+HOUSEHOLD_VARIANTS = ("family", "office", "dorm")  # household: another person, same address
+REPEAT_VARIANTS = ("new_basket", "same_basket")  # repeat: the same person buying again
+DEFAULT_VARIANT_MIX = dict.fromkeys(MATCHABLE_VARIANTS[1:], 1.0)  # ``variant_rate`` split evenly
+DEFAULT_HOUSEHOLD_MIX = dict.fromkeys(HOUSEHOLD_VARIANTS, 1.0)
+CROSS_RENDER_SOURCE_MAX_S = 60  # a relayed copy arrives within the minute of its original
+_POSTCODE_CHANNELS = ("shopify", "tiktok", "amazon", "taobao", "ministore")
 
 CN_CHANNELS = ("taobao", "jd", "pdd", "ministore")
 INTL_CHANNELS = ("shopify", "tiktok", "amazon")
@@ -138,6 +198,7 @@ class GeneratedOrder(msgspec.Struct, frozen=True):
     ref: int = -1  # index of the earlier order this one resends / copies / near-dups / repeats
     vip: bool = False  # tagged "vip": rides the priority lane
     invalid: str = ""  # "bad_amount" | "malformed" for label "invalid"
+    variant: str = ""  # the class within the label: MATCHABLE/HOUSEHOLD/REPEAT_VARIANTS
 
 
 # ------------------------------------------------------------------------------------ pools
@@ -285,6 +346,75 @@ class Customer:
         n = self.national
         return f"{n[:3]}****{n[-4:]}"
 
+    # -- other renderings of this recipient, and other people at its address ----------------
+
+    def view(self, **changes: str) -> Customer:
+        """This recipient written differently (same person, same ``cid``): ``changes`` to the
+        plain fields; the address is rebuilt from street and unit unless given."""
+        v = copy.copy(self)
+        for name, value in changes.items():
+            setattr(v, name, value)
+        if "address" not in changes:
+            sep = " " if v.country == "CN" else ", "
+            v.address = f"{v.street}{sep}{v.unit}" if v.unit else v.street
+        v._encode()
+        return v
+
+    def _encode(self) -> None:
+        """JSON fragments of the plain fields (escaped: views may hold any text)."""
+        if self.country == "CN":
+            masked_name = self.name[0] + "*" * (len(self.name) - 1)
+            masked_addr = self.street[:-2] + "**号"
+        else:
+            words = self.name.replace(",", " ").split()
+            masked_name = f"{words[0]} {words[-1][0]}***"
+            masked_addr = self.street.split()[0] + " ****"
+        self.j_name, self.j_name_masked = _j(self.name), _j(masked_name)
+        self.j_region, self.j_city, self.j_district = (
+            _j(self.region),
+            _j(self.city),
+            _j(self.district),
+        )
+        self.j_street, self.j_unit = _j(self.street), _j(self.unit)
+        self.j_addr, self.j_addr_masked = _j(self.address), _j(masked_addr)
+
+    def housemate(self, cid: int, kind: str, rng: random.Random) -> Customer:
+        """Another person at this recipient's address (own name and phone, from ``cid``):
+        ``family`` (same surname), ``office`` (same street address, another surname) or
+        ``dorm`` (same building or street, another room or unit, another surname)."""
+        mate = Customer(cid, self.country, rng)
+        for name in ("region", "city", "district", "postcode", "street", "unit"):
+            setattr(mate, name, getattr(self, name))
+        h = rng.getrandbits(32)
+        cn = self.country == "CN"
+        surname = self.name[0] if cn else self.name.split()[-1]
+        given = self.name[1:] if cn else self.name.split()[0]
+        pool_given = _CN_GIVEN if cn else _EN_FIRST
+        pool_sur = _CN_SURNAMES if cn else _EN_LAST
+        if kind == "family":
+            other = pool_given[h % len(pool_given)]
+            if other == given:
+                other = pool_given[(h + 1) % len(pool_given)]
+            mate.name = f"{surname}{other}" if cn else f"{other} {surname}"
+        else:
+            other_sur = pool_sur[h % len(pool_sur)]
+            if other_sur == surname:
+                other_sur = pool_sur[(h + 1) % len(pool_sur)]
+            other = pool_given[(h >> 8) % len(pool_given)]
+            mate.name = f"{other_sur}{other}" if cn else f"{other} {other_sur}"
+        if kind == "dorm":
+            if cn:  # same building, another room
+                building, _, room = self.unit.partition("栋")
+                number = int(room.rstrip("室")) if room.rstrip("室").isdigit() else 100
+                mate.unit = f"{building}栋{number + (h >> 16) % 40 + 1}室"
+            else:
+                number = int(self.unit.split()[-1]) if self.unit else 0
+                mate.unit = f"Apt {number + (h >> 16) % 40 + 1}"
+        sep = " " if cn else ", "
+        mate.address = f"{mate.street}{sep}{mate.unit}" if mate.unit else mate.street
+        mate._encode()
+        return mate
+
 
 class _Spec:
     """One channel order's content; rendered (again) by the channel's renderer."""
@@ -300,6 +430,7 @@ class _Spec:
         "lines",
         "mask",
         "no",
+        "opts",
         "paid",
         "payload",
         "ship",
@@ -317,6 +448,48 @@ class _Spec:
         self.payload = b""
         self.index = -1
         self.vip = False
+        self.opts: frozenset[str] = _PLAIN
+
+
+# Rendering options of a copy (``_Spec.opts``); base orders have none:
+# - ``full_address``: TikTok: the address as one ``full_address`` string (street, unit, city, state
+#   name, country name, postcode), no ``address_line1/2``; state names in ``district_info``
+# - ``per_unit``: one line per unit instead of a quantity (TikTok always does this)
+# - ``pdd_masks``: PDD's masks beside the ciphertext: ``1*********0``, ``王*明``, and the places +
+#   street name + ``***号``
+# - ``jd_layout``: JD's consignee layout (tests/fixtures/jd): province without 省/市, a
+#   municipality's district as ``city``, places in front of ``fullAddress``
+# - ``zip4``: Amazon's ZIP+4 postcode
+# - ``no_postcode``: the postcode left out (empty or absent, as the channel does it)
+_PLAIN: frozenset[str] = frozenset()
+
+_STATE_NAMES = {
+    "NY": "New York",
+    "CA": "California",
+    "TX": "Texas",
+    "WA": "Washington",
+    "IL": "Illinois",
+    "FL": "Florida",
+    "BC": "British Columbia",
+    "ON": "Ontario",
+}
+_COUNTRY_NAMES = {"US": "United States", "CA": "Canada", "GB": "United Kingdom", "JP": "Japan"}
+_MUNICIPALITIES = ("北京市", "上海市", "天津市", "重庆市")
+
+
+def _units(lines: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Lines as one line per unit."""
+    return [(k, 1) for k, q in lines for _ in range(q)]
+
+
+def _short_place(name: str) -> str:
+    """浙江省 -> 浙江, 上海市 -> 上海, 杭州市 -> 杭州 (a district such as 西湖区 is kept)."""
+    return name[:-1] if len(name) > 2 and name[-1] in "省市" else name
+
+
+def _street_name(street: str) -> str:
+    """文三路478号 -> 文三路."""
+    return street.rstrip("号").rstrip("0123456789")
 
 
 # ------------------------------------------------------------------------------------ rendering
@@ -423,8 +596,9 @@ class _Renderer:
         cur = CURRENCY[c.country]
         exp = _EXP[cur]
         m = _money
+        opts = s.opts
         lines = []
-        for i, (k, q) in enumerate(s.lines):
+        for i, (k, q) in enumerate(_units(s.lines) if "per_unit" in opts else s.lines):
             f = self._fragment(
                 ("shopify", k, q, cur),
                 lambda k, q: (
@@ -446,10 +620,12 @@ class _Renderer:
         num = s.lid % 100_000 + 1000
         fin = '"paid"' if s.paid else '"pending"'
         total = m(s.total, exp)
+        words = c.name.replace(",", " ").split()
+        zip_code = "null" if "no_postcode" in opts else f'"{c.postcode}"'
         addr = (
-            f'{{"first_name":{_j(c.name.split()[0])},"last_name":{_j(c.name.split()[-1])},'
+            f'{{"first_name":{_j(words[0])},"last_name":{_j(words[-1])},'
             f'"address1":{c.j_street},"address2":{c.j_unit},"city":{c.j_city},'
-            f'"province":{c.j_region},"country_code":"{c.country}","zip":"{c.postcode}",'
+            f'"province":{c.j_region},"country_code":"{c.country}","zip":{zip_code},'
             f'"phone":{phone},"name":{c.j_name}}}'
         )
         return (
@@ -514,6 +690,16 @@ class _Renderer:
             phone = f"(+{_CC[c.country]}){c.national}"
         status = "AWAITING_SHIPMENT" if s.paid else "UNPAID"
         paid_time = f'"paid_time":{s.updated},' if s.paid else ""
+        opts = s.opts
+        postcode = "" if "no_postcode" in opts else c.postcode
+        if "full_address" in opts:  # the whole address in one string, no address lines
+            state = _STATE_NAMES.get(c.region, c.region)
+            parts = (c.street, c.unit, c.city, state, _COUNTRY_NAMES[c.country], postcode)
+            lines_json = f'"full_address":{_j(", ".join(p for p in parts if p))},'
+            j_state = _j(state)
+        else:
+            lines_json = f'"address_line1":{c.j_street},"address_line2":{c.j_unit},'
+            j_state = c.j_region
         order = (
             f'{{"id":"{s.no}","status":"{status}","order_type":"NORMAL",'
             f'"create_time":{s.created},"update_time":{s.updated},{paid_time}'
@@ -527,10 +713,9 @@ class _Renderer:
             f'"total_amount":{self._total(s, chr(34) + m(s.total, exp) + chr(34))},'
             f'"original_total_product_price":"{m(s.sub, exp)}","tax":"{m(s.tax, exp)}"}},'
             f'"recipient_address":{{"name":{c.j_name},"phone_number":"{phone}",'
-            f'"address_line1":{c.j_street},"address_line2":{c.j_unit},'
-            f'"postal_code":"{c.postcode}","region_code":"{c.country}",'
+            f'{lines_json}"postal_code":"{postcode}","region_code":"{c.country}",'
             f'"district_info":[{{"address_level":"L1","address_level_name":"State",'
-            f'"address_name":{c.j_region}}},{{"address_level":"L3",'
+            f'"address_name":{j_state}}},{{"address_level":"L3",'
             f'"address_level_name":"City","address_name":{c.j_city}}}]}},'
             f'"line_items":[{",".join(units)}]}}'
         )
@@ -548,8 +733,9 @@ class _Renderer:
         cur = CURRENCY[c.country]
         exp = _EXP[cur]
         m = _money
+        opts = s.opts
         items = []
-        for i, (k, q) in enumerate(s.lines):
+        for i, (k, q) in enumerate(_units(s.lines) if "per_unit" in opts else s.lines):
             price = self.cat.prices[cur][k] * q
             extra = ""
             if i == 0:
@@ -569,6 +755,11 @@ class _Renderer:
         status = "Unshipped" if s.paid else "Pending"
         phone = "" if s.mask else f',"Phone":"+{_CC[c.country]} {c.national}"'
         market = "Amazon.co.jp" if c.country == "JP" else "Amazon.com"
+        postcode = f',"PostalCode":"{c.postcode}"'
+        if "no_postcode" in opts:
+            postcode = ""
+        elif "zip4" in opts:
+            postcode = f',"PostalCode":"{c.postcode}-{c.cid * 7919 % 10_000:04d}"'
         return (
             f'{{"order":{{"AmazonOrderId":"{s.no}","PurchaseDate":"{_iso_z(s.created)}",'
             f'"LastUpdateDate":"{_iso_z(s.updated)}","OrderStatus":"{status}",'
@@ -579,8 +770,8 @@ class _Renderer:
             f'"PaymentMethod":"Other","MarketplaceId":"ATVPDKIKX0DER",'
             f'"OrderType":"StandardOrder","IsBusinessOrder":false,"IsPrime":false,'
             f'"ShippingAddress":{{"Name":{c.j_name},"AddressLine1":{c.j_street},'
-            f'"AddressLine2":{c.j_unit},"City":{c.j_city},"StateOrRegion":{c.j_region},'
-            f'"PostalCode":"{c.postcode}","CountryCode":"{c.country}"{phone}}}}},'
+            f'"AddressLine2":{c.j_unit},"City":{c.j_city},"StateOrRegion":{c.j_region}'
+            f'{postcode},"CountryCode":"{c.country}"{phone}}}}},'
             f'"items":[{",".join(items)}]}}'
         )
 
@@ -589,8 +780,9 @@ class _Renderer:
     def taobao(self, s: _Spec) -> str:
         c = s.cust
         m = _money
+        opts = s.opts
         subs = []
-        for i, (k, q) in enumerate(s.lines):
+        for i, (k, q) in enumerate(_units(s.lines) if "per_unit" in opts else s.lines):
             f = self._fragment(
                 ("taobao", k, q, "CNY"),
                 lambda k, q: (
@@ -623,7 +815,8 @@ class _Renderer:
             f'"receiver_name":{name},"receiver_mobile":{mobile},"receiver_phone":"",'
             f'"receiver_country":"","receiver_state":{c.j_region},"receiver_city":{c.j_city},'
             f'"receiver_district":{c.j_district},"receiver_town":"","receiver_address":{addr},'
-            f'"receiver_zip":"{c.postcode}","shipping_type":"express","trade_from":"WAP,WAP",'
+            f'"receiver_zip":"{"" if "no_postcode" in opts else c.postcode}",'
+            '"shipping_type":"express","trade_from":"WAP,WAP",'
             f'"orders":{{"order":[{",".join(subs)}]}}}}'
         )
         if s.wrapped:
@@ -635,8 +828,9 @@ class _Renderer:
     def jd(self, s: _Spec) -> str:
         c = s.cust
         m = _money
+        opts = s.opts
         items = []
-        for k, q in s.lines:
+        for k, q in _units(s.lines) if "per_unit" in opts else s.lines:
             f = self._fragment(
                 ("jd", k, q, "CNY"),
                 lambda k, q: (
@@ -648,6 +842,15 @@ class _Renderer:
             )
             items.append(f[0])
         name, mobile, addr = self._cn_recipient(c, s.mask)
+        province, city, county = c.j_region, c.j_city, c.j_district
+        if "jd_layout" in opts:  # as tests/fixtures/jd: 北京 / 朝阳区, places before the street
+            short = _short_place(c.region)
+            muni = c.city in _MUNICIPALITIES
+            places = short + (c.district if muni else c.city + c.district)
+            street = f"{_street_name(c.street)}**号" if s.mask else c.address
+            addr = _j(places + street)
+            province = _j(short)
+            city, county = (c.j_district, '""') if muni else (c.j_city, c.j_district)
         cod = not s.paid  # JD only releases online-paid orders; unpaid ones are COD
         pay = '"1-货到付款"' if cod else '"4-在线支付"'
         confirm = "" if cod else _local(s.updated, _SH)
@@ -662,16 +865,17 @@ class _Renderer:
             f'"modified":"{_local(s.updated, _SH)}","paymentConfirmTime":"{confirm}",'
             f'"open_id_buyer":"o_jd_{c.cid:012d}","balanceUsed":"0.00",'
             f'"consigneeInfo":{{"fullname":{name},"telephone":"","mobile":{mobile},'
-            f'"fullAddress":{addr},"province":{c.j_region},"city":{c.j_city},'
-            f'"county":{c.j_district},"town":""}},"itemInfoList":[{",".join(items)}]}}'
+            f'"fullAddress":{addr},"province":{province},"city":{city},'
+            f'"county":{county},"town":""}},"itemInfoList":[{",".join(items)}]}}'
         )
 
     # pdd ------------------------------------------------------------------------------------
 
     def pdd(self, s: _Spec) -> str:
         c = s.cust
+        opts = s.opts
         items = []
-        for k, q in s.lines:
+        for k, q in _units(s.lines) if "per_unit" in opts else s.lines:
             f = self._fragment(
                 ("pdd", k, q, "CNY"),
                 lambda k, q: (
@@ -685,12 +889,18 @@ class _Renderer:
             )
             items.append(f[0])
         if s.mask:  # encrypted plain fields, readable masks beside them
+            name_mask, phone_mask, addr_mask = c.j_name_masked, c.phone_masked(), c.j_addr_masked
+            if "pdd_masks" in opts:  # 王*明, 1*********0, 浙江省杭州市西湖区文三路***号
+                n, nat = c.name, c.national
+                name_mask = _j(n[0] + "*" * (len(n) - 2) + n[-1] if len(n) > 2 else n[0] + "*")
+                phone_mask = f"{nat[0]}{'*' * (len(nat) - 2)}{nat[-1]}"
+                addr_mask = _j(f"{c.region}{c.city}{c.district}{_street_name(c.street)}***号")
             recv = (
-                f'"receiver_name":"~AgAAAAF{c.cid:012d}=~0~","receiver_name_mask":{c.j_name_masked},'
+                f'"receiver_name":"~AgAAAAF{c.cid:012d}=~0~","receiver_name_mask":{name_mask},'
                 f'"receiver_phone":"$Rz0n{c.cid:012d}==$1$",'
-                f'"receiver_phone_mask":"{c.phone_masked()}",'
+                f'"receiver_phone_mask":"{phone_mask}",'
                 f'"receiver_address":"~AgAAAAFk{c.cid:012d}=~0~",'
-                f'"receiver_address_mask":{c.j_addr_masked},'
+                f'"receiver_address_mask":{addr_mask},'
                 f'"address":"~AgAAAAFk{c.cid:012d}=~0~",'
             )
         else:
@@ -720,8 +930,9 @@ class _Renderer:
     def ministore(self, s: _Spec) -> str:
         c = s.cust
         m = _money
+        opts = s.opts
         lines = []
-        for k, q in s.lines:
+        for k, q in _units(s.lines) if "per_unit" in opts else s.lines:
             f = self._fragment(
                 ("ministore", k, q, "CNY"),
                 lambda k, q: (
@@ -747,9 +958,118 @@ class _Renderer:
             f'"paid":"{total if s.paid else "0.00"}","buyer_id":"wx_{c.cid:010d}",'
             f'"recipient":{{"name":{c.j_name},"phone":"{phone}","country":"CN",'
             f'"region":{c.j_region},"city":{c.j_city},"district":{c.j_district},'
-            f'"address":{c.j_addr},"postcode":"{c.postcode}"}},'
+            f'"address":{c.j_addr},"postcode":"{"" if "no_postcode" in opts else c.postcode}"}},'
             f'"lines":[{",".join(lines)}],"tags":[{chr(34) + "vip" + chr(34) if s.vip else ""}]}}'
         )
+
+
+# ------------------------------------------------------------------------------------ variants
+
+_NO_POSTCODE = frozenset({"no_postcode"})
+_PER_UNIT = frozenset({"per_unit"})
+_TARGET_OPTS = {  # what a cross-rendered copy looks like on its channel
+    "tiktok": frozenset({"full_address"}),  # masked phone, one string, one line per unit
+    "pdd": frozenset({"pdd_masks"}),  # ciphertext + 1*********0, 王*明, 文三路***号
+    "jd": frozenset({"jd_layout"}),  # JD's places, masked (60 %) as JD does
+    "amazon": frozenset({"zip4"}),  # no phone without the restricted-data token, ZIP+4
+}
+_RELAYS = {"shopify": ("tiktok", "amazon"), "taobao": ("pdd", "jd")}  # the cross renderings
+_FULLWIDTH = {c: c + 0xFEE0 for c in range(0x21, 0x7F)}
+_FULLWIDTH_DIGITS = {c: c + 0xFEE0 for c in range(0x30, 0x3A)}
+_STREET_SWAP = {
+    "St": "Street",
+    "Street": "St",
+    "Ave": "Avenue",
+    "Avenue": "Ave",
+    "Rd": "Road",
+    "Road": "Rd",
+    "Blvd": "Boulevard",
+    "Boulevard": "Blvd",
+}
+
+
+def _name_order(c: Customer, rng: random.Random) -> Customer:
+    first, last = c.name.split()[0], c.name.split()[-1]
+    name = f"{last} {first}" if rng.random() < 0.5 else f"{last.upper()}, {first}"
+    return c.view(name=name)
+
+
+def _case_width_spacing(c: Customer, rng: random.Random) -> Customer:
+    r = rng.random()
+    if c.country == "CN":
+        name = f"{c.name[0]} {c.name[1:]}" if r < 0.5 else f"{c.name[0]}\u3000{c.name[1:]}"
+        if rng.random() < 0.5:  # full-width digits, street and unit run together
+            address = f"{c.street}{c.unit}".translate(_FULLWIDTH_DIGITS)
+        else:
+            address = f"{c.street}  {c.unit} "
+        return c.view(name=name, address=address)
+    if r < 0.35:
+        name = c.name.upper()
+    elif r < 0.7:
+        name = c.name.translate(_FULLWIDTH)
+    else:
+        name = "  ".join(c.name.lower().split())
+    r = rng.random()
+    if r < 0.5:
+        street = c.street.translate(_FULLWIDTH_DIGITS)
+    else:
+        street = "  ".join(c.street.upper().split())
+    return c.view(name=name, street=street)
+
+
+def _street_abbrev(c: Customer, rng: random.Random) -> Customer:
+    words = c.street.split()
+    words[-1] = _STREET_SWAP.get(words[-1], words[-1])
+    return c.view(street=" ".join(words))
+
+
+def _unit_format(c: Customer, rng: random.Random) -> Customer:
+    n = c.unit.split()[-1]
+    unit = (f"#{n}", f"# {n}", f"Unit {n}", f"Apt. {n}", f"Apartment {n}")[int(rng.random() * 5)]
+    if rng.random() < 0.5:  # on the street line, no second line
+        return c.view(street=f"{c.street} {unit}", unit="")
+    return c.view(unit=unit)
+
+
+def _province_suffix(c: Customer, rng: random.Random) -> Customer:
+    return c.view(region=_short_place(c.region), city=_short_place(c.city))
+
+
+_FORMATS: dict[str, Callable[[Customer, random.Random], Customer]] = {
+    "name_order": _name_order,
+    "case_width_spacing": _case_width_spacing,
+    "street_abbrev": _street_abbrev,
+    "unit_format": _unit_format,
+    "province_suffix": _province_suffix,
+}
+
+
+def _feasible(cls: str, channels: set[str]) -> bool:
+    """Whether a channel mix can produce the class at all."""
+    if cls.startswith("cross_render_"):
+        return set(cls[len("cross_render_") :].split("_")) <= channels
+    if cls in ("name_order", "street_abbrev", "unit_format"):
+        return bool(channels & set(INTL_CHANNELS))
+    if cls == "province_suffix":
+        return bool(channels & set(CN_CHANNELS))
+    if cls == "missing_postcode":
+        return bool(channels & set(_POSTCODE_CHANNELS))
+    if cls == "line_per_unit":
+        return bool(channels - {"tiktok"})
+    return True  # same_rendering, case_width_spacing, households
+
+
+def _classes(
+    weights: dict[str, float], known: tuple[str, ...], channels: set[str]
+) -> tuple[list[str], list[float]]:
+    """(classes, cumulative weights) the mix can produce, in ``known`` order."""
+    unknown = set(weights) - set(known)
+    if unknown:
+        raise ValueError(f"unknown class(es) {sorted(unknown)}; known: {', '.join(known)}")
+    if any(w < 0 for w in weights.values()):
+        raise ValueError("class weights must be >= 0")
+    classes = [c for c in known if weights.get(c, 0) > 0 and _feasible(c, channels)]
+    return classes, list(itertools.accumulate(weights[c] for c in classes))
 
 
 # ------------------------------------------------------------------------------------ generator
@@ -773,6 +1093,11 @@ class OrderGenerator:
         vip_rate: float = 0.0,  # share of shopify/ministore orders tagged "vip" (priority lane)
         orders_per_s: float = 20.0,  # simulated arrival rate: spaces created_at
         start: int = 1_795_363_200,  # 2026-11-23 00:00 +08:00 (unix seconds)
+        variant_rate: float = 0.03,  # near-dups rendered differently (variant_mix splits it)
+        variant_mix: dict[str, float] | None = None,  # MATCHABLE_VARIANTS -> weight
+        household_rate: float = 0.01,  # another person at the address, same basket, in window
+        household_mix: dict[str, float] | None = None,  # HOUSEHOLD_VARIANTS -> weight
+        repeat_basket_rate: float = 0.01,  # the same basket again, >= REPEAT_OUTSIDE_S later
     ) -> None:
         mix = dict(channel_mix or DEFAULT_MIX)
         unknown = set(mix) - set(CHANNEL_COUNTRIES)
@@ -781,9 +1106,27 @@ class OrderGenerator:
         mix = {k: v for k, v in mix.items() if v > 0}
         if not mix:
             raise ValueError("channel_mix has no channel with a positive share")
-        rates = (duplicate_rate, near_dup_rate, repeat_rate, bad_rate)
+        rates = (
+            duplicate_rate,
+            near_dup_rate,
+            repeat_rate,
+            bad_rate,
+            variant_rate,
+            household_rate,
+            repeat_basket_rate,
+        )
         if any(r < 0 for r in rates) or sum(rates) >= 1:
             raise ValueError("rates must be >= 0 and sum to less than 1")
+        self.variant_classes, self.variant_cum = _classes(
+            variant_mix if variant_mix is not None else DEFAULT_VARIANT_MIX,
+            MATCHABLE_VARIANTS,
+            set(mix),
+        )
+        self.household_classes, self.household_cum = _classes(
+            household_mix if household_mix is not None else DEFAULT_HOUSEHOLD_MIX,
+            HOUSEHOLD_VARIANTS,
+            set(mix),
+        )
         self.rng = random.Random(seed)
         self.channels = list(mix)
         self.ch_cum = list(itertools.accumulate(mix[c] for c in self.channels))
@@ -793,6 +1136,9 @@ class OrderGenerator:
         self.near_rate = near_dup_rate
         self.repeat_rate = repeat_rate
         self.bad_rate = bad_rate
+        self.variant_rate = variant_rate if self.variant_classes else 0.0
+        self.household_rate = household_rate if self.household_classes else 0.0
+        self.basket_rate = repeat_basket_rate
         self.cross_share = cross_channel_share
         self.vip_rate = vip_rate
         self.orders_per_s = orders_per_s
@@ -808,6 +1154,15 @@ class OrderGenerator:
         self.history: dict[int, list[tuple[int, int, tuple[tuple[str, int], ...]]]] = {}
         self.recent: deque[_Spec] = deque(maxlen=4000)  # base specs, newest last
         self.recent_plain: dict[str, deque[_Spec]] = {g: deque(maxlen=2000) for g in ("CN", "INTL")}
+        # sources of the variant copies and hard negatives
+        self.recent_group: dict[str, deque[_Spec]] = {g: deque(maxlen=2000) for g in ("CN", "INTL")}
+        self.recent_channel: dict[str, deque[_Spec]] = {c: deque(maxlen=600) for c in self.channels}
+        self.group_channels = {
+            g: [c for c in self.channels if (c in CN_CHANNELS) == (g == "CN")]
+            for g in ("CN", "INTL")
+        }
+        self.aging: deque[_Spec] = deque(maxlen=4096)  # every 8th base: same-basket repeats
+        self._bases = 0
         self.copied: set[tuple[str, str]] = set()  # (channel, order no) of cross copies
 
     # -- helpers ---------------------------------------------------------------------------
@@ -898,7 +1253,12 @@ class OrderGenerator:
         return s
 
     def _emit(
-        self, s: _Spec, label: str, ref: int = -1, payload: bytes | None = None
+        self,
+        s: _Spec,
+        label: str,
+        ref: int = -1,
+        payload: bytes | None = None,
+        variant: str = "",
     ) -> GeneratedOrder:
         if payload is None:
             payload = self.renderer.render(s)
@@ -925,6 +1285,7 @@ class OrderGenerator:
             ref=ref,
             invalid=s.bad and ("malformed" if s.bad == "malformed" else "bad_amount"),
             vip=s.vip,
+            variant=variant,
         )
         self.index += 1
         return out
@@ -935,9 +1296,14 @@ class OrderGenerator:
     def _remember_base(self, s: _Spec, payload: bytes) -> None:
         s.payload = payload
         self.recent.append(s)
+        group = "CN" if s.channel in CN_CHANNELS else "INTL"
         if not s.mask:
-            group = "CN" if s.channel in CN_CHANNELS else "INTL"
             self.recent_plain[group].append(s)
+        self.recent_group[group].append(s)
+        self.recent_channel[s.channel].append(s)
+        self._bases += 1
+        if not self._bases & 7:
+            self.aging.append(s)
         self._record(s)
 
     # -- kinds -----------------------------------------------------------------------------
@@ -1021,7 +1387,8 @@ class OrderGenerator:
         s.created = s.updated = self.now
         s.paid = src.paid if src.channel == "pdd" else self.rng.random() >= _UNPAID[src.channel]
         s.wrapped = src.wrapped
-        out = self._emit(s, "near_dup", src.index)
+        s.opts = src.opts  # a relayed original's layout too
+        out = self._emit(s, "near_dup", src.index, variant="same_rendering")
         self._record(s)
         return out
 
@@ -1048,7 +1415,161 @@ class OrderGenerator:
             self._fill_amounts(s, channel)
         else:
             return None
-        out = self._emit(s, "repeat", -1)
+        out = self._emit(s, "repeat", -1, variant="new_basket")
+        self._remember_base(s, out.payload)
+        return out
+
+    # -- variant copies and hard negatives ----------------------------------------------------
+
+    def _source(
+        self, pool: deque[_Spec], max_age: int, ok: Callable[[_Spec], bool]
+    ) -> _Spec | None:
+        """A recent base order (at most ``max_age`` s old) that ``ok`` accepts, or None."""
+        n = len(pool)
+        if not n:
+            return None
+        rnd = self.rng.random
+        span = min(n, 400)
+        for _ in range(12):
+            src = pool[n - 1 - int(rnd() * span)]
+            if self.now - src.created <= max_age and ok(src):
+                return src
+        return None
+
+    def _copy_spec(
+        self, src: _Spec, channel: str, cust: Customer, mask: bool, opts: frozenset[str]
+    ) -> _Spec:
+        """Another order of ``src``'s basket and amounts, created now, on ``channel``."""
+        s = _Spec()
+        for name in ("lines", "sub", "skus", "ship", "disc", "tax", "total"):
+            setattr(s, name, getattr(src, name))
+        s.cust = cust
+        s.channel = channel
+        s.no = self._order_no(channel)
+        s.lid = self._line_id()
+        s.created = s.updated = self.now
+        s.paid = channel == "pdd" or self.rng.random() >= _UNPAID[channel]
+        s.mask = mask
+        s.wrapped = src.wrapped if channel == src.channel else self.rng.random() < 0.3
+        s.opts = opts
+        return s
+
+    def _variant(self) -> GeneratedOrder | None:
+        cls = self.variant_classes[_pick(self.variant_cum, self.rng.random())]
+        if cls == "same_rendering":
+            return self._near_dup()
+        made = self._make_variant(cls)
+        if made is None:
+            return None
+        s, src = made
+        out = self._emit(s, "near_dup", src.index, variant=cls)
+        self._record(s)
+        return out
+
+    def _make_variant(self, cls: str) -> tuple[_Spec, _Spec] | None:
+        rng = self.rng
+        if cls.startswith("cross_render_"):
+            source, target = cls[len("cross_render_") :].split("_")
+            countries = CHANNEL_COUNTRIES[target]
+            src = self._source(
+                self.recent_channel[source],
+                CROSS_RENDER_SOURCE_MAX_S,
+                # a Taobao original the merchant can read (a masked one shows too little)
+                lambda s: s.cust.country in countries and (source != "taobao" or not s.mask),
+            )
+            if src is None:
+                return None
+            opts = _TARGET_OPTS[target]
+            mask = rng.random() < _MASKED["jd"] if target == "jd" else True
+            return self._copy_spec(src, target, src.cust, mask, opts), src
+        if cls in ("missing_postcode", "line_per_unit"):
+            if cls == "missing_postcode":
+                opts = _NO_POSTCODE
+                ok: Callable[[_Spec], bool] = lambda s: s.channel in _POSTCODE_CHANNELS  # noqa: E731
+            else:
+                opts = _PER_UNIT
+                ok = lambda s: s.channel != "tiktok" and any(q > 1 for _, q in s.lines)  # noqa: E731
+            src = self._source(self.recent, NEAR_DUP_MAX_S, ok)
+            if src is None:
+                return None
+            return self._copy_spec(src, src.channel, src.cust, src.mask, src.opts | opts), src
+        # formatting classes: the recipient written differently, on its channel or another
+        if cls == "province_suffix":
+            group = "CN"
+        elif cls == "case_width_spacing":
+            groups = [g for g in ("CN", "INTL") if self.group_channels[g]]
+            group = groups[int(rng.random() * len(groups))]
+        else:
+            group = "INTL"
+        # a CN original must be readable for its formatting to show; INTL masks only the phone
+        pool = self.recent_plain["CN"] if group == "CN" else self.recent_group["INTL"]
+        need_unit = cls == "unit_format"
+        src = self._source(  # not a relayed household: its layout would blur the class
+            pool, NEAR_DUP_MAX_S, lambda s: not s.opts and (not need_unit or bool(s.cust.unit))
+        )
+        if src is None:
+            return None
+        view = _FORMATS[cls](src.cust, rng)
+        channel = src.channel
+        if rng.random() < 0.25:  # the same purchase relayed by another channel of the market
+            others = [
+                c
+                for c in self.group_channels[group]
+                if c != channel and src.cust.country in CHANNEL_COUNTRIES[c]
+            ]
+            if others:
+                channel = others[int(rng.random() * len(others))]
+        return self._copy_spec(src, channel, view, src.mask and group == "INTL", _PLAIN), src
+
+    def _household(self) -> GeneratedOrder | None:
+        """Another person at the address of a recent order, same basket, inside the window."""
+        rng = self.rng
+        kind = self.household_classes[_pick(self.household_cum, rng.random())]
+        src = self._source(self.recent, NEAR_DUP_MAX_S, lambda s: True)
+        if src is None:
+            return None
+        mate = src.cust.housemate(len(self.customers), kind, rng)
+        self.customers.append(mate)
+        self.by_country[mate.country].append(mate)
+        channel, mask, opts = src.channel, rng.random() < _MASKED[src.channel], _PLAIN
+        if rng.random() < 0.3:  # their order relayed like the cross-rendered copies are
+            targets = [
+                t
+                for t in _RELAYS.get(src.channel, ())
+                if t in self.recent_channel and mate.country in CHANNEL_COUNTRIES[t]
+            ]
+            if targets:
+                channel = targets[int(rng.random() * len(targets))]
+                opts = _TARGET_OPTS[channel]
+                mask = rng.random() < _MASKED["jd"] if channel == "jd" else True
+        s = self._copy_spec(src, channel, mate, mask, opts)
+        out = self._emit(s, "household", src.index, variant=kind)
+        self._remember_base(s, out.payload)
+        return out
+
+    def _repeat_same_basket(self) -> GeneratedOrder | None:
+        """An earlier customer buys the same basket again, >= ``REPEAT_OUTSIDE_S`` later."""
+        pool = self.aging
+        n = len(pool)
+        rnd = self.rng.random
+        for _ in range(8):
+            if not n:
+                return None
+            src = pool[int(rnd() * n)]
+            if self.now - src.created < REPEAT_OUTSIDE_S:
+                continue
+            # no copy of this basket of theirs within two windows of now either
+            since = self.now - 2 * WINDOW_S
+            if any(
+                t > since and total == src.total and skus == src.skus
+                for t, total, skus in self.history.get(src.cust.cid, ())
+            ):
+                continue
+            break
+        else:
+            return None
+        s = self._copy_spec(src, src.channel, src.cust, src.mask, src.opts)
+        out = self._emit(s, "repeat", src.index, variant="same_basket")
         self._remember_base(s, out.payload)
         return out
 
@@ -1076,6 +1597,14 @@ class OrderGenerator:
             out = self._repeat(channel)
         elif r < self.dup_rate + self.near_rate + self.repeat_rate + self.bad_rate:
             out = self._invalid(channel)
+        else:  # the classes added later draw last: at rate 0 a seed gives the orders it gave
+            r -= self.dup_rate + self.near_rate + self.repeat_rate + self.bad_rate
+            if r < self.variant_rate:
+                out = self._variant()
+            elif r < self.variant_rate + self.household_rate:
+                out = self._household()
+            elif r < self.variant_rate + self.household_rate + self.basket_rate:
+                out = self._repeat_same_basket()
         return out if out is not None else self._unique(channel)
 
     def __iter__(self) -> Iterator[GeneratedOrder]:
