@@ -115,6 +115,15 @@ class DedupVerdict(msgspec.Struct, frozen=True, array_like=True, gc=False):
 NEW = DedupVerdict("new")
 
 
+# WHO_NOTE: the recipient travels and is stored as the msgpack of its packed string
+# (``core.recipient_match.pack``), kept as ``msgspec.Raw``: an envelope or a window list is
+# decoded and re-encoded without building the string, which is needed only to compare, and
+# most orders are never compared.
+_str_enc = msgspec.msgpack.Encoder()
+_str_dec = msgspec.msgpack.Decoder(str)
+NO_WHO = msgspec.Raw(_str_enc.encode(""))
+
+
 class DedupFacts(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """The few facts of an order both dedup stages read, computed once by the normaliser.
 
@@ -132,12 +141,13 @@ class DedupFacts(msgspec.Struct, frozen=True, array_like=True, gc=False):
     phone: str  # E.164, "" when masked or absent
     rkey: bytes  # recipient_key(order): who, for the recipient history
     items: int  # sku_multiset_fingerprint of the lines
-    block: bytes = b""  # block_key(recipient): the recipient stage's partition key
-    who: str = ""  # the recipient as rendered, packed (core.recipient_match.pack)
+    block: bytes = b""  # route_key: block_key(recipient) + amount + SKUs, computed once
+    who: msgspec.Raw = NO_WHO  # the recipient as rendered: see WHO_NOTE
 
 
 def dedup_facts(order: CanonicalOrder) -> DedupFacts:
     who = who_of(order.recipient)
+    items = _items_fp(order)
     return DedupFacts(
         order.id,
         order.channel_order_no,
@@ -147,9 +157,9 @@ def dedup_facts(order: CanonicalOrder) -> DedupFacts:
         order.total,
         order.recipient.phone,
         recipient_key(order),
-        _items_fp(order),
-        block_key(who),
-        pack(who),
+        items,
+        _route(block_key(who), order.currency, order.total, items),
+        msgspec.Raw(_str_enc.encode(pack(who))),
     )
 
 
@@ -190,7 +200,8 @@ def recipient_key(order: OrderLike) -> bytes:
 
 def route_key(order: DedupFacts) -> bytes:
     """The recipient stage's partition key for a new order: its block (country + city) plus
-    its amount and SKU multiset, the exact part of the near-duplicate predicate.
+    its amount and SKU multiset, the exact part of the near-duplicate predicate (computed once,
+    by :func:`dedup_facts`).
 
     Every rendering of one purchase produces it (``core.recipient_match``), so the copies meet
     in one partition and in one window key; and it spreads orders evenly over partitions even
@@ -198,11 +209,14 @@ def route_key(order: DedupFacts) -> bytes:
     partitions gets 1.01x its share, against 1.49x when keyed by the city alone). Rule 2's
     copies (same order no and phone) are one purchase, so they share it too.
     """
-    block = order.block or order.rkey
+    return order.block or _route(order.rkey, order.currency, order.total, order.items)
+
+
+def _route(block: bytes, currency: str, total: int, items: int) -> bytes:
     return (
         block
-        + _amount_key(order.currency, order.total).to_bytes(8, "big")
-        + (order.items & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(8, "big")
+        + _amount_key(currency, total).to_bytes(8, "big")
+        + (items & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(8, "big")
     )
 
 
@@ -304,11 +318,11 @@ class WindowEntry(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
     id: str
     created_at: int
-    amount: int  # _amount_key(currency, total)
+    amount: int  # the order's total (its currency is part of the window key)
     items: int  # sku_multiset_fingerprint of the lines
     expire_at: int  # when it is forgotten: wall clock in the service, else the watermark
     verdict: DedupVerdict
-    who: str = ""  # the recipient as rendered, packed (core.recipient_match.pack)
+    who: msgspec.Raw = NO_WHO  # the recipient as rendered: see WHO_NOTE
 
 
 class RecipientOutcome(msgspec.Struct):
@@ -469,7 +483,8 @@ def recipient_dedup(
     added: dict[bytes, int] = {}  # window key -> entries this batch appended
     for i in fresh:
         order = orders[i]
-        who = order.who
+        who_raw = order.who
+        who = _str_dec.decode(who_raw)
         if not comparable(who):
             uncomparable += 1
         wkey = wkeys[i]
@@ -481,7 +496,7 @@ def recipient_dedup(
             for e in entries:
                 if abs(e.created_at - order.created_at) > window_ms or e.id == order.id:
                     continue
-                other = e.who
+                other = _str_dec.decode(e.who)
                 if cannot_hold(who, other):
                     continue
                 m = compare(who, other)
@@ -501,11 +516,11 @@ def recipient_dedup(
             WindowEntry(
                 order.id,
                 order.created_at,
-                _amount_key(order.currency, order.total),
+                order.total,
                 order.items,
                 forget_at,
                 verdict,
-                who,
+                who_raw,
             )
         )
         added[wkey] = added.get(wkey, 0) + 1

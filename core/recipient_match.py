@@ -319,11 +319,21 @@ def _address_text(who: Who) -> str:
     normalised, and the names of the places it is in taken out (a one-string address repeats
     the city, state, postcode and country that another rendering gives in parts)."""
     places, drop = _places_of(who)
-    text = fold_text(f"{who.address} {who.district}").replace("#", " # ")
+    text = fold_text(who.address).replace("#", " # ")
     if _is_cjk(text):
         compact = "".join(text.split())
-        for place in sorted(places, key=len, reverse=True):
-            compact = compact.replace(place, "")
+        # a one-string address starts with its province, city and district: take each off the
+        # front once, in that order. A name without its suffix (浙江, 杭州) counts only inside
+        # such a chain, so 天河区天河路 keeps the 天河 of its street and 广州大道 its 广州.
+        chained = False
+        for level, (full, trimmed) in enumerate(places):
+            if full and compact.startswith(full):
+                compact, chained = compact[len(full) :], True
+            elif trimmed and compact.startswith(trimmed):
+                rest = compact[len(trimmed) :]
+                after = [f for pair in places[level + 1 :] for f in pair if f]
+                if chained or any(rest.startswith(f) for f in after):
+                    compact, chained = rest, True
         return compact
     words = []
     for word in text.split():
@@ -336,16 +346,14 @@ def _address_text(who: Who) -> str:
 _COUNTRY_WORDS = {"usa", "us", "united", "states", "america", "uk", "kingdom", "china", "中国"}
 
 
-def _places_of(w: Who) -> tuple[set[str], set[str]]:
-    """Place names to take out of a CJK address, and words to drop from a Latin one."""
-    names = set()
+def _places_of(w: Who) -> tuple[list[tuple[str, str]], set[str]]:
+    """Place names (as given, and without their suffix) of each level, region first, to take
+    off the front of a CJK address; and the words to drop from a Latin one."""
+    names = []
     for part in (w.region, w.city, w.district):
         folded = "".join(fold_text(part).split())
-        if folded:
-            names.add(folded)
-            trimmed = _place(part)
-            if trimmed and len(trimmed) > 1:
-                names.add(trimmed)
+        trimmed = _place(part)
+        names.append((folded, trimmed if len(trimmed) > 1 else ""))
     drop = {word for f in (w.region, w.city, w.country) for word in fold_text(f).split()}
     drop |= {fold_text(w.postcode).replace(" ", "")}
     drop |= set(fold_text(w.postcode).split())
@@ -385,14 +393,16 @@ def _address(a: _Features, b: _Features) -> str:
             return "differ"
         return "compatible" if shown >= MASKED_ADDRESS_MIN else "unknown"
     na, nb = a.numbers, b.numbers
-    if na and nb and na != nb:
-        # house or unit numbers differ: a neighbour, a dorm-mate, another office on the street
-        shared = set(na) & set(nb)
-        return "partial" if shared else "differ"
     if a.street_cjk or b.street_cjk:
         similarity = fuzz.ratio(ta, tb)
     else:
         similarity = fuzz.token_set_ratio(ta, tb)
+    if na and nb and na != nb:
+        # house or unit numbers differ: a neighbour, a dorm-mate, another office on the street
+        # (a number in common counts only when the rest of the address is alike too: "5th Ave"
+        # and "Apt 5" share a 5 and nothing else)
+        shared = set(na) & set(nb)
+        return "partial" if shared and similarity >= ADDRESS_PARTIAL else "differ"
     if similarity >= ADDRESS_AGREE:
         return "agree" if na == nb else "partial"
     if similarity >= ADDRESS_PARTIAL:

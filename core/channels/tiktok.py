@@ -281,9 +281,11 @@ def _recipient(a: _Address | None, ctx: NormaliseContext) -> Recipient:
         region=levels["region"],
         city=levels["city"],
         district=levels["district"],
+        # the lines when TikTok splits them; else the whole one-string address (address_detail
+        # alone is only the unit part, "Apt 5", and would lose the street)
         address=join_nonempty(a.address_line1, a.address_line2)
-        or a.address_detail
         or a.full_address
+        or a.address_detail
         or "",
         postcode=a.postal_code or "",
     )

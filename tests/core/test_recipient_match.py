@@ -161,3 +161,29 @@ def test_a_recipient_with_a_full_phone_and_name_matches_itself(a: Who) -> None:
     if a.phone and a.name.strip(" ,.*#"):
         assert compare(a, a).score >= HOLD_AT
     assert block_key(a) == block_key(who(a))
+
+
+def test_place_names_come_off_the_front_of_an_address_only() -> None:
+    """天河路 in 天河区 keeps its 天河, 广州大道 in 广州市 its 广州; a one-string address loses
+    its province, city and district with or without their suffixes."""
+    full = Who(
+        "李明", "+8613812345673", "", "CN", "广东省", "广州市", "天河区", "天河路385号 3栋",
+        "510000",
+    )  # fmt: skip
+    for rendering in (
+        "广东省广州市天河区天河路***号",
+        "广东广州天河区天河路***号",
+        "广州天河区天河路***号",
+        "天河路***号",
+    ):
+        pdd = who(full, name="李*", phone="", phone_masked="1*********3", address=rendering)
+        pdd = who(pdd, postcode="")
+        assert compare(full, pdd).agreed[-1] == "address:compatible", rendering
+    avenue = who(full, address="广州大道385号")
+    assert held(avenue, who(avenue, address="广东省广州市天河区广州大道385号"))
+
+
+def test_namesakes_sharing_only_a_digit_are_not_held() -> None:
+    a = who(SHOPIFY, name="Sofia Doe", phone="+14155550111", address="350 5th Ave")
+    b = who(SHOPIFY, name="Sofia Doe", phone="", address="12 Oak St Apt 5")
+    assert not held(a, b)
