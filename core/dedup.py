@@ -51,7 +51,6 @@ from core.recipient_match import (
     Match,
     block_key,
     cannot_hold,
-    comparable,
     compare,
     pack,
     who_of,
@@ -122,6 +121,17 @@ NEW = DedupVerdict("new")
 _str_enc = msgspec.msgpack.Encoder()
 _str_dec = msgspec.msgpack.Decoder(str)
 NO_WHO = msgspec.Raw(_str_enc.encode(""))
+_NOBODY = b"\x1f\x1f\x1f"  # a packed recipient with no name, phone or masked phone
+
+
+def _shows_someone(who: msgspec.Raw) -> bool:
+    """``comparable`` on the raw msgpack string, without decoding it (every new order asks)."""
+    raw = bytes(who)
+    if not raw:
+        return False
+    head = raw[0]
+    start = 1 if 0xA0 <= head <= 0xBF else {0xD9: 2, 0xDA: 3, 0xDB: 5}.get(head, 1)
+    return len(raw) > start and not raw.startswith(_NOBODY, start)
 
 
 class DedupFacts(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -484,8 +494,7 @@ def recipient_dedup(
     for i in fresh:
         order = orders[i]
         who_raw = order.who
-        who = _str_dec.decode(who_raw)
-        if not comparable(who):
+        if not _shows_someone(who_raw):
             uncomparable += 1
         wkey = wkeys[i]
         entries = windows[wkey]
@@ -493,9 +502,11 @@ def recipient_dedup(
         if verdict is None:
             best: Match | None = None
             best_id = ""
+            who = ""
             for e in entries:
                 if abs(e.created_at - order.created_at) > window_ms or e.id == order.id:
                     continue
+                who = who or _str_dec.decode(who_raw)  # most orders have no candidate
                 other = _str_dec.decode(e.who)
                 if cannot_hold(who, other):
                     continue

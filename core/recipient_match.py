@@ -26,11 +26,13 @@ postcode       +2          --                                0           -2
 An order is held as a suspected duplicate at ``HOLD_AT`` (6) or more. PDD's copy of a Taobao order
 reaches it on what it still shows (``1*********0`` +2, ``叶*`` +1 or ``王*明`` +4, the masked street
 ``文三路***号`` +3); a household (same address, another name or another phone) loses more on the
-name or phone than the address wins; a surname and a phone's last digit alone (3) never reach it.
-The threshold was chosen on the labelled corpus (``python -m bench.linkage``): at 8, PDD copies
-of two-character names (``叶*``: the surname only) were missed half the time; at 6 every class is
-found >= 99.5 % and no household or repeat purchase of 45,000 is flagged. Nothing here does I/O;
-everything is a pure function of two :class:`Who`.
+name or phone than the address wins; a surname and a phone's last digit alone never reach it.
+Chosen on the labelled corpus (``python -m bench.linkage``, three seeds of 200,000 orders): at 8,
+PDD copies of two-character names (``叶*`` shows the surname only) were missed half the time; at
+6 every class is found, and what is left of the false holds is a family member whose PDD
+rendering shows the same surname, the same name length and the same last phone digit (about one
+family in 1,500). A time term (copies created within the minute) was tried and changed nothing.
+Nothing here does I/O; everything is a pure function of two :class:`Who`.
 """
 
 from __future__ import annotations
@@ -98,9 +100,11 @@ _SEP = "\x1f"  # never in a folded field: what a channel sends there is dropped 
 
 def pack(who: Who) -> str:
     """One string for a recipient: what the dedup stages carry and store (one object to decode
-    per order instead of nine; it is unpacked only when a candidate needs comparing)."""
-    return _SEP.join((who.name, who.phone, who.phone_masked, who.country, who.region, who.city,
-                      who.district, who.address, who.postcode))  # fmt: skip
+    per order instead of nine; it is unpacked only when a candidate needs comparing). A
+    separator inside a field (a control character no channel means) becomes a space."""
+    fields = (who.name, who.phone, who.phone_masked, who.country, who.region, who.city,
+              who.district, who.address, who.postcode)  # fmt: skip
+    return _SEP.join(f.replace(_SEP, " ") if _SEP in f else f for f in fields)
 
 
 @lru_cache(maxsize=16384)
@@ -285,7 +289,17 @@ def _name(a: _Features, b: _Features) -> str:
             return "weak"
         return "unknown" if fa[0][:1] == fb[0][:1] else "differ"
     pattern, forms = (fa[0], fb) if ma else (fb[0], fa)
-    best = max(wildcard_match(pattern, form, True) for form in forms)
+    if _is_cjk(pattern):
+        # Chinese platforms mask one star per hidden character (叶* for 叶强, 王*明 for 王小明),
+        # so the length counts: 袁* is not 袁子涵
+        form = forms[0]
+        if len(form) != len(pattern) or any(
+            p != "*" and p != c for p, c in zip(pattern, form, strict=True)
+        ):
+            return "differ"
+        best = len(pattern) - pattern.count("*")
+    else:
+        best = max(wildcard_match(pattern, form, True) for form in forms)
     if best < 0:
         return "differ"
     return "compatible" if best >= NAME_STRONG_CHARS else "weak"

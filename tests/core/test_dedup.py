@@ -13,6 +13,8 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from core import dedup
 from core.channels import NormaliseContext, normalise
@@ -508,3 +510,19 @@ def test_a_replayed_first_copy_takes_the_first_path_again() -> None:
     held2 = dict(upd.updates)[first.id.encode()]
     assert exact_dedup([newer], [held2], ["j:3"]).verdicts[0].kind == "update"  # replayed
     assert exact_dedup([first], [held2], ["j:1"]).verdicts[0].kind == "new"
+
+
+@given(
+    name=st.text(max_size=40),
+    phone=st.sampled_from(["", "+8613812345678"]),
+    masked=st.sampled_from(["", "1*********0"]),
+    address=st.text(max_size=3000),
+)
+def test_shows_someone_reads_the_raw_recipient_like_comparable(
+    name: str, phone: str, masked: str, address: str
+) -> None:
+    from core.recipient_match import Who, comparable, pack
+
+    who = Who(name=name, phone=phone, phone_masked=masked, address=address)
+    raw = msgspec.Raw(msgspec.msgpack.encode(pack(who)))
+    assert dedup._shows_someone(raw) == comparable(pack(who))

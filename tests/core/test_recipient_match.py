@@ -187,3 +187,12 @@ def test_namesakes_sharing_only_a_digit_are_not_held() -> None:
     a = who(SHOPIFY, name="Sofia Doe", phone="+14155550111", address="350 5th Ave")
     b = who(SHOPIFY, name="Sofia Doe", phone="", address="12 Oak St Apt 5")
     assert not held(a, b)
+
+
+def test_chinese_masks_keep_the_name_length() -> None:
+    """One star per hidden character: 叶* is a two-character name, so not 袁子涵's sister 袁*."""
+    full = who(TAOBAO, name="袁子涵")
+    sister = who(TAOBAO, name="袁*", phone="", phone_masked="1*********0", address="文三路***号")
+    assert compare(full, sister).agreed[:2] == ("phone:weak", "address:compatible")
+    assert not held(full, sister)
+    assert "name:weak" in compare(who(TAOBAO, name="叶强"), who(sister, name="叶*")).agreed
