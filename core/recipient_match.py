@@ -53,6 +53,7 @@ __all__ = [
     "comparable",
     "compare",
     "pack",
+    "phone_tail",
     "unpack",
     "who_of",
 ]
@@ -113,6 +114,17 @@ def unpack(text: str) -> Who:
     if len(parts) != 9:
         return Who()
     return Who(*parts)
+
+
+def phone_tail(who: Who) -> int:
+    """The last digit a phone rendering shows (every platform's mask keeps it), -1 if none."""
+    text = who.phone or who.phone_masked
+    for ch in reversed(text):
+        if ch.isdecimal():
+            return int(ch)
+        if ch == "*" or ch == "\uff0a":
+            return -1
+    return -1
 
 
 def who_of(recipient: object) -> Who:

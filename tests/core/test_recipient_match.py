@@ -6,7 +6,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.recipient_match import HOLD_AT, Who, block_key, comparable, compare
+from core.recipient_match import (
+    HOLD_AT,
+    Who,
+    block_key,
+    cannot_hold,
+    comparable,
+    compare,
+    phone_tail,
+)
 
 SHOPIFY = Who(
     "John Smith", "+14155550134", "", "US", "California", "San Francisco", "", "1 Market St, Apt 4",
@@ -196,3 +204,22 @@ def test_chinese_masks_keep_the_name_length() -> None:
     assert compare(full, sister).agreed[:2] == ("phone:weak", "address:compatible")
     assert not held(full, sister)
     assert "name:weak" in compare(who(TAOBAO, name="叶强"), who(sister, name="叶*")).agreed
+
+
+_phones = st.one_of(
+    st.sampled_from(["", "+14155550134", "(+1)415****134", "1*********0", "138****5678＊"]),
+    st.text(alphabet="0123456789*＊() +-３", max_size=14),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(pa=_phones, pb=_phones, fa=st.booleans(), fb=st.booleans())
+def test_phones_whose_last_digits_differ_can_never_hold(
+    pa: str, pb: str, fa: bool, fb: bool
+) -> None:
+    """What lets the recipient stage skip an entry by its phone's last digit alone."""
+    a = Who(phone=pa) if fa else Who(phone_masked=pa)
+    b = Who(phone=pb) if fb else Who(phone_masked=pb)
+    ta, tb = phone_tail(a), phone_tail(b)
+    if ta >= 0 and tb >= 0 and ta != tb:
+        assert cannot_hold(a, b)
