@@ -526,3 +526,16 @@ def test_shows_someone_reads_the_raw_recipient_like_comparable(
     who = Who(name=name, phone=phone, phone_masked=masked, address=address)
     raw = msgspec.Raw(msgspec.msgpack.encode(pack(who)))
     assert dedup._shows_someone(raw) == comparable(pack(who))
+
+
+def test_orders_showing_no_name_or_phone_are_counted_and_held_on_the_address() -> None:
+    """JD/PDD ciphertext without masks: nothing personal to compare (counted for operators);
+    the same full address, basket and minutes is still enough to ask a person."""
+    store = FakeStore()
+    sealed = {"phone": "", "masked": "", "name": ""}
+    a = order("1", **sealed)  # type: ignore[arg-type]
+    b = order("2", created=T0 + 10_000, **sealed)  # type: ignore[arg-type]
+    out = recipient_run(store, [a, b, order("3", created=T0 + 20_000, phone="+8613700000000")])
+    assert out.uncomparable == 2
+    assert [v.kind for v in out.verdicts] == ["new", "suspected", "suspected"]
+    assert out.verdicts[1].agreed == out.verdicts[2].agreed == ("address:agree",)
