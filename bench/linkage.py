@@ -8,12 +8,12 @@ negatives: legitimate repeats and other people at the same address), normalises 
 ``core.channels`` and runs them in generation order through both dedup stages in-process:
 ``exact_dedup`` then ``recipient_dedup`` on the orders it found new, in batches (``--batch``,
 500 like an envelope), each stage on an in-memory store that applies the returned updates as the
-RocksDB WriteBatch would (a dict and a sorted index of the expiry keys, so the expiry scan reads
-like RocksDB's prefix scan), event time only (no wall clock). One store per stage: the service
+RocksDB WriteBatch would (a dict; range deletes as ``core.dedup.apply_updates`` does them),
+event time only (no wall clock). One store per stage: the service
 partitions them, which changes which batch an order is in, not what it is compared with.
 
 Only the dedup stages' public API is used (``dedup_facts``, ``exact_store_key``,
-``exact_dedup``, ``recipient_lookup_keys``, ``recipient_dedup``, ``EXPIRY_PREFIX``), so this keeps
+``exact_dedup``, ``recipient_lookup_keys``, ``recipient_dedup``, ``apply_updates``), so this keeps
 measuring whatever matcher sits behind it. The verdicts become the ``copies``/``flagged`` maps
 ``bench.accuracy.dedup_accuracy`` takes (what the service reports per order id); the report is
 recall per near-duplicate class, the flag rate per negative class (``repeat/*``,
@@ -24,7 +24,6 @@ Results go to ``bench/results/linkage-<orders>-s<seed>.json`` unless ``--json`` 
 from __future__ import annotations
 
 import argparse
-import bisect
 import json
 import time
 from collections import Counter
@@ -44,46 +43,35 @@ from bench.orders import DEFAULT_MIX, MATCHABLE_VARIANTS, GeneratedOrder, OrderG
 from core.channels import NormaliseContext, normalise
 from core.dedup import (
     DEFAULT_WINDOW_MS,
-    EXPIRY_PREFIX,
+    WATERMARK_KEY,
+    apply_updates,
     dedup_facts,
     exact_dedup,
     exact_store_key,
     recipient_dedup,
     recipient_lookup_keys,
+    stored_watermark,
 )
 from core.model import CanonicalOrder
 from core.skus import SkuCatalog
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-EXPIRY_SCAN_LIMIT = 2000  # rows of the expiry index read per batch (as tests/core/test_dedup)
 
 
 class MemStore:
-    """A partition store in memory: ``get_many``, a prefix scan of the expiry index in key
-    order, and ``apply`` of a stage's updates in order (value None = delete)."""
+    """A partition store in memory: ``get_many``, and ``apply`` of a stage's updates in order
+    (value None = delete; range deletes as ``core.dedup.apply_updates`` does them)."""
 
     def __init__(self) -> None:
         self.data: dict[bytes, bytes] = {}
-        self.expiry: list[bytes] = []  # sorted keys under EXPIRY_PREFIX
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         get = self.data.get
         return [get(k) for k in keys]
 
-    def scan_expiry(self, limit: int) -> list[tuple[bytes, bytes]]:
-        return [(k, self.data[k]) for k in self.expiry[:limit]]
-
     def apply(self, updates: Sequence[tuple[bytes, bytes | None]]) -> None:
-        for key, value in updates:
-            is_expiry = key.startswith(EXPIRY_PREFIX)
-            if value is None:
-                if self.data.pop(key, None) is not None and is_expiry:
-                    del self.expiry[bisect.bisect_left(self.expiry, key)]
-            else:
-                if is_expiry and key not in self.data:
-                    bisect.insort(self.expiry, key)
-                self.data[key] = value
+        apply_updates(self.data, list(updates))
 
 
 def run_dedup(
@@ -124,11 +112,10 @@ def run_dedup(
                 fresh.append(f)
         if not fresh:
             continue
-        keys = recipient_lookup_keys(fresh)
+        clock = stored_watermark(recipient_store.data.get(WATERMARK_KEY))
+        keys = recipient_lookup_keys(fresh, clock=clock, window_ms=window_ms)
         held = dict(zip(keys, recipient_store.get_many(keys), strict=True))
-        out = recipient_dedup(
-            fresh, held, recipient_store.scan_expiry(EXPIRY_SCAN_LIMIT), window_ms
-        )
+        out = recipient_dedup(fresh, held, window_ms)
         recipient_store.apply(out.updates)
         uncomparable += getattr(out, "uncomparable", 0)
         for f, verdict in zip(fresh, out.verdicts, strict=True):

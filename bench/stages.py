@@ -70,6 +70,7 @@ from streams.kafka.envelope import (
     DLQ_CODEC,
     ENVELOPE_HEADER,
     RAW_CODEC,
+    ROUTED_CODEC,
     SETTLE_CODEC,
     chunks,
     group_by_partition,
@@ -499,10 +500,13 @@ async def _dedup_pass(
 ) -> DedupPassResult:
     """``streams.stages.dedup`` per envelope as ``streams.app`` runs it, minus the sends.
 
-    Exact stage: CANONICAL_CODEC decode -> ``get_many`` -> ``exact_envelope`` -> group by
+    The dedup stages read and re-send records as ``ROUTED_CODEC`` (the order stays encoded),
+    as the worker does. Exact stage: decode -> ``get_many`` -> ``exact_envelope`` -> group by
     recipient partition -> encode -> commit (changelog entry + WriteBatch). Recipient stage, on
-    those envelopes in order: decode -> ``recipient_step`` (get_many, due-row scans, verdicts,
-    24 h history) -> group by order partition -> encode -> commit.
+    those envelopes in order: decode -> ``recipient_step`` (get_many, verdicts, 24 h history)
+    -> group by order partition -> encode -> commit. The recipient stage's clock is the newest
+    ``created_at`` so far (the generator's orders are days old: by the real clock every
+    history would be past keeping and every window entry forgotten on arrival).
     """
     res = DedupPassResult()
     offsets: Counter[tuple[str, int]] = Counter()
@@ -511,13 +515,13 @@ async def _dedup_pass(
     t0 = time.perf_counter()
     for part, value in envelopes:
         async with stores.using(dedup_stage.EXACT_STORE, part) as store:
-            records = CANONICAL_CODEC.decode(value)
+            records = ROUTED_CODEC.decode(value)
             out = dedup_stage.exact_envelope(
                 records, store.get_many(dedup_stage.exact_keys(records))
             )
             for dest, recs in group_by_partition(out.records, out.keys, partitions).items():
                 for chunk in chunks(recs, size):
-                    onward.append((dest, CANONICAL_CODEC.encode(chunk)))
+                    onward.append((dest, ROUTED_CODEC.encode(chunk)))
             offset = offsets[(CANONICAL, part)]
             offsets[(CANONICAL, part)] += 1
             await stores.commit(
@@ -527,16 +531,18 @@ async def _dedup_pass(
         res.exact.update(r.verdict.kind for r in out.records if r.verdict is not None)
     exact_s = time.perf_counter() - t0
     batches = _takes(onward, take) if take > 0 else [(p, [v]) for p, v in onward]
+    clock = 0  # the stage's wall clock: orders arrive as they are created, as in a live flood
     t1 = time.perf_counter()  # _takes only groups the inputs: not stage work
     for part, values in batches:
         async with stores.using(dedup_stage.RECIPIENT_STORE, part) as store:
-            records = [r for v in values for r in CANONICAL_CODEC.decode(v)]
+            records = [r for v in values for r in ROUTED_CODEC.decode(v)]
+            clock = max(clock, max(dedup_stage.facts_of(r).created_at for r in records))
             out2, pruned = dedup_stage.recipient_step(
-                store, records, DEFAULT_WINDOW_MS, GRACE_MS, _now_ms()
+                store, records, DEFAULT_WINDOW_MS, GRACE_MS, clock
             )
             for _dest, recs in group_by_partition(out2.records, out2.keys, partitions).items():
                 for chunk in chunks(recs, size):
-                    CANONICAL_CODEC.encode(chunk)
+                    ROUTED_CODEC.encode(chunk)
                     res.unique_envelopes += 1
             offset = offsets[(RECIPIENT, part)]
             offsets[(RECIPIENT, part)] += 1

@@ -10,7 +10,7 @@ Stage 1, exact (partition = global id = channel + channel order no), rule 1:
     equal or older one is a ``repeat`` (recorded, changes nothing). This memory lasts as long as
     orders do: there is no window on exact ids.
 
-Stage 2, recipient (partition = :func:`recipient_key`), only for orders stage 1 found new:
+Stage 2, recipient (partition = :func:`route_key`), only for orders stage 1 found new:
     rule 2 (``duplicate``): same channel order no and same E.164 phone as an order of another
     channel; the order-no+phone index that answers it is exact-id memory too, kept as long as
     orders are (one small key per order with a phone).
@@ -18,11 +18,12 @@ Stage 2, recipient (partition = :func:`recipient_key`), only for orders stage 1 
     different order created within ``window_ms`` of it; held for review, never dropped.
     Rule 2 wins where both hold (a relayed copy matches the near-duplicate predicate too).
 
-Stage 2 state is bounded: near-duplicate window entries age out by *event time*. The
-partition's watermark (max ``created_at`` seen) is stored with the state, every recipient
-window has one expiry-index key (``EXPIRY_PREFIX`` + big-endian ms + recipient key) at the
-time its newest entry expires, and the stage passes the oldest index rows in, so pruning is a
-short range scan, never a full one. A recipient who never returns is pruned all the same.
+Stage 2 state is bounded: near-duplicate window entries are kept ``window_ms + grace_ms``
+(wall time in the service, else event time: the partition's watermark, max ``created_at`` seen,
+stored with the state). Entries are stored under the time bucket they were written in, buckets
+as wide as that retention, so only two buckets can hold live entries and everything older goes
+in one range delete when the clock enters a new bucket: no per-key expiry index, no scan. A
+recipient who never returns is forgotten all the same.
 
 Redelivery (a worker crashed between sending its outputs and committing its store, or stage 1
 re-sent a batch): each window entry stores its order's id and verdict, so an id seen again gets
@@ -60,7 +61,7 @@ from ext import recipient_fingerprint, sku_multiset_fingerprint
 
 __all__ = [
     "DEFAULT_WINDOW_MS",
-    "EXPIRY_PREFIX",
+    "DELETE_RANGE",
     "LATE_GRACE_MS",
     "NEW",
     "RULE_EXACT_CHANNEL",
@@ -76,10 +77,10 @@ __all__ = [
     "dedup_facts",
     "exact_dedup",
     "exact_store_key",
-    "expiry_scan_stop",
     "recipient_dedup",
     "recipient_key",
     "recipient_lookup_keys",
+    "window_bucket",
 ]
 
 VerdictKind = Literal["new", "update", "repeat", "duplicate", "suspected"]
@@ -329,11 +330,15 @@ def exact_dedup(
 # -------------------------------------------------------------------------- stage 2: recipient
 
 WATERMARK_KEY = b"m:watermark"  # the partition's event-time watermark, 8 bytes big-endian
-WINDOW_PREFIX = b"w:"  # + recipient key -> the recipient's window entries, oldest first
-EXPIRY_PREFIX = b"t:"  # + 8-byte big-endian expiry ms + recipient key -> entry count
+WINDOW_PREFIX = b"w:"  # + bucket (8 bytes) + route key -> entries written in that bucket
+BUCKETS_KEY = b"m:wbuckets"  # WindowBuckets: which buckets are kept, entries in each
+# what stores written before buckets held (window keys by route key alone, an expiry index):
+# deleted once, by the first batch on such a store (bucket keys start with a zero byte)
+_LEGACY = ((WINDOW_PREFIX + b"\x01", b"w;"), (b"t:", b"t;"))
 CROSS_PREFIX = b"x:"  # + phone + 0x1f + channel order no -> first global id with them
-_EXPIRY_AT = len(EXPIRY_PREFIX)
-_EXPIRY_KEY_AT = _EXPIRY_AT + 8
+# Store update convention beside "value None = delete": the update (DELETE_RANGE + lo, hi)
+# deletes every key in [lo, hi) (one RocksDB range tombstone, however many keys it covers).
+DELETE_RANGE = b"\x00range:"
 
 
 class WindowEntry(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -349,6 +354,14 @@ class WindowEntry(msgspec.Struct, frozen=True, array_like=True, gc=False):
     tail: int = -1  # last visible phone digit, -1 = none
 
 
+class WindowBuckets(msgspec.Struct, array_like=True):
+    """The window buckets not yet deleted, and how many entries each stores (what its
+    deletion prunes: the metric of forgotten entries, without reading them)."""
+
+    kept: int  # the oldest bucket not yet deleted
+    counts: dict[int, int]
+
+
 class RecipientOutcome(msgspec.Struct):
     verdicts: list[DedupVerdict]  # new | duplicate | suspected, one per order
     updates: list[tuple[bytes, bytes | None]]  # for the recipient store, in write order
@@ -358,7 +371,7 @@ class RecipientOutcome(msgspec.Struct):
 
 _enc = msgspec.msgpack.Encoder()
 _window_dec = msgspec.msgpack.Decoder(list[WindowEntry])
-_int_dec = msgspec.msgpack.Decoder(int)
+_buckets_dec = msgspec.msgpack.Decoder(WindowBuckets)
 
 
 def _amount_key(currency: str, total: int) -> int:
@@ -379,45 +392,50 @@ def _cross_key(order: DedupFacts) -> bytes | None:
     return CROSS_PREFIX + phone.encode() + b"\x1f" + order.channel_order_no.encode()
 
 
-def _expiry_key(expire_at: int, rkey: bytes) -> bytes:
-    return EXPIRY_PREFIX + max(expire_at, 0).to_bytes(8, "big") + rkey
+def _b8(bucket: int) -> bytes:
+    return max(bucket, 0).to_bytes(8, "big")
+
+
+def window_bucket(clock: int, window_ms: int, grace_ms: int) -> int:
+    """The window bucket ``clock`` falls in: buckets are ``window_ms + grace_ms`` wide, the
+    time an entry is kept, so at any clock only its own bucket and the one before hold live
+    entries (an entry written in bucket b is forgotten before bucket b + 2 begins)."""
+    return max(clock, 0) // max(window_ms + grace_ms, 1)
 
 
 def recipient_lookup_keys(
-    orders: Sequence[OrderLike], rkeys: list[bytes] | None = None
+    orders: Sequence[OrderLike],
+    rkeys: list[bytes] | None = None,
+    *,
+    clock: int,
+    window_ms: int = DEFAULT_WINDOW_MS,
+    grace_ms: int = LATE_GRACE_MS,
 ) -> list[bytes]:
     """Every store key :func:`recipient_dedup` reads for this batch, each once, in order.
 
-    ``rkeys``: the route keys the orders came by (:func:`route_key`), when the caller has them."""
-    keys: dict[bytes, None] = {WATERMARK_KEY: None}
+    ``clock``: the ``now_ms`` the batch will be given (the service's wall clock), or without
+    one the stored watermark (read it first: :data:`WATERMARK_KEY`). ``rkeys``: the route keys
+    the orders came by (:func:`route_key`), when the caller has them."""
+    cur = window_bucket(clock, window_ms, grace_ms)
+    now_b, prev_b = _b8(cur), _b8(cur - 1)
+    keys: dict[bytes, None] = {
+        WATERMARK_KEY: None,
+        BUCKETS_KEY: None,
+    }
     facts = _facts(orders)
     rkeys = rkeys if rkeys is not None else [route_key(f) for f in facts]
     for order, rkey in zip(facts, rkeys, strict=True):
-        keys[WINDOW_PREFIX + rkey] = None
+        keys[WINDOW_PREFIX + prev_b + rkey] = None
+        keys[WINDOW_PREFIX + now_b + rkey] = None
         cross = _cross_key(order)
         if cross is not None:
             keys[cross] = None
     return list(keys)
 
 
-def expiry_scan_stop(held: dict[bytes, bytes | None], now_ms: int | None = None) -> bytes:
-    """Exclusive upper bound for the stage's expiry scan: rows past it are not due yet.
-
-    Scanning ``[EXPIRY_PREFIX, expiry_scan_stop(held))`` instead of a fixed number of rows reads
-    only what this batch can prune (rows due by the watermark before the batch; rows the batch's
-    own orders make due are picked up by the next one), so a quiet partition costs one seek.
-    """
-    if now_ms is not None:
-        return EXPIRY_PREFIX + (max(now_ms, -1) + 1).to_bytes(8, "big")
-    raw = held.get(WATERMARK_KEY)
-    watermark = int.from_bytes(raw, "big", signed=True) if raw else 0
-    return EXPIRY_PREFIX + (max(watermark, -1) + 1).to_bytes(8, "big")
-
-
 def recipient_dedup(
     orders: Sequence[OrderLike],
     held: dict[bytes, bytes | None],
-    expiring: list[tuple[bytes, bytes]],
     window_ms: int = DEFAULT_WINDOW_MS,
     *,
     grace_ms: int = LATE_GRACE_MS,
@@ -426,9 +444,7 @@ def recipient_dedup(
 ) -> RecipientOutcome:
     """Rules 2 and 3 over a batch of orders stage 1 found new (earlier records are "first").
 
-    ``held`` holds the values of :func:`recipient_lookup_keys` (absent or None = not stored);
-    ``expiring`` is ``store.scan(EXPIRY_PREFIX, limit)``, oldest first: the due rows among them
-    are pruned (their windows deleted).
+    ``held`` holds the values of :func:`recipient_lookup_keys` (absent or None = not stored).
 
     ``now_ms`` (wall clock, what the service passes) also decides *when entries are forgotten*:
     ``window_ms + grace_ms`` of wall time after they arrived. Matching is always by event time
@@ -438,6 +454,11 @@ def recipient_dedup(
     12 % of near-duplicates missed that way). Wall-clock retention keeps every entry for the same
     wall time, so memory is bounded by arrival rate x retention for a flood of any length.
     Without ``now_ms`` (pure tests, replays) the event-time watermark is the clock.
+
+    Storage: a window key's entries live under the bucket of the clock they were written at
+    (:func:`window_bucket`), so an order reads two keys (this bucket's and the previous one's)
+    and writes one, and forgetting is one range delete of the buckets before those two when the
+    clock enters a new bucket: no expiry index to keep in step with every write.
     """
     if window_ms < 0 or grace_ms < 0:
         raise ValueError("window_ms and grace_ms must be >= 0")
@@ -447,13 +468,13 @@ def recipient_dedup(
     retain = window_ms + grace_ms
     clock0 = watermark0 if now_ms is None else now_ms  # what "now" is for forgetting
     future_cap = None if now_ms is None else now_ms + MAX_FUTURE_SKEW_MS
+    cur = window_bucket(clock0, window_ms, grace_ms)
+    now_b, prev_b = _b8(cur), _b8(cur - 1)
 
     orders = _facts(orders)
     n = len(orders)
     verdicts: list[DedupVerdict | None] = [None] * n
-    windows: dict[bytes, list[WindowEntry]] = {}  # recipient key -> live entries (+ this batch)
-    held_expiry: dict[bytes, int | None] = {}  # recipient key -> its expiry row's time, if any
-    held_count: dict[bytes, int] = {}  # recipient key -> entries stored before this batch
+    windows: dict[bytes, list[WindowEntry]] = {}  # route key -> live entries (+ this batch)
     dropped = 0
     uncomparable = 0
     known_ids: dict[bytes, dict[str, DedupVerdict]] = {}  # window key -> remembered verdicts
@@ -469,26 +490,30 @@ def recipient_dedup(
         wkeys.append(wkey)
         entries = windows.get(wkey)
         if entries is None:
-            raw = held.get(WINDOW_PREFIX + wkey)
-            stored = _window_dec.decode(raw) if raw else []
-            held_expiry[wkey] = max(e.expire_at for e in stored) if stored else None
-            held_count[wkey] = len(stored)
-            # what had aged out before this batch is forgotten even if not yet pruned, so a
+            older = held.get(WINDOW_PREFIX + prev_b + wkey) if cur > 0 else None
+            newer = held.get(WINDOW_PREFIX + now_b + wkey)
+            # what had aged out is forgotten even if its bucket is not yet deleted, so a
             # verdict never depends on how far pruning has got
-            entries = [e for e in stored if e.expire_at > clock0]
-            windows[wkey] = entries
+            entries = windows[wkey] = [
+                e
+                for raw in (older, newer)
+                if raw
+                for e in _window_dec.decode(raw)
+                if e.expire_at > clock0
+            ]
         oid = order.id
         if oid in first_of:
             same_as.append((i, first_of[oid]))
             continue
         first_of[oid] = i
-        known = known_ids.get(wkey)
-        if known is None:
-            known = known_ids[wkey] = {e.id: e.verdict for e in entries}
-        remembered = known.get(oid)
-        if remembered is not None:
-            verdicts[i] = remembered
-            continue
+        if entries:
+            known = known_ids.get(wkey)
+            if known is None:
+                known = known_ids[wkey] = {e.id: e.verdict for e in entries}
+            remembered = known.get(oid)
+            if remembered is not None:
+                verdicts[i] = remembered
+                continue
         cross = _cross_key(order)
         if cross is not None:
             first = crossed.get(cross)
@@ -504,7 +529,7 @@ def recipient_dedup(
     # Rule 3: compare with every remembered or earlier order of the same block, amount and
     # SKUs created within the window; the best score at HOLD_AT or above holds the order
     # (ties: the earliest, the first copy).
-    added: dict[bytes, int] = {}  # window key -> entries this batch appended
+    added: dict[tuple[bytes, int], list[WindowEntry]] = {}  # (window key, bucket) -> new entries
     for i in fresh:
         order = orders[i]
         who_raw = order.who
@@ -536,55 +561,60 @@ def recipient_dedup(
         t = order.created_at if future_cap is None else min(order.created_at, future_cap)
         if t > watermark:
             watermark = t
-        forget_at = (watermark if now_ms is None else now_ms) + retain
-        entries.append(
-            WindowEntry(
-                order.id,
-                order.created_at,
-                order.total,
-                order.items,
-                forget_at,
-                verdict,
-                who_raw,
-                order.tail,
-            )
+        written = watermark if now_ms is None else now_ms
+        entry = WindowEntry(
+            order.id,
+            order.created_at,
+            order.total,
+            order.items,
+            written + retain,
+            verdict,
+            who_raw,
+            order.tail,
         )
-        added[wkey] = added.get(wkey, 0) + 1
+        entries.append(entry)
+        slot = (wkey, window_bucket(written, window_ms, grace_ms))
+        new = added.get(slot)
+        if new is None:
+            added[slot] = [entry]
+        else:
+            new.append(entry)
     for i, first in same_as:
         verdicts[i] = verdicts[first]
 
+    # Forget every bucket before the previous one, once per bucket the clock enters (range
+    # deletes first in the batch: they never cover a key the batch writes).
     updates: dict[bytes, bytes | None] = {}
+    raw_buckets = held.get(BUCKETS_KEY)
+    if raw_buckets is None:
+        buckets = WindowBuckets(max(cur - 1, 0), {})
+        for lo, hi in _LEGACY:
+            updates[DELETE_RANGE + lo] = hi
+    else:
+        buckets = _buckets_dec.decode(raw_buckets)
+    first_kept = buckets.kept
+    if cur - 1 > first_kept:
+        updates[DELETE_RANGE + WINDOW_PREFIX + _b8(first_kept)] = WINDOW_PREFIX + prev_b
+        for bucket in [b for b in buckets.counts if b < cur - 1]:
+            dropped += buckets.counts.pop(bucket)
+        buckets.kept = cur - 1
+
     if watermark != watermark0:
         updates[WATERMARK_KEY] = watermark.to_bytes(8, "big", signed=True)
     for cross, oid in crossed.items():
         updates[cross] = oid.encode()
-    clock = watermark if now_ms is None else now_ms
-    for rkey, entries in windows.items():
-        live = [e for e in entries if e.expire_at > clock][-MAX_WINDOW_ENTRIES:]
-        stored_count = held_count[rkey]
-        if rkey not in added and len(live) == stored_count:
-            continue  # only read (a redelivered order) and nothing aged out: nothing to write
-        dropped += stored_count + added.get(rkey, 0) - len(live)
-        old_expiry = held_expiry[rkey]
-        if old_expiry is not None:
-            updates[_expiry_key(old_expiry, rkey)] = None
-        if live:
-            updates[WINDOW_PREFIX + rkey] = _enc.encode(live)
-            updates[_expiry_key(max(e.expire_at for e in live), rkey)] = _enc.encode(len(live))
-        else:
-            updates[WINDOW_PREFIX + rkey] = None
-
-    for key, value in expiring:
-        if not key.startswith(EXPIRY_PREFIX):
-            break
-        if int.from_bytes(key[_EXPIRY_AT:_EXPIRY_KEY_AT], "big") > clock:
-            break  # rows are sorted by expiry: nothing further is due
-        rkey = key[_EXPIRY_KEY_AT:]
-        if rkey in windows:
-            continue  # read by this batch: rewritten (or deleted) above
-        updates[key] = None
-        updates[WINDOW_PREFIX + rkey] = None
-        dropped += _int_dec.decode(value) if value else 0
+    counts = buckets.counts
+    for (wkey, bucket), new in added.items():
+        key = WINDOW_PREFIX + _b8(bucket) + wkey
+        raw = held.get(key) if bucket >= cur - 1 else None
+        stored = _window_dec.decode(raw) if raw else []
+        kept = (stored + new)[-MAX_WINDOW_ENTRIES:]
+        capped = len(stored) + len(new) - len(kept)
+        dropped += capped
+        counts[bucket] = counts.get(bucket, 0) + len(new) - capped
+        updates[key] = _enc.encode(kept)
+    if raw_buckets is None or first_kept != buckets.kept or added:
+        updates[BUCKETS_KEY] = _enc.encode(buckets)
 
     return RecipientOutcome(
         [v if v is not None else NEW for v in verdicts],
@@ -592,3 +622,21 @@ def recipient_dedup(
         dropped,
         uncomparable,
     )
+
+
+def apply_updates(data: dict[bytes, bytes], updates: list[tuple[bytes, bytes | None]]) -> None:
+    """Apply stage updates to a dict as the store's WriteBatch does (pure tests, benches)."""
+    for key, value in updates:
+        if value is None:
+            data.pop(key, None)
+        elif key.startswith(DELETE_RANGE):
+            lo = key[len(DELETE_RANGE) :]
+            for k in [k for k in data if lo <= k < value]:
+                del data[k]
+        else:
+            data[key] = value
+
+
+def stored_watermark(raw: bytes | None) -> int:
+    """The clock of a batch given no ``now_ms``: what :data:`WATERMARK_KEY` holds."""
+    return int.from_bytes(raw, "big", signed=True) if raw else 0

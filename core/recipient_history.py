@@ -1,14 +1,16 @@
 """How many orders one recipient placed in the last 24 hours: the rules' recipient history.
 
-Kept by the recipient dedup stage, whose partitions are keyed by recipient (``core.dedup
-.recipient_key``: the E.164 phone, else a name + address fingerprint), so the count is local and
-exact for that key. It feeds rules such as "three or more orders to the same address within a
-day: hint to merge the shipments"; the count travels with the order to the order stage.
+Kept by the recipient dedup stage under the recipient key (``core.dedup.recipient_key``: the
+E.164 phone, else a name + address fingerprint); the count travels with the order to the order
+stage. It feeds rules such as "three or more orders to the same address within a day: hint to
+merge the shipments".
 
-State per recipient: the (created_at, order id) pairs of the last day, plus one expiry-index key
-(``EXPIRY`` + big-endian ms + recipient key) so a recipient who never orders again is forgotten
-by a range scan of due keys, never a full scan: memory and disk stay bounded by a day of orders.
-A redelivered order (same id) is counted once.
+State: per recipient and day (of ``created_at``, UTC), the (created_at, order id) pairs of that
+day. An order reads its day and the day before and writes its day, and the days before
+yesterday (by the stage's clock) go in one range delete when a new day begins, so memory and
+disk stay bounded by two days of orders with no expiry index to keep in step with every write.
+A redelivered order (same id) is counted once; an order created before yesterday is counted
+against what is kept and not stored.
 """
 
 from __future__ import annotations
@@ -17,67 +19,80 @@ from collections.abc import Sequence
 
 import msgspec
 
-from core.dedup import OrderLike, recipient_key
+from core.dedup import DELETE_RANGE, OrderLike, recipient_key
 
 DAY_MS = 86_400_000
-HISTORY = b"hist:"  # + recipient key -> [(created_at, order id)], oldest first
-EXPIRY = b"hexp:"  # + 8-byte big-endian forget-at ms + recipient key -> b""
+HISTORY = b"hist:"  # + 4-byte big-endian day + recipient key -> [(created_at, order id)]
+KEPT_KEY = b"hkept"  # the oldest day not yet deleted (4 bytes)
 
 _enc = msgspec.msgpack.Encoder()
 _dec = msgspec.msgpack.Decoder(list[tuple[int, str]])
 
 
+def _day(t: int) -> int:
+    return max(t, 0) // DAY_MS
+
+
+def _key(day: int, rkey: bytes) -> bytes:
+    return HISTORY + max(day, 0).to_bytes(4, "big") + rkey
+
+
 def history_keys(orders: Sequence[OrderLike], rkeys: list[bytes] | None = None) -> list[bytes]:
     rkeys = rkeys if rkeys is not None else [recipient_key(o) for o in orders]
-    return list(dict.fromkeys(HISTORY + k for k in rkeys))
-
-
-def _expiry_key(forget_at: int, rkey: bytes) -> bytes:
-    return EXPIRY + max(0, forget_at).to_bytes(8, "big") + rkey
-
-
-def due_bound(now: int) -> bytes:
-    """Exclusive upper bound of the expiry keys due at ``now``."""
-    return EXPIRY + (now + 1).to_bytes(8, "big")
+    keys: dict[bytes, None] = {KEPT_KEY: None}
+    for order, rkey in zip(orders, rkeys, strict=True):
+        day = _day(order.created_at)
+        keys[_key(day - 1, rkey)] = None
+        keys[_key(day, rkey)] = None
+    return list(keys)
 
 
 def count_recent(
     orders: Sequence[OrderLike],
     held: dict[bytes, bytes | None],
-    due: list[tuple[bytes, bytes]],
-    window_ms: int = DAY_MS,
+    now: int,
     rkeys: list[bytes] | None = None,
 ) -> tuple[list[int], list[tuple[bytes, bytes | None]]]:
-    """Per order, the recipient's orders within ``window_ms`` up to it (itself included), and
-    the store updates: histories written, expired recipients (``due`` rows) forgotten."""
+    """Per order, the recipient's orders within 24 h up to it (itself included), and the store
+    updates: the days written, and the days before yesterday deleted once a new day begins.
+
+    ``held`` holds the values of :func:`history_keys`; ``now`` is the stage's clock."""
     lists: dict[bytes, list[tuple[int, str]]] = {}
-    before: dict[bytes, int] = {}  # rkey -> forget-at of the stored history
+    touched: dict[bytes, None] = {}  # keys written, in first-touch order
     counts: list[int] = []
+    first_kept = _day(now) - 1
     for i, order in enumerate(orders):
         rkey = rkeys[i] if rkeys is not None else recipient_key(order)
-        entries = lists.get(rkey)
-        if entries is None:
-            raw = held.get(HISTORY + rkey)
-            entries = lists[rkey] = [] if raw is None else _dec.decode(raw)
-            if entries:
-                before[rkey] = entries[-1][0] + window_ms
-        if all(oid != order.id for _, oid in entries):
-            entries.append((order.created_at, order.id))
-            entries.sort()
-        horizon = order.created_at - window_ms
-        counts.append(sum(1 for t, _ in entries if horizon < t <= order.created_at))
-    updates: dict[bytes, bytes | None] = {}
-    for key, _ in due:
-        rkey = key[len(EXPIRY) + 8 :]
-        if rkey not in lists:  # not touched by this batch: forget it
-            updates[key] = None
-            updates[HISTORY + rkey] = None
-    for rkey, entries in lists.items():
-        newest = entries[-1][0]
-        entries[:] = [(t, oid) for t, oid in entries if t > newest - window_ms]
-        updates[HISTORY + rkey] = _enc.encode(entries)
-        forget_at = newest + window_ms
-        if rkey in before and before[rkey] != forget_at:
-            updates[_expiry_key(before[rkey], rkey)] = None
-        updates[_expiry_key(forget_at, rkey)] = b""
-    return counts, list(updates.items())
+        t = order.created_at
+        day = _day(t)
+        pair = []
+        for key in (_key(day - 1, rkey) if day > 0 else b"", _key(day, rkey)):
+            entries = lists.get(key)
+            if entries is None:
+                raw = held.get(key) if key else None
+                entries = lists[key] = [] if raw is None else _dec.decode(raw)
+            pair.append(entries)
+        oid = order.id
+        uncounted = 0
+        if all(o != oid for days in pair for _, o in days):
+            if day >= first_kept:
+                pair[1].append((t, oid))
+                pair[1].sort()
+                touched[_key(day, rkey)] = None
+            else:
+                uncounted = 1  # too old to keep, but it is one of the recipient's orders
+        horizon = t - DAY_MS
+        counts.append(sum(1 for days in pair for ts, _ in days if horizon < ts <= t) + uncounted)
+    updates: list[tuple[bytes, bytes | None]] = [(k, _enc.encode(lists[k])) for k in touched]
+    raw_kept = held.get(KEPT_KEY)
+    kept = int.from_bytes(raw_kept, "big") if raw_kept else 0
+    if raw_kept is None:  # a store from before day buckets: its rows by recipient alone
+        updates[:0] = [
+            (DELETE_RANGE + HISTORY + b"\x01", b"hist;"),
+            (DELETE_RANGE + b"hexp:", b"hexp;"),
+        ]
+    if first_kept > kept or raw_kept is None:
+        if first_kept > kept:
+            updates.insert(0, (DELETE_RANGE + _key(kept, b""), _key(first_kept, b"")))
+        updates.append((KEPT_KEY, max(first_kept, kept).to_bytes(4, "big")))
+    return counts, updates

@@ -20,18 +20,15 @@ from typing import Any
 import msgspec
 
 from core.dedup import (
-    EXPIRY_PREFIX,
     DedupFacts,
     dedup_facts,
     exact_dedup,
-    expiry_scan_stop,
     recipient_dedup,
     recipient_lookup_keys,
     route_key,
 )
 from core.model import CanonicalOrder
-from core.recipient_history import EXPIRY as HISTORY_EXPIRY
-from core.recipient_history import count_recent, due_bound, history_keys
+from core.recipient_history import count_recent, history_keys
 from streams.kafka.envelope import CanonicalRecord, RoutedRecord, copy_ref
 
 # The stages take either record type: the worker reads RoutedRecords (the order stays encoded
@@ -43,8 +40,6 @@ EXACT_STAGE = "exact_dedup"
 EXACT_STORE = "seen"
 RECIPIENT_STAGE = "recipient_dedup"
 RECIPIENT_STORE = "recipients"
-PRUNE_BATCH = 2000  # window entries pruned per envelope at most: pruning keeps pace, never stalls
-FULL_SCAN_EVERY = 32  # every this many batches a due-row scan starts at its index's start again
 
 
 class StageOutcome:
@@ -86,11 +81,14 @@ def exact_envelope(records: list[Record], held: list[bytes | None]) -> StageOutc
     return StageOutcome(records, out.route_keys, out.updates)
 
 
-def recipient_keys(records: list[Record]) -> list[bytes]:
+def recipient_keys(records: list[Record], now: int, window_ms: int, grace_ms: int) -> list[bytes]:
     fresh = _new(records)
     orders = [facts_of(r) for r in fresh]
     blocks = [_block(r) for r in fresh]
-    return recipient_lookup_keys(orders, blocks) + history_keys(orders, [o.rkey for o in orders])
+    window = recipient_lookup_keys(
+        orders, blocks, clock=now, window_ms=window_ms, grace_ms=grace_ms
+    )
+    return window + history_keys(orders, [o.rkey for o in orders])
 
 
 def _block(rec: Record) -> bytes:
@@ -106,22 +104,16 @@ def _new(records: list[Record]) -> list[Record]:
 def recipient_envelope(
     records: list[Record],
     held: dict[bytes, bytes | None],
-    expiring: list[tuple[bytes, bytes]],
     window_ms: int,
     grace_ms: int,
-    now_ms: int | None = None,
-    history_due: list[tuple[bytes, bytes]] | None = None,
+    now_ms: int,
 ) -> tuple[StageOutcome, int]:
     """Verdicts for new orders, and each new order's recipient history (orders in 24 h)."""
     fresh = _new(records)
     orders = [facts_of(r) for r in fresh]
     blocks = [_block(r) for r in fresh]
-    out = recipient_dedup(
-        orders, held, expiring, window_ms, grace_ms=grace_ms, now_ms=now_ms, rkeys=blocks
-    )
-    counts, history_updates = count_recent(
-        orders, held, history_due or [], rkeys=[o.rkey for o in orders]
-    )
+    out = recipient_dedup(orders, held, window_ms, grace_ms=grace_ms, now_ms=now_ms, rkeys=blocks)
+    counts, history_updates = count_recent(orders, held, now_ms, [o.rkey for o in orders])
     for rec, verdict, n in zip(fresh, out.verdicts, counts, strict=True):
         rec.verdict = verdict
         rec.address_orders_24h = n
@@ -132,34 +124,11 @@ def recipient_envelope(
     )
 
 
-def due_rows(store: Any, prefix: bytes, stop: bytes) -> list[tuple[bytes, bytes]]:
-    """The due rows of an expiry index (keys ``prefix`` + big-endian time + ...) below
-    ``stop``, oldest first, at most ``PRUNE_BATCH``.
-
-    The batch that reads them deletes (or moves) them, but RocksDB keeps the tombstones until a
-    compaction, and a scan from ``prefix`` walks every one of them: after a day of pruning that
-    is most of the scan. So the next scan starts after what this one returned (or at ``stop``
-    when it returned everything due), and every ``FULL_SCAN_EVERY``-th scan starts at
-    ``prefix`` again for a row that a late order put below, or that a batch kept. A row
-    skipped meanwhile is pruned a little later, never wrongly: verdicts and counts never
-    depend on how far pruning has got.
-    """
-    count, start = store.scan_hints.get(prefix, (0, prefix))
-    if count % FULL_SCAN_EVERY == 0 or start < prefix:
-        start = prefix
-    rows = store.scan_range(start, stop, PRUNE_BATCH) if start < stop else []
-    follow = rows[-1][0] + b"\x00" if len(rows) >= PRUNE_BATCH else stop
-    store.scan_hints[prefix] = (count + 1, follow)
-    return rows
-
-
 def recipient_step(
     store: Any, records: list[Record], window_ms: int, grace_ms: int, now: int
 ) -> tuple[StageOutcome, int]:
-    """The recipient stage on one partition batch: one multi-get, two range scans of what is
-    due (window entries, 24 h histories), the verdicts, the store updates."""
-    keys = recipient_keys(records)
+    """The recipient stage on one partition batch: one multi-get, the verdicts, the updates
+    (forgetting is range deletes among them: nothing to scan)."""
+    keys = recipient_keys(records, now, window_ms, grace_ms)
     held = dict(zip(keys, store.get_many(keys), strict=True))
-    expiring = due_rows(store, EXPIRY_PREFIX, expiry_scan_stop(held, now))
-    history_due = due_rows(store, HISTORY_EXPIRY, due_bound(now))
-    return recipient_envelope(records, held, expiring, window_ms, grace_ms, now, history_due)
+    return recipient_envelope(records, held, window_ms, grace_ms, now)

@@ -28,6 +28,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rocksdict import Rdict, ReadOptions, WriteBatch, WriteOptions
 
+from core.dedup import DELETE_RANGE
 from streams.kafka import client as kafka_client
 from streams.kafka.topics import changelog_topic
 from streams.stages.dedup import EXACT_STORE, RECIPIENT_STORE
@@ -38,6 +39,7 @@ log = logging.getLogger("orderstream.store")
 _META = b"\x00meta:"
 CHANGELOG_CHUNK = 500  # key updates per changelog message (~1 KB each, well under 4 MB)
 _CHANGELOG_POS = _META + b"changelog"
+_RANGE_AT = len(DELETE_RANGE)
 
 
 def _input_key(topic: str) -> bytes:
@@ -126,6 +128,8 @@ class PartitionStore:
         for key, value in entry.updates:
             if value is None:
                 batch.delete(key)
+            elif key.startswith(DELETE_RANGE):  # (DELETE_RANGE + lo, hi): delete [lo, hi)
+                batch.delete_range(key[_RANGE_AT:], value)
             else:
                 batch.put(key, value)
         if entry.input is not None:

@@ -17,7 +17,7 @@ if _ROOT not in sys.path:
 from bench import linkage, peer  # noqa: E402
 from bench.accuracy import dedup_accuracy, meets_bars  # noqa: E402
 from bench.orders import MATCHABLE_VARIANTS, GeneratedOrder, OrderGenerator  # noqa: E402
-from core.dedup import EXPIRY_PREFIX  # noqa: E402
+from core.dedup import DELETE_RANGE  # noqa: E402
 from core.model import Recipient  # noqa: E402
 
 
@@ -115,14 +115,12 @@ def test_truth_records_without_a_variant_still_score() -> None:
 # ------------------------------------------------------------------ bench.linkage
 
 
-def test_mem_store_keeps_the_expiry_index_sorted() -> None:
+def test_mem_store_applies_updates_as_the_store_does() -> None:
     store = linkage.MemStore()
-    late, early = EXPIRY_PREFIX + b"\x00\x09", EXPIRY_PREFIX + b"\x00\x01"
-    store.apply([(late, b"1"), (b"w:x", b"[]"), (early, b"2"), (late, b"3")])
-    assert store.scan_expiry(10) == [(early, b"2"), (late, b"3")]
-    assert store.get_many([b"w:x", b"nope"]) == [b"[]", None]
-    store.apply([(early, None), (b"w:x", None), (b"absent", None)])
-    assert store.scan_expiry(10) == [(late, b"3")] and b"w:x" not in store.data
+    store.apply([(b"w:a", b"1"), (b"w:b", b"[]"), (b"w:c", b"2")])
+    assert store.get_many([b"w:b", b"nope"]) == [b"[]", None]
+    store.apply([(DELETE_RANGE + b"w:a", b"w:c"), (b"w:c", None), (b"absent", None)])
+    assert store.data == {}
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,11 @@
 """core.dedup: every rule, redelivery, bounded state, and accuracy against the generator's labels.
 
-Stores are dicts that apply the returned updates exactly as the stage's WriteBatch would, with a
-sorted index of the expiry keys so ``scan(EXPIRY_PREFIX, limit)`` behaves like RocksDB's.
+Stores are dicts that apply the returned updates exactly as the stage's WriteBatch would
+(``core.dedup.apply_updates``: range deletes too).
 """
 
 from __future__ import annotations
 
-import bisect
 import sys
 from collections import Counter
 from pathlib import Path
@@ -19,9 +18,9 @@ from hypothesis import strategies as st
 from core import dedup
 from core.channels import NormaliseContext, normalise
 from core.dedup import (
-    EXPIRY_PREFIX,
     NEW,
     DedupVerdict,
+    apply_updates,
     dedup_facts,
     exact_dedup,
     exact_store_key,
@@ -29,6 +28,7 @@ from core.dedup import (
     recipient_key,
     recipient_lookup_keys,
     route_key,
+    stored_watermark,
 )
 from core.model import CanonicalOrder, LineItem, Recipient, global_order_id
 from core.recipient_match import HOLD_AT
@@ -53,37 +53,23 @@ WINDOW = dedup.DEFAULT_WINDOW_MS
 
 
 class FakeStore:
-    """A partition store: get_many, scan of a prefix in key order, updates applied in order."""
+    """A partition store: get_many, and updates (range deletes too) applied in order."""
 
     def __init__(self) -> None:
         self.data: dict[bytes, bytes] = {}
-        self.expiry: list[bytes] = []  # sorted keys under EXPIRY_PREFIX
-        self.windows = 0  # keys under the window prefix, counted as they come and go
 
     def get_many(self, keys: list[bytes]) -> list[bytes | None]:
         return [self.data.get(k) for k in keys]
 
-    def scan_expiry(self, limit: int) -> list[tuple[bytes, bytes]]:
-        return [(k, self.data[k]) for k in self.expiry[:limit]]
-
     def apply(self, updates: list[tuple[bytes, bytes | None]]) -> None:
-        for key, value in updates:
-            is_expiry = key.startswith(EXPIRY_PREFIX)
-            is_window = key.startswith(dedup.WINDOW_PREFIX)
-            if value is None:
-                if self.data.pop(key, None) is not None:
-                    self.windows -= is_window
-                    if is_expiry:
-                        self.expiry.pop(bisect.bisect_left(self.expiry, key))
-            else:
-                if key not in self.data:
-                    self.windows += is_window
-                    if is_expiry:
-                        bisect.insort(self.expiry, key)
-                self.data[key] = value
+        apply_updates(self.data, updates)
 
     def count(self, prefix: bytes) -> int:
         return sum(1 for k in self.data if k.startswith(prefix))
+
+    @property
+    def windows(self) -> int:
+        return self.count(dedup.WINDOW_PREFIX)
 
 
 def exact_run(store: FakeStore, orders: list[CanonicalOrder]) -> dedup.ExactOutcome:
@@ -95,9 +81,10 @@ def exact_run(store: FakeStore, orders: list[CanonicalOrder]) -> dedup.ExactOutc
 def recipient_run(
     store: FakeStore, orders: list[CanonicalOrder], window_ms: int = WINDOW, commit: bool = True
 ) -> dedup.RecipientOutcome:
-    keys = recipient_lookup_keys(orders)
+    clock = stored_watermark(store.data.get(dedup.WATERMARK_KEY))
+    keys = recipient_lookup_keys(orders, clock=clock, window_ms=window_ms)
     held = dict(zip(keys, store.get_many(keys), strict=True))
-    out = recipient_dedup(orders, held, store.scan_expiry(2000), window_ms)
+    out = recipient_dedup(orders, held, window_ms)
     if commit:
         store.apply(out.updates)
     return out
@@ -335,7 +322,11 @@ def test_redelivered_order_gets_its_first_verdict_never_itself() -> None:
     before = dict(store.data)
     again = recipient_run(store, [a, b, dup])
     assert again.verdicts == first
-    assert again.updates == [] and store.data == before
+    # nothing remembered changes (the clock moved from 0 to the watermark: old buckets go)
+    assert all(k.startswith((b"m:", dedup.DELETE_RANGE)) for k, _ in again.updates)
+    assert {k: v for k, v in store.data.items() if not k.startswith(b"m:")} == {
+        k: v for k, v in before.items() if not k.startswith(b"m:")
+    }
     # the same id twice inside one batch: the second copy shares the first's verdict
     out = recipient_run(store, [order("3", created=T0 + 3_000), order("3", created=T0 + 3_000)])
     assert out.verdicts[0] == out.verdicts[1]
@@ -356,10 +347,12 @@ def test_crash_between_output_and_commit_changes_no_verdict() -> None:
 
 def test_inputs_are_checked() -> None:
     with pytest.raises(ValueError):
-        recipient_dedup([], {}, [], -1)
-    assert recipient_dedup([], {}, [], WINDOW).verdicts == []
-    assert recipient_lookup_keys([order("1"), order("1")])[0] == dedup.WATERMARK_KEY
-    assert len(recipient_lookup_keys([order("1"), order("1")])) == 3  # watermark, window, index
+        recipient_dedup([], {}, -1)
+    assert recipient_dedup([], {}, WINDOW).verdicts == []
+    keys = recipient_lookup_keys([order("1"), order("1")], clock=T0)
+    assert keys[0] == dedup.WATERMARK_KEY
+    # watermark, the buckets kept, the window in this bucket and the one before, index
+    assert len(keys) == 5
 
 
 # --------------------------------------------------------------------------- boundedness
@@ -381,11 +374,9 @@ def test_state_stays_bounded_over_hours_of_orders() -> None:
         out = recipient_run(store, orders)
         total_pruned += out.pruned
         peak = max(peak, store.windows)
-    windows, expiry = store.count(b"w:"), len(store.expiry)
-    assert windows == store.windows
-    assert windows == expiry  # exactly one expiry key per recipient window
-    assert peak <= retained + 2 * batch
-    assert windows <= retained + batch
+    # two buckets of retention at most: the one the clock is in and the one before
+    assert peak <= 2 * retained + batch
+    assert store.windows <= 2 * retained + batch
     stored_entries = sum(
         len(msgspec.msgpack.decode(v)) for k, v in store.data.items() if k.startswith(b"w:")
     )
@@ -471,9 +462,9 @@ def test_with_a_wall_clock_entries_outlive_a_watermark_jump() -> None:
     now = 10**12
 
     def run(orders: list[CanonicalOrder], at: int) -> dedup.RecipientOutcome:
-        keys = recipient_lookup_keys(orders)
+        keys = recipient_lookup_keys(orders, clock=at)
         held = dict(zip(keys, store.get_many(keys), strict=True))
-        out = recipient_dedup(orders, held, store.scan_expiry(2000), WINDOW, now_ms=at)
+        out = recipient_dedup(orders, held, WINDOW, now_ms=at)
         store.apply(out.updates)
         return out
 
@@ -485,8 +476,10 @@ def test_with_a_wall_clock_entries_outlive_a_watermark_jump() -> None:
     assert run([double], now + 2_000).verdicts[0].kind == "suspected"
     # ...and after window + grace of wall time they are forgotten, whatever the event times
     later = order("4", created=T0 + 61_000)
-    out = run([later], now + WINDOW + dedup.LATE_GRACE_MS + 10_000)
-    assert out.verdicts[0].kind == "new" and out.pruned >= 1
+    retain = WINDOW + dedup.LATE_GRACE_MS
+    assert run([later], now + retain + 10_000).verdicts[0].kind == "new"
+    # their bucket is deleted (and counted as pruned) once the clock is two buckets on
+    assert run([], now + 3 * retain).pruned == 4
 
 
 def test_a_replayed_first_copy_takes_the_first_path_again() -> None:

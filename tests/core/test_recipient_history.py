@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from core.recipient_history import DAY_MS, EXPIRY, HISTORY, count_recent, due_bound, history_keys
+from core.dedup import apply_updates
+from core.recipient_history import DAY_MS, HISTORY, count_recent, history_keys
 from tests.core.test_dedup import T0, order
 
 
@@ -13,14 +14,8 @@ class Store:
     def run(self, orders, now):  # type: ignore[no-untyped-def]
         keys = history_keys(orders)
         held = {k: self.data.get(k) for k in keys}
-        bound = due_bound(now)
-        due = sorted((k, v) for k, v in self.data.items() if k.startswith(EXPIRY) and k < bound)
-        counts, updates = count_recent(orders, held, due)
-        for k, v in updates:
-            if v is None:
-                self.data.pop(k, None)
-            else:
-                self.data[k] = v
+        counts, updates = count_recent(orders, held, now)
+        apply_updates(self.data, updates)
         return counts
 
 
@@ -61,7 +56,21 @@ def test_state_stays_bounded_by_a_day_of_recipients() -> None:
                 for i in range(50)
             ]
             s.run(orders, t + minute)
+    # one key per recipient and day, and only yesterday's and today's are kept
     histories = sum(1 for k in s.data if k.startswith(HISTORY))
-    expiries = sum(1 for k in s.data if k.startswith(EXPIRY))
-    assert histories == expiries
-    assert histories <= 25 * 50  # about one day of distinct recipients, not five
+    assert histories <= 2 * 24 * 50
+
+
+def test_an_order_too_old_to_keep_counts_itself_and_is_not_stored() -> None:
+    s = Store()
+    now = T0 + 5 * DAY_MS
+    assert s.run([order("old", created=T0)], now) == [1]
+    assert not any(k.startswith(HISTORY) for k in s.data)
+
+
+def test_counts_span_midnight() -> None:
+    s = Store()
+    midnight = (T0 // DAY_MS + 1) * DAY_MS
+    before, after = order("1", created=midnight - 60_000), order("2", created=midnight + 60_000)
+    assert s.run([before], midnight) == [1]
+    assert s.run([after], midnight + 120_000) == [2]

@@ -266,28 +266,16 @@ def test_commits_write_off_the_loop_and_are_there_when_awaited(tmp_path: Path) -
     asyncio.run(main())  # a manager's writer threads come back after close_all
 
 
-def test_due_row_scans_resume_after_what_they_returned(tmp_path: Path) -> None:
+def test_a_range_delete_update_deletes_its_range(tmp_path: Path) -> None:
+    from core.dedup import DELETE_RANGE
+
     store = PartitionStore(tmp_path, "recipients", 0)
-    prefix = b"t:"
-
-    def key(t: int, who: bytes) -> bytes:
-        return prefix + t.to_bytes(8, "big") + who
-
     try:
-        for t in range(1, 2 * dedup_stage.PRUNE_BATCH + 101):
-            store.db[key(t, b"r")] = b"1"
-        seen: list[bytes] = []
-        for _ in range(3):  # due up to 3,000: two full batches, then the rest
-            rows = dedup_stage.due_rows(store, prefix, key(3000, b"\xff"))
-            for k, _ in rows:
-                store.db.delete(k)  # what the batch's commit does
-            seen += [k for k, _ in rows]
-        assert seen == [key(t, b"r") for t in range(1, 3001)]
-        late = key(5, b"late")  # put below where the scans have got to
-        store.db[late] = b"1"
-        found = []
-        for _ in range(dedup_stage.FULL_SCAN_EVERY):
-            found += [k for k, _ in dedup_stage.due_rows(store, prefix, key(3000, b"\xff"))]
-        assert found == [late]  # found by the next scan from the start, once
+        puts: list[tuple[bytes, bytes | None]] = [(b"w:%d" % n, b"v") for n in range(10)]
+        store.write(ChangelogEntry(puts, "t", Position("e1", 0)), None)
+        cut: list[tuple[bytes, bytes | None]] = [(DELETE_RANGE + b"w:2", b"w:7"), (b"w:3", b"3")]
+        store.write(ChangelogEntry(cut, "t", Position("e1", 1)), None)
+        left = [k for k, _ in store.scan(b"w:", 100)]
+        assert left == [b"w:0", b"w:1", b"w:3", b"w:7", b"w:8", b"w:9"]
     finally:
         store.close()
