@@ -393,14 +393,15 @@ def _cross_key(order: DedupFacts) -> bytes | None:
 
 
 def _b8(bucket: int) -> bytes:
-    return max(bucket, 0).to_bytes(8, "big")
+    return (bucket if bucket > 0 else 0).to_bytes(8, "big")
 
 
 def window_bucket(clock: int, window_ms: int, grace_ms: int) -> int:
     """The window bucket ``clock`` falls in: buckets are ``window_ms + grace_ms`` wide, the
     time an entry is kept, so at any clock only its own bucket and the one before hold live
     entries (an entry written in bucket b is forgotten before bucket b + 2 begins)."""
-    return max(clock, 0) // max(window_ms + grace_ms, 1)
+    width = window_ms + grace_ms
+    return (clock if clock > 0 else 0) // (width if width > 0 else 1)
 
 
 def recipient_lookup_keys(
@@ -573,7 +574,7 @@ def recipient_dedup(
             order.tail,
         )
         entries.append(entry)
-        slot = (wkey, window_bucket(written, window_ms, grace_ms))
+        slot = (wkey, cur if now_ms is not None else window_bucket(written, window_ms, grace_ms))
         new = added.get(slot)
         if new is None:
             added[slot] = [entry]

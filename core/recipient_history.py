@@ -30,20 +30,31 @@ _dec = msgspec.msgpack.Decoder(list[tuple[int, str]])
 
 
 def _day(t: int) -> int:
-    return max(t, 0) // DAY_MS
+    return t // DAY_MS if t > 0 else 0
 
 
-def _key(day: int, rkey: bytes) -> bytes:
-    return HISTORY + max(day, 0).to_bytes(4, "big") + rkey
+def _days(
+    order: OrderLike, rkey: bytes, prefixes: dict[int, tuple[bytes, bytes]]
+) -> tuple[int, bytes, bytes]:
+    """The order's day and its keys for the day before and that day (b"" for none)."""
+    day = _day(order.created_at)
+    pair = prefixes.get(day)
+    if pair is None:
+        before = HISTORY + (day - 1).to_bytes(4, "big") if day > 0 else b""
+        pair = prefixes[day] = (before, HISTORY + day.to_bytes(4, "big"))
+    before, this = pair
+    return day, before + rkey if before else b"", this + rkey
 
 
 def history_keys(orders: Sequence[OrderLike], rkeys: list[bytes] | None = None) -> list[bytes]:
     rkeys = rkeys if rkeys is not None else [recipient_key(o) for o in orders]
     keys: dict[bytes, None] = {KEPT_KEY: None}
+    prefixes: dict[int, tuple[bytes, bytes]] = {}
     for order, rkey in zip(orders, rkeys, strict=True):
-        day = _day(order.created_at)
-        keys[_key(day - 1, rkey)] = None
-        keys[_key(day, rkey)] = None
+        _, before, this = _days(order, rkey, prefixes)
+        if before:
+            keys[before] = None
+        keys[this] = None
     return list(keys)
 
 
@@ -57,32 +68,40 @@ def count_recent(
     updates: the days written, and the days before yesterday deleted once a new day begins.
 
     ``held`` holds the values of :func:`history_keys`; ``now`` is the stage's clock."""
-    lists: dict[bytes, list[tuple[int, str]]] = {}
+    lists: dict[bytes, list[tuple[int, str]]] = {b"": []}
     touched: dict[bytes, None] = {}  # keys written, in first-touch order
     counts: list[int] = []
     first_kept = _day(now) - 1
+    prefixes: dict[int, tuple[bytes, bytes]] = {}
     for i, order in enumerate(orders):
         rkey = rkeys[i] if rkeys is not None else recipient_key(order)
+        day, before, this = _days(order, rkey, prefixes)
+        older = lists.get(before)
+        if older is None:
+            raw = held.get(before)
+            older = lists[before] = [] if raw is None else _dec.decode(raw)
+        newer = lists.get(this)
+        if newer is None:
+            raw = held.get(this)
+            newer = lists[this] = [] if raw is None else _dec.decode(raw)
         t = order.created_at
-        day = _day(t)
-        pair = []
-        for key in (_key(day - 1, rkey) if day > 0 else b"", _key(day, rkey)):
-            entries = lists.get(key)
-            if entries is None:
-                raw = held.get(key) if key else None
-                entries = lists[key] = [] if raw is None else _dec.decode(raw)
-            pair.append(entries)
         oid = order.id
         uncounted = 0
-        if all(o != oid for days in pair for _, o in days):
+        if (not older and not newer) or all(o != oid for d in (older, newer) for _, o in d):
             if day >= first_kept:
-                pair[1].append((t, oid))
-                pair[1].sort()
-                touched[_key(day, rkey)] = None
+                newer.append((t, oid))
+                if len(newer) > 1:
+                    newer.sort()
+                touched[this] = None
             else:
                 uncounted = 1  # too old to keep, but it is one of the recipient's orders
         horizon = t - DAY_MS
-        counts.append(sum(1 for days in pair for ts, _ in days if horizon < ts <= t) + uncounted)
+        n = uncounted
+        for days in (older, newer):
+            for ts, _ in days:
+                if horizon < ts <= t:
+                    n += 1
+        counts.append(n)
     updates: list[tuple[bytes, bytes | None]] = [(k, _enc.encode(lists[k])) for k in touched]
     raw_kept = held.get(KEPT_KEY)
     kept = int.from_bytes(raw_kept, "big") if raw_kept else 0
@@ -93,6 +112,7 @@ def count_recent(
         ]
     if first_kept > kept or raw_kept is None:
         if first_kept > kept:
-            updates.insert(0, (DELETE_RANGE + _key(kept, b""), _key(first_kept, b"")))
+            start, stop = HISTORY + kept.to_bytes(4, "big"), HISTORY + first_kept.to_bytes(4, "big")
+            updates.insert(0, (DELETE_RANGE + start, stop))
         updates.append((KEPT_KEY, max(first_kept, kept).to_bytes(4, "big")))
     return counts, updates
