@@ -245,3 +245,9 @@ def meets_bars(acc: dict[str, Any]) -> list[str]:
                 f" ({row['flagged']}/{row['total']})"
             )
     return failed
+
+
+def bar_lines(failed: list[str]) -> list[str]:
+    """What :func:`meets_bars` found, as a report prints it."""
+    head = "bars: all met" if not failed else f"bars: {len(failed)} missed"
+    return [head, *(f"  - {f}" for f in failed)]

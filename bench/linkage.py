@@ -35,6 +35,7 @@ from bench.accuracy import (
     CLASS_RECALL_BAR,
     NEAR_PRECISION_BAR,
     NEGATIVE_FLAG_BAR,
+    bar_lines,
     dedup_accuracy,
     meets_bars,
 )
@@ -198,10 +199,8 @@ def print_report(r: dict[str, Any]) -> None:
     for line in class_table(r["accuracy"]):
         print(line)
     print()
-    failed = r["bars_failed"]
-    print(f"bars: {'all met' if not failed else str(len(failed)) + ' missed'}")
-    for f in failed:
-        print(f"  - {f}")
+    for line in bar_lines(r["bars_failed"]):
+        print(line)
     if r.get("json"):
         print(f"\nwrote {r['json']}")
 

@@ -46,6 +46,7 @@ from bench.accuracy import (
     LINKED_LABELS,
     NEAR_PRECISION_BAR,
     NEGATIVE_FLAG_BAR,
+    bar_lines,
     dedup_accuracy,
     meets_bars,
 )
@@ -491,10 +492,8 @@ def print_report(r: dict[str, Any]) -> None:
     for line in class_table(r["accuracy"]):
         print(line)
     print()
-    failed = r["bars_failed"]
-    print(f"bars: {'all met' if not failed else str(len(failed)) + ' missed'}")
-    for f in failed:
-        print(f"  - {f}")
+    for line in bar_lines(r["bars_failed"]):
+        print(line)
     f1 = r["at_max_f1"]
     near = f1["near_duplicate"]
     flagged = ", ".join(f"{k} {v:.2%}" for k, v in f1["negatives"].items() if v)
