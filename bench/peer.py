@@ -10,13 +10,13 @@ counted as copies, as the service does; the cross-channel rule, same order no + 
 phone on another channel, is applied as the service applies it, and wins). Every other order is
 matched by an established record-linkage library as it is normally used:
 
-- records: the canonical order's recipient cleaned the way one prepares data for Splink (NFKC,
-  case-folded, punctuation dropped; names as sorted tokens; the address without the record's
-  own city/region/country/postcode words, street abbreviations spelled out, unit markers
-  dropped; CJK addresses without their place names; US ZIP+4 as ZIP), the phone as its full
+- records: the recipient's fields exactly as orderstream's comparison reads them
+  (``core.recipient_match.folded``: NFKC, case-folded; names as sorted tokens; the street with
+  the places it is in taken off the front, abbreviations spelled out, unit markers dropped;
+  postcodes normalised), so the two linkers compare the same strings; the phone as its full
   digits and its last 3 and last 1 *visible* digits (masked phones keep some), created time;
-- blocking (pairs it compares): country + normalised city (a municipality's region, as JD puts
-  the district in ``city``), currency, total and SKU multiset equal, created within the window;
+- blocking (pairs it compares): the recipient stage's window key (``core.dedup.route_key``:
+  country + city, currency + total, SKU multiset), created within the window;
 - comparisons: name (Jaro-Winkler 0.95/0.8), phone (full digits / last 3 / last 1 visible),
   address (Jaro-Winkler 0.92/0.8), postcode (exact); null levels where a side has nothing;
 - training on a corpus of another seed (``--train-seed``): u by random sampling, m from the
@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -60,66 +59,13 @@ from bench.linkage import (
 )
 from bench.orders import GeneratedOrder, OrderGenerator
 from core.channels import NormaliseContext, normalise
+from core.dedup import dedup_facts, route_key
 from core.model import CanonicalOrder, Recipient
+from core.recipient_match import folded, who_of
 from core.skus import SkuCatalog
 
 WINDOW_S = 180
-_MUNICIPALITIES = ("北京", "上海", "天津", "重庆")
-_STREET = {
-    "st": "street",
-    "str": "street",
-    "ave": "avenue",
-    "av": "avenue",
-    "rd": "road",
-    "blvd": "boulevard",
-    "dr": "drive",
-    "ln": "lane",
-    "ct": "court",
-    "pl": "place",
-    "hwy": "highway",
-}
-_UNIT_WORDS = {"apt", "apartment", "unit", "ste", "suite", "no", "flat", "room", "rm"}
-_COUNTRY_WORDS = {"usa", "us", "united", "states", "america", "uk", "kingdom", "canada", "japan"}
-_CN_SUFFIXES = ("省", "市", "区", "县")
-
-
 # ------------------------------------------------------------------------------ records
-
-
-def fold(text: str) -> str:
-    """NFKC, case-folded, every run of anything but letters, digits and ``*`` one space."""
-    out: list[str] = []
-    gap = False
-    for ch in unicodedata.normalize("NFKC", text).casefold():
-        if ch.isalnum() or ch == "*":
-            if gap and out:
-                out.append(" ")
-            out.append(ch)
-            gap = False
-        else:
-            gap = True
-    return "".join(out)
-
-
-def _cjk(text: str) -> bool:
-    return any("\u3400" <= ch <= "\u9fff" for ch in text)
-
-
-def _place(text: str) -> str:
-    place = "".join(fold(text).split())
-    for suffix in _CN_SUFFIXES:
-        if place.endswith(suffix) and len(place) > 2:
-            return place[: -len(suffix)]
-    return place
-
-
-def clean_name(name: str) -> str | None:
-    folded = fold(name)
-    if not folded:
-        return None
-    if _cjk(folded):
-        return "".join(folded.split())
-    return " ".join(sorted(folded.split()))
 
 
 def phone_parts(r: Recipient) -> tuple[str | None, str | None, str | None]:
@@ -134,49 +80,6 @@ def phone_parts(r: Recipient) -> tuple[str | None, str | None, str | None]:
         marks[-3:] if tail >= 3 else None,
         marks[-1:] if tail >= 1 else None,
     )
-
-
-def clean_address(r: Recipient) -> str | None:
-    text = fold(r.address.replace("#", " "))
-    if not text:
-        return None
-    if _cjk(text):
-        compact = "".join(text.split())
-        places = set()
-        for part in (r.region, r.city, r.district):
-            whole = "".join(fold(part).split())
-            if whole:
-                places |= {whole, _place(part)}
-        for place in sorted((p for p in places if len(p) > 1), key=len, reverse=True):
-            compact = compact.replace(place, "")
-        return compact or None
-    drop = set(_COUNTRY_WORDS)
-    for part in (r.region, r.city, r.country, r.postcode):
-        drop |= set(fold(part).split())
-    drop.add("".join(fold(r.postcode).split()))
-    words = [_STREET.get(w, w) for w in text.split() if w not in drop and w not in _UNIT_WORDS]
-    return " ".join(words) or None
-
-
-def clean_postcode(r: Recipient) -> str | None:
-    code = "".join(fold(r.postcode).split()).upper()
-    if not code.strip("0"):
-        return None
-    if r.country in ("US", "") and len(code) >= 5 and code[:5].isdigit():
-        return code[:5]
-    return code
-
-
-def block_of(c: CanonicalOrder) -> str:
-    """Country + normalised city (a municipality's region), currency, total, SKU multiset."""
-    r = c.recipient
-    region = _place(r.region)
-    place = region if region in _MUNICIPALITIES else (_place(r.city) or region)
-    merged: Counter[str] = Counter()
-    for line in c.lines:
-        merged[line.sku] += line.quantity
-    skus = ";".join(f"{sku}x{q}" for sku, q in sorted(merged.items()) if q)
-    return f"{r.country.upper()}|{place}|{c.currency}|{c.total}|{skus}"
 
 
 def _clusters(orders: Sequence[GeneratedOrder]) -> dict[str, str]:
@@ -221,18 +124,19 @@ def build_records(
             if first != c.id:
                 flagged[c.id] = ("exact_cross_channel", first)
         full, tail3, tail1 = phone_parts(r)
+        fields = folded(who_of(r))  # the fields exactly as orderstream's comparison reads them
         records.append(
             {
                 "unique_id": c.id,
                 "seq": seq,
                 "created_s": c.created_at / 1000,
-                "block": block_of(c),
-                "name_clean": clean_name(r.name),
+                "block": route_key(dedup_facts(c)).hex(),  # the recipient stage's window key
+                "name_clean": fields.name or None,
                 "phone_full": full,
                 "phone_tail3": tail3,
                 "phone_tail1": tail1,
-                "address_clean": clean_address(r),
-                "postcode_clean": clean_postcode(r),
+                "address_clean": fields.street or None,
+                "postcode_clean": fields.postcode or None,
                 "cluster": truth.get(c.id, c.id),
             }
         )

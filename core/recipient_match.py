@@ -46,12 +46,14 @@ from ext import fold_text, masked_digits_agree, recipient_fingerprint, wildcard_
 
 __all__ = [
     "HOLD_AT",
+    "Folded",
     "Match",
     "Who",
     "block_key",
     "cannot_hold",
     "comparable",
     "compare",
+    "folded",
     "pack",
     "phone_tail",
     "unpack",
@@ -241,6 +243,23 @@ class _Features:
 @lru_cache(maxsize=16384)
 def _features(who: Who) -> _Features:
     return _Features(who)
+
+
+class Folded(msgspec.Struct, frozen=True):
+    """A recipient's fields as :func:`compare` reads them: what another linker must be given to
+    compare the same thing (``bench.peer`` hands these to Splink)."""
+
+    name: str  # tokens sorted (Latin) or spaces dropped (CJK); "" when absent
+    phone: str  # the full phone, else its masked rendering
+    street: str  # the street as it remains once the places it is in are taken off
+    postcode: str  # normalised; "" for none or "000000"
+
+
+def folded(who: Who) -> Folded:
+    f = _features(who)
+    return Folded(
+        f.names[min(1, len(f.names) - 1)] if f.names else "", f.phone, f.street, f.postcode
+    )
 
 
 def cannot_hold(a: Who | str, b: Who | str) -> bool:

@@ -13,6 +13,7 @@ from core.recipient_match import (
     cannot_hold,
     comparable,
     compare,
+    folded,
     phone_tail,
 )
 
@@ -223,3 +224,23 @@ def test_phones_whose_last_digits_differ_can_never_hold(
     ta, tb = phone_tail(a), phone_tail(b)
     if ta >= 0 and tb >= 0 and ta != tb:
         assert cannot_hold(a, b)
+
+
+def test_folded_fields_are_what_compare_reads() -> None:
+    """What a peer linker is given: two renderings of one recipient, folded alike (the state's
+    abbreviation stays: string similarity, not equality, decides the address)."""
+    tiktok = who(
+        SHOPIFY,
+        name="SMITH, John",
+        phone="",
+        phone_masked="(+1)415****134",
+        address="1 Market Street #4, San Francisco, CA 94105, United States",
+    )
+    a, b = folded(SHOPIFY), folded(tiktok)
+    assert a.name == b.name == "john smith"
+    assert a.street == "1 market street 4" and b.street == "1 market street 4 ca"
+    assert a.postcode == b.postcode == "94105"
+    assert (a.phone, b.phone) == ("+14155550134", "(+1)415****134")
+    assert folded(who(TAOBAO, address="浙江省杭州市西湖区文三路478号 3栋201室")).street == (
+        folded(TAOBAO).street
+    )
