@@ -114,6 +114,15 @@ def global_order_id(channel: str, channel_order_no: str) -> str:
     return f"os_{digest}"
 
 
+_ID_HEX = frozenset("0123456789abcdef")
+
+
+def is_global_order_id(text: str) -> bool:
+    """Whether ``text`` has the shape :func:`global_order_id` gives (``os_`` + 24 hex digits):
+    anything else can be refused at once, without asking a worker."""
+    return len(text) == 27 and text.startswith("os_") and _ID_HEX.issuperset(text[3:])
+
+
 # ------------------------------------------------------------------------------ hostile input
 # Bounds every canonical order satisfies. Past them a payload is refused (dead-lettered with the
 # field and the limit), never truncated: a silently shortened address or SKU would ship or

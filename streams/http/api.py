@@ -21,7 +21,7 @@ from aiohttp import web
 from core.channels import ADAPTERS
 from core.framing import TooManyLines, split_orders
 from core.inventory import StockAdjustment
-from core.model import Limits, Rejection, global_order_id
+from core.model import Limits, Rejection, global_order_id, is_global_order_id
 from core.skus import SkuCatalog
 from core.state_machine import EventError, validate_event
 from streams import metrics
@@ -76,6 +76,15 @@ OVERSIZE_KEEP_BYTES = 4096
 ORDER_STORES = frozenset({order_state.STORE, dead_letters.STORE})
 
 
+def _not_an_id() -> web.Response:
+    return error(
+        404,
+        "order_id",
+        "not an orderstream order id (os_ + 24 hex digits); by channel and its"
+        " order number: GET /v1/orders?channel=...&order_no=...",
+    )
+
+
 # Raised by the service (timers, the reservation saga, dedup): a client sending them would forge
 # what the service decides.
 SYSTEM_EVENTS = frozenset({"payment_timeout", "stock_refused", "mark_duplicate"})
@@ -126,6 +135,7 @@ class IngestAPI:
         app.add_routes(
             [
                 web.post("/v1/orders", self.post_orders),
+                web.get("/v1/orders", self.find_order),
                 web.get("/v1/orders/{order_id}", self.get_order),
                 web.post("/v1/orders/{order_id}/events", self.post_event),
                 web.get("/v1/orders/{order_id}/history", self.get_history),
@@ -292,8 +302,26 @@ class IngestAPI:
         status, payload = answers[0]
         return web.Response(status=status, body=payload, content_type="application/json")
 
+    async def find_order(self, request: web.Request) -> web.Response:
+        """``GET /v1/orders?channel=C&order_no=N``: what a merchant has is the channel's order
+        number; the global id follows from it (``global_order_id``), so this is one lookup."""
+        channel = request.query.get("channel", "").strip().lower()
+        order_no = request.query.get("order_no", "").strip()
+        if not channel:
+            return error(400, "channel", f"required; one of {sorted(ADAPTERS)}")
+        if channel not in ADAPTERS:
+            return error(400, "channel", f"unknown channel {channel!r}; one of {sorted(ADAPTERS)}")
+        if not order_no:
+            return error(400, "order_no", "required: the channel's own order number")
+        return await self._order(global_order_id(channel, order_no))
+
     async def get_order(self, request: web.Request) -> web.Response:
         oid = request.match_info["order_id"]
+        if not is_global_order_id(oid):
+            return _not_an_id()
+        return await self._order(oid)
+
+    async def _order(self, oid: str) -> web.Response:
         answers = await self._workers(f"/internal/orders/{oid}")
         searched: set[str] = set()
         for status, body in answers:
@@ -351,6 +379,8 @@ class IngestAPI:
         if decision not in ("approve", "reject"):
             return error(404, "decision", "use /v1/review/{id}/approve or /v1/review/{id}/reject")
         oid = request.match_info["order_id"]
+        if not is_global_order_id(oid):
+            return _not_an_id()
         event = {
             "order_id": oid,
             "event": f"review_{decision}",
@@ -368,6 +398,8 @@ class IngestAPI:
         the order's state (with the state and why), 400 malformed, 404 unknown order.
         """
         oid = request.match_info["order_id"]
+        if not is_global_order_id(oid):
+            return _not_an_id()
         body = await json_object(request)
         if isinstance(body, web.Response):
             return body
@@ -389,6 +421,8 @@ class IngestAPI:
     async def get_history(self, request: web.Request) -> web.Response:
         """The order's audit trail, oldest first: read-only by construction."""
         oid = request.match_info["order_id"]
+        if not is_global_order_id(oid):
+            return _not_an_id()
         return await self._owner(f"/internal/orders/{_quote(oid)}/history")
 
     # -- stock -----------------------------------------------------------------------------------

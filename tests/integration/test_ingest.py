@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.parse
 
 import msgspec
 import pytest
@@ -30,6 +31,36 @@ def test_each_channel_end_to_end(service: Service, channel: str, path) -> None:
     assert found["order"]["channel_order_no"] == body["order_no"]
     assert found["state"] in ("pending_payment", "paid", "refunded")
     assert found["order"]["lines"], "canonical order has its lines"
+
+
+def test_an_order_is_found_by_its_channel_and_order_number(service: Service) -> None:
+    """What a merchant has is the channel's order number, not our id."""
+    payload = shopify_order(71_000_001)
+    accepted = service.post_order("shopify", payload).json()
+    oid = accepted["id"]
+    service.wait_order(oid)
+    no = urllib.parse.quote(accepted["order_no"])
+    found = service.request("GET", f"/v1/orders?channel=Shopify&order_no={no}")
+    assert found.status == 200 and found.json()["id"] == oid
+    unknown = service.request("GET", "/v1/orders?channel=shopify&order_no=never-sent")
+    assert unknown.status == 404
+    for query, field in (("order_no=1", "channel"), ("channel=ebay&order_no=1", "channel")):
+        resp = service.request("GET", f"/v1/orders?{query}")
+        assert resp.status == 400 and resp.json()["error"]["field"] == field
+    resp = service.request("GET", "/v1/orders?channel=shopify")
+    assert resp.status == 400 and resp.json()["error"]["field"] == "order_no"
+
+
+def test_an_id_that_cannot_be_ours_is_404_at_once(service: Service) -> None:
+    for bad in ("..%2F..%2Fetc%2Fpasswd", "os_x", "os_" + "g" * 24, "OS_" + "a" * 24):
+        started = time.monotonic()
+        for path in (f"/v1/orders/{bad}", f"/v1/orders/{bad}/history"):
+            resp = service.request("GET", path)
+            assert resp.status == 404, (path, resp.status)
+            assert "not an orderstream order id" in resp.json()["error"]["reason"]
+        resp = service.request("POST", f"/v1/orders/{bad}/events", b'{"event": "pick_start"}')
+        assert resp.status == 404
+        assert time.monotonic() - started < 2.0  # no worker was asked, nothing waited
 
 
 def test_ndjson_batch_answers_one_result_per_line(service: Service) -> None:
