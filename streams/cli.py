@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shutil
 import signal
@@ -11,6 +10,7 @@ import sys
 import time
 from typing import Any
 
+from streams import logs
 from streams.process import malloc
 from streams.settings import SettingsError, load_settings
 from streams.state import rocks
@@ -26,16 +26,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="worker processes (default 2)")
     p.add_argument("--sku-aliases", help="SKU alias table (TOML)")
     p.add_argument("--log-level", choices=["debug", "info", "warn", "error"])
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level={"warn": logging.WARNING}.get(level, getattr(logging, level.upper(), logging.INFO)),
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",
+    p.add_argument(
+        "--log-format", choices=["text", "json"], help="text lines (default) or JSON per line"
     )
-    # aiokafka logs every reconnect attempt at ERROR (ten a second while a broker is down);
-    # the supervisor and forwarder log outages and recoveries once, in their own words.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -171,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(_keys(args))
 
     if args.command == "broker":
-        _configure_logging("info")
+        logs.configure("info")
         from streams.kafka.broker import EmbeddedBroker
 
         def stop_on_term(signum: int, frame: object) -> None:
@@ -199,13 +192,14 @@ def main(argv: list[str] | None = None) -> None:
         "workers": args.workers,
         "sku_aliases": args.sku_aliases,
         "log_level": args.log_level,
+        "log_format": args.log_format,
     }
     try:
         settings = load_settings(args.config, overrides)
     except SettingsError as exc:
         print(f"orderstream: {exc}", file=sys.stderr)
         sys.exit(2)
-    _configure_logging(settings.log_level)  # TOML < environment < flag, like every setting
+    logs.configure(settings.log_level, settings.log_format)  # TOML < environment < flag
     problem = _check_policies(settings)
     if problem:
         print(f"orderstream: {problem}", file=sys.stderr)

@@ -60,6 +60,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     session_timeout_s: float = 8.0
     heartbeat_interval_s: float = 2.0
     log_level: str = "info"
+    log_format: str = "text"  # or "json": one object per line, for log shippers
     # Changelog every partition-store commit to the broker, so a worker on another machine can
     # rebuild a partition it takes over. "auto": on with an external cluster; off with the
     # embedded broker, where every worker shares this machine's data/stores (the local RocksDB
@@ -181,6 +182,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 "log_level",
                 "must be debug, info, warn or error",
             ),
+            (self.log_format in ("text", "json"), "log_format", "must be text or json"),
             (
                 self.sku_aliases in ("", "none") or Path(self.sku_aliases).is_file(),
                 "sku_aliases",

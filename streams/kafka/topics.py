@@ -17,7 +17,7 @@ RAW = "orders.raw"
 # does not delay them; from there on they go first in every envelope.
 RAW_PRIORITY = "orders.raw.priority"
 CANONICAL = "orders.canonical"  # gateway orders re-keyed: partition = kafka_partition(global id)
-RECIPIENT = "orders.recipient"  # orders past exact dedup; partition = route key (city, amount, SKUs)
+RECIPIENT = "orders.recipient"  # past exact dedup; partition = route key (city, amount, SKUs)
 UNIQUE = "orders.unique"  # orders with their dedup verdict; partition = global id
 REVIEW = "orders.review"  # suspected near-duplicates held for an operator; key = global id
 RESERVE = "reservations.requests"  # one request per order line; partition = SKU

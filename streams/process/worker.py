@@ -38,6 +38,9 @@ def run_worker(settings: Settings, web_port: int) -> None:
         redirect_stdouts=False,
         override_logging=False,
     )
+    # Faust's start-up spinner writes backspaces and cursor codes even when its output is a
+    # file (the service log): never wanted here
+    worker.spinner = None
     log.info("worker on broker %s, epoch %s, web :%d", settings.broker_url, epoch, web_port)
     try:
         worker.execute_from_commandline()

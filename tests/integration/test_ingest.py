@@ -231,3 +231,12 @@ def test_health_lists_workers_and_partitions(service: Service) -> None:
     assigned = {tp for w in health["workers"] for tp in w.get("assigned", [])}
     assert {f"orders.canonical:{p}" for p in range(2)} <= assigned
     assert msgspec.json.decode(msgspec.json.encode(health))  # plain JSON
+
+
+def test_the_service_log_is_readable(service: Service) -> None:
+    """The lines an operator reads: the service's own, no terminal codes in a file, and none of
+    Faust's start-up narration at INFO."""
+    text = service.log()
+    assert "ready in" in text
+    assert "\x1b" not in text and "\b" not in text
+    assert " INFO faust." not in text and " INFO mode." not in text
