@@ -331,6 +331,9 @@ class IngestAPI:
                 with contextlib.suppress(msgspec.DecodeError):  # not the lookup's own 404
                     searched.update(_searched.decode(body).searched)
         if searched != ORDER_STORES:
+            accepted = self._accepted(oid)
+            if accepted is not None:  # known to be on its way, whoever owns its partition
+                return accepted
             # a worker down, or a partition between owners (a rebalance after a worker crash):
             # "unknown" would be a guess, so say when to ask again
             resp = error(
@@ -338,11 +341,31 @@ class IngestAPI:
             )
             resp.headers["Retry-After"] = "1"
             return resp
+        accepted = self._accepted(oid)
+        if accepted is not None:
+            return accepted
+        backlog = self.journal.depth
         return error(
             404,
             "order_id",
-            "no recorded order with this id (unknown, or accepted and not yet processed)",
+            "no order with this id: not recorded, and not among the recently accepted"
+            + (f" ({backlog:,} accepted orders are still being processed)" if backlog else ""),
         )
+
+    def _accepted(self, oid: str) -> web.Response | None:
+        """An order accepted (durable in the journal) that no stage has recorded yet."""
+        found = self.journal.find_recent(oid)
+        if found is None:
+            return None
+        seq, entry = found
+        body = {
+            "id": oid,
+            "state": "accepted",
+            "channel": entry.channel,
+            "received_at": entry.received_at,
+            "journal": {"id": self.journal.id, "seq": seq},
+        }
+        return web.Response(body=_json.encode(body), content_type="application/json")
 
     async def get_dead_letters(self, request: web.Request) -> web.Response:
         try:

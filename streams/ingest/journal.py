@@ -37,6 +37,9 @@ _META_ID = b"m:id"
 
 # Committed entries kept in memory for the forwarder; beyond this it reads RocksDB instead.
 RECENT_MAX = 25_000
+# Order ids of the newest entries kept for lookups (~15 MB at this size): far more than are
+# ever in flight between acceptance and recording, short of a broker outage.
+RECENT_IDS_MAX = 100_000
 # The group commit hands each batch to a writer thread and back. Both hops need the GIL, which the
 # busy event loop gives up only every switch interval (5 ms by default): with an fsync of ~1-2 ms
 # the hops, not the disk, set the commit rate. 0.5 ms makes a commit round trip GIL-bound no
@@ -93,6 +96,10 @@ class IngestJournal:
         # (first seq, entries) of recent commits, contiguous in seq order
         self._recent: deque[tuple[int, list[JournalEntry]]] = deque()
         self._recent_count = 0
+        # order id -> seq of its newest entry, for the last RECENT_IDS_MAX accepted (oldest
+        # first): answers "accepted, not yet recorded" without an index on disk. Settled
+        # entries are not removed here; the live map says whether one still waits.
+        self._recent_ids: dict[str, int] = {}
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="journal-writer")
         if fsync and sys.getswitchinterval() > SWITCH_INTERVAL_S:
             sys.setswitchinterval(SWITCH_INTERVAL_S)
@@ -201,10 +208,17 @@ class IngestJournal:
                     continue
                 self.durable_seq = last
                 recent = self._recent
+                ids = self._recent_ids
                 for first, entries in committed:
                     self._mark_live(first, len(entries))
                     recent.append((first, entries))
                     self._recent_count += len(entries)
+                    for i, entry in enumerate(entries, first):
+                        if entry.order_id:
+                            ids.pop(entry.order_id, None)  # newest copy last: evicted last
+                            ids[entry.order_id] = i
+                while len(ids) > RECENT_IDS_MAX:
+                    del ids[next(iter(ids))]
                 while self._recent_count > RECENT_MAX:
                     self._recent_count -= len(recent.popleft()[1])
                 for w in waiters:
@@ -257,6 +271,18 @@ class IngestJournal:
             out.append((int.from_bytes(key[1:], "big"), dec(it.value())))
             it.next()
         return out
+
+    def find_recent(self, order_id: str) -> tuple[int, JournalEntry] | None:
+        """The newest unsettled entry of ``order_id`` among the last ``RECENT_IDS_MAX``
+        accepted: an order on its way that no stage has recorded yet (``GET /v1/orders``)."""
+        seq = self._recent_ids.get(order_id)
+        if seq is None:
+            return None
+        j = seq - self._live_base
+        if not (0 <= j < len(self._live) and self._live[j]):
+            return None  # recorded (settled) since
+        raw = self.db.get(_key(seq))
+        return None if raw is None else (seq, self._dec.decode(raw))
 
     def settle(self, seqs: list[int]) -> int:
         """Delete entries a terminal stage recorded; repeats (after a replay) are harmless."""

@@ -194,8 +194,8 @@ class Service:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             resp = self.get_order(order_id)
-            if resp.status == 200:
-                return resp.json()
+            if resp.status == 200 and resp.json().get("state") != "accepted":
+                return resp.json()  # recorded (accepted: in the journal, not yet processed)
             time.sleep(0.1)
         raise AssertionError(
             f"order {order_id} not visible within {timeout}s:\n{self.log()[-2000:]}"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 import urllib.parse
 
@@ -11,7 +13,7 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from tests.integration.conftest import Service
+from tests.integration.conftest import Service, pid_alive
 from tests.integration.helpers import expected_id, fixture_files, shopify_order
 
 pytestmark = pytest.mark.integration
@@ -240,3 +242,27 @@ def test_the_service_log_is_readable(service: Service) -> None:
     assert "ready in" in text
     assert "\x1b" not in text and "\b" not in text
     assert " INFO faust." not in text and " INFO mode." not in text
+
+
+def test_an_accepted_order_not_yet_processed_answers_accepted(service: Service) -> None:
+    """Durable in the journal, no stage has recorded it yet (the workers are paused): the
+    lookup says so instead of "unknown"; once they resume it is the recorded order."""
+    workers = [p for p in service.child_pids()["worker"] if pid_alive(p)]
+    payload = shopify_order(71_000_002)
+    for pid in workers:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        oid = service.post_order("shopify", payload).json()["id"]
+        resp = service.get_order(oid)
+        assert resp.status == 200, resp.body
+        body = resp.json()
+        assert body["state"] == "accepted" and body["channel"] == "shopify"
+        assert body["id"] == oid and body["journal"]["seq"] >= 1
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+    deadline = time.monotonic() + 60
+    while (found := service.get_order(oid).json()).get("state") == "accepted":
+        assert time.monotonic() < deadline, found
+        time.sleep(0.2)
+    assert found["order"]["channel"] == "shopify"

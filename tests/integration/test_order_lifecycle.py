@@ -69,7 +69,7 @@ def _until(svc: Service, oid: str, ok: Callable[[dict], bool], timeout: float = 
     doc: dict = {}
     while time.monotonic() < deadline:
         resp = svc.get_order(oid)
-        if resp.status == 200:
+        if resp.status == 200 and resp.json().get("state") != "accepted":  # recorded
             doc = resp.json()
             if ok(doc):
                 return doc

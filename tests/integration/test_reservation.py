@@ -68,7 +68,7 @@ def _reservation(svc: Service, oid: str, timeout: float = 60.0) -> dict:
     doc: dict = {}
     while time.monotonic() < deadline:
         resp = svc.get_order(oid)
-        if resp.status == 200:
+        if resp.status == 200 and resp.json().get("state") != "accepted":  # recorded
             doc = resp.json()
             if doc["reservation"] and doc["reservation"]["status"] != "pending":
                 return doc

@@ -122,3 +122,25 @@ def test_live_through_counts_unsettled_entries_up_to_a_seq(tmp_path: Path) -> No
         await j.close()
 
     _run(main())
+
+
+def test_an_accepted_order_is_found_until_it_is_settled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_mod, "RECENT_IDS_MAX", 5)
+
+    async def main() -> None:
+        j = IngestJournal(tmp_path / "j", 1000, fsync=False)
+        await j.append(_entries(3, "a"))
+        again = await j.append([JournalEntry("shopify", b"newer", 2, "ida1")])  # a later copy
+        j.read_after(4, 100)  # forwarded: not in the forwarder's memory any more, still found
+        found = j.find_recent("ida1")
+        assert found is not None and found[0] == again[0] and found[1].payload == b"newer"
+        assert j.find_recent("nope") is None
+        j.settle(again)  # the newest copy recorded: the order is no longer "accepted"
+        assert j.find_recent("ida1") is None
+        await j.append(_entries(5, "b"))  # only the newest 5 ids are kept
+        assert j.find_recent("ida0") is None and j.find_recent("idb0") is not None
+        await j.close()
+
+    _run(main())
