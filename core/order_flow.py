@@ -114,9 +114,13 @@ def _copy(rec: OrderRecord) -> OrderRecord:
 def on_created(
     rec: OrderRecord, ctx: FlowContext, now: int, *, address_orders_24h: int = 0
 ) -> Flow:
-    """A first recording: audit the arrival, arm its timers, reserve stock, run the rules."""
+    """A first recording: audit the arrival, arm its timers, reserve stock, run the rules.
+
+    ``address_orders_24h``: a recipient count that overtook the order (kept pending by the
+    order stage); the rules read it like one that comes later (:func:`on_recipient_count`)."""
     flow = Flow(_copy(rec))
     r = flow.record
+    r.address_orders_24h = max(r.address_orders_24h, address_orders_24h)
     r.state_since = now
     reason = r.duplicate_rule and f"{r.duplicate_rule} of {r.duplicate_of}"
     flow.add_audit(
@@ -137,7 +141,20 @@ def on_created(
     _arm_for_state(flow, ctx, now)
     if r.state in LIVE_STATES:
         _reserve(flow, ctx, now)
-    _run_rules(flow, ctx, f"state:{r.state}", "", now, address_orders_24h, depth=0)
+    _run_rules(flow, ctx, f"state:{r.state}", "", now, depth=0)
+    return flow
+
+
+def on_recipient_count(rec: OrderRecord, count: int, ctx: FlowContext, now: int) -> Flow | None:
+    """The recipient's 24 h order count, computed by the history stage after the order was
+    recorded: kept on the record, and the rules that read it run for the current state (the
+    others already ran when the state was entered). None when it is not above the count
+    already applied: a redelivery changes nothing."""
+    if count <= rec.address_orders_24h:
+        return None
+    flow = Flow(_copy(rec))
+    flow.record.address_orders_24h = count
+    _run_rules(flow, ctx, f"state:{flow.record.state}", "", now, depth=0, history_only=True)
     return flow
 
 
@@ -165,7 +182,7 @@ def on_channel_update(old: OrderRecord, new: OrderRecord, ctx: FlowContext, now:
         _arm_for_state(flow, ctx, now)
         if r.state in ("cancelled", "refunded"):
             _stock(flow, ("release_stock",), f"channel: {r.order.payment_status}", now)
-        _run_rules(flow, ctx, f"state:{r.state}", "", now, 0, depth=0)
+        _run_rules(flow, ctx, f"state:{r.state}", "", now, depth=0)
     elif old.order.payment_status != r.order.payment_status:
         # same state, other payment status (deposit -> partially paid): the clock keeps running
         plan = rearm(
@@ -271,9 +288,9 @@ def _apply(
                 source=event.source,
             )
         )
-    _run_rules(flow, ctx, event.event, event.reason, now, 0, depth)
+    _run_rules(flow, ctx, event.event, event.reason, now, depth)
     if moved:
-        _run_rules(flow, ctx, f"state:{r.state}", event.reason, now, 0, depth)
+        _run_rules(flow, ctx, f"state:{r.state}", event.reason, now, depth)
     return result
 
 
@@ -318,12 +335,17 @@ def _run_rules(
     trigger: str,
     reason: str,
     now: int,
-    address_orders_24h: int,
     depth: int,
+    history_only: bool = False,
 ) -> None:
     r = flow.record
     actions = ctx.rules.evaluate(
-        trigger, r.order, state=r.state, reason=reason, address_orders_24h=address_orders_24h
+        trigger,
+        r.order,
+        state=r.state,
+        reason=reason,
+        address_orders_24h=r.address_orders_24h,
+        history_only=history_only,
     )
     for action in actions:
         _act(flow, ctx, action, now, depth)

@@ -1,9 +1,11 @@
 """How many orders one recipient placed in the last 24 hours: the rules' recipient history.
 
-Kept by the recipient dedup stage under the recipient key (``core.dedup.recipient_key``: the
-E.164 phone, else a name + address fingerprint); the count travels with the order to the order
-stage. It feeds rules such as "three or more orders to the same address within a day: hint to
-merge the shipments".
+Kept by the history stage under the recipient key (``core.dedup.recipient_key``: the E.164
+phone, else a name + address fingerprint), on partitions of that key, so every order of one
+recipient is counted in one place (the recipient dedup stage's partitions follow the route key,
+which spreads one recipient's baskets). The stage sends the count to the order stage, off the
+critical path. It feeds rules such as "three or more orders to the same address within a day:
+hint to merge the shipments".
 
 State: per recipient and day (of ``created_at``, UTC), the (created_at, order id) pairs of that
 day. An order reads its day and the day before and writes its day, and the days before
@@ -16,10 +18,25 @@ against what is kept and not stored.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import msgspec
 
-from core.dedup import DELETE_RANGE, OrderLike, recipient_key
+from core.dedup import DELETE_RANGE, recipient_key
+
+
+class Dated(Protocol):
+    """What is counted of an order: its id and when it was placed (an order, its dedup facts,
+    or the history stage's fact)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def created_at(self) -> int: ...
+
+
+OrderLike = Dated
 
 DAY_MS = 86_400_000
 HISTORY = b"hist:"  # + 4-byte big-endian day + recipient key -> [(created_at, order id)]

@@ -97,19 +97,28 @@ class _Rule(msgspec.Struct, frozen=True):
     conditions: tuple[Condition, ...]
     actions: tuple[Action, ...]
     templated: tuple[bool, ...]  # per action: notify message with placeholders
+    history_gte: int = 0  # its address_orders_24h_gte, 0 if it does not use the count
 
 
 class RuleSet:
     """Validated rules indexed by trigger, so evaluation only looks at rules that can fire."""
 
-    __slots__ = ("_by_trigger", "names")
+    __slots__ = ("_by_trigger", "_history_by_trigger", "history_min", "names")
 
     def __init__(self, rules: list[tuple[_Rule, list[str]]]) -> None:
         self.names: tuple[str, ...] = tuple(r.name for r, _ in rules)
         self._by_trigger: dict[str, list[_Rule]] = {}
+        # The recipient count arrives after the order is recorded (the history stage); then
+        # only the rules that read it run again, so no other rule acts twice.
+        self._history_by_trigger: dict[str, list[_Rule]] = {}
         for rule, triggers in rules:
             for trigger in triggers:
                 self._by_trigger.setdefault(trigger, []).append(rule)
+                if rule.history_gte:
+                    self._history_by_trigger.setdefault(trigger, []).append(rule)
+        used = [r.history_gte for r, _ in rules if r.history_gte]
+        # the smallest count any rule waits for (0: no rule uses it, no count need be sent)
+        self.history_min: int = min(used) if used else 0
 
     @classmethod
     def from_toml(cls, path: str | Path) -> RuleSet:
@@ -139,9 +148,11 @@ class RuleSet:
         state: str,
         reason: str = "",
         address_orders_24h: int = 0,
+        history_only: bool = False,
     ) -> list[Action]:
-        """Actions of the rules for ``trigger`` (event name or ``"state:<name>"``) that hold."""
-        rules = self._by_trigger.get(trigger)
+        """Actions of the rules for ``trigger`` (event name or ``"state:<name>"``) that hold;
+        ``history_only``: only the rules with an ``address_orders_24h_gte`` condition."""
+        rules = (self._history_by_trigger if history_only else self._by_trigger).get(trigger)
         if not rules:
             return []
         out: list[Action] = []
@@ -231,7 +242,8 @@ def _parse_rule(
     else:
         triggers = events or [f"state:{s}" for s in states]
     templated = tuple(a.kind == "notify" and "{" in a.value for a in actions)
-    rule = _Rule(name, tuple(conditions), tuple(actions), templated)
+    gte = cond_spec.get("address_orders_24h_gte", 0) if isinstance(cond_spec, Mapping) else 0
+    rule = _Rule(name, tuple(conditions), tuple(actions), templated, gte)
     return rule, triggers
 
 

@@ -62,8 +62,10 @@ from streams.kafka.envelope import (
     ALERT_CODEC,
     CANONICAL_CODEC,
     CHANGES_CODEC,
+    COUNT_CODEC,
     DLQ_CODEC,
     ENVELOPE_HEADER,
+    HISTORY_CODEC,
     RESERVE_CODEC,
     RESULT_CODEC,
     REVIEW_CODEC,
@@ -73,8 +75,10 @@ from streams.kafka.envelope import (
     STOCK_CHANGE_CODEC,
     CanonicalRecord,
     DeadLetter,
+    HistoryFact,
     OrderChange,
     RawRecord,
+    RecipientCount,
     ReviewItem,
     RoutedRecord,
     Settle,
@@ -88,9 +92,11 @@ from streams.kafka.topics import (
     CHANGES,
     DLQ,
     EVENTS,
+    HISTORY,
     RAW,
     RAW_PRIORITY,
     RECIPIENT,
+    RECIPIENT_COUNTS,
     RESERVE,
     RESERVED,
     REVIEW,
@@ -101,7 +107,7 @@ from streams.kafka.topics import (
 )
 from streams.process import malloc
 from streams.settings import Settings
-from streams.stages import dead_letters, dedup, normalise, order_state, reserve
+from streams.stages import dead_letters, dedup, history, normalise, order_state, reserve
 from streams.state.store import ChangelogEntry, Position, StoreManager
 from streams.sync import publications
 from streams.sync.publications import Publication
@@ -162,6 +168,14 @@ def _routed(message: Any) -> list[RoutedRecord]:
     """The dedup stages' view of a canonical envelope: orders left encoded (one decode per
     order in the whole pipeline, by the order stage, instead of three)."""
     return ROUTED_CODEC.decode(message.value)
+
+
+def _history_facts(message: Any) -> list[HistoryFact]:
+    return HISTORY_CODEC.decode(message.value)
+
+
+def _counts(message: Any) -> list[RecipientCount]:
+    return COUNT_CODEC.decode(message.value)
 
 
 def _letters(message: Any) -> list[tuple[int, list[DeadLetter]]]:
@@ -529,10 +543,38 @@ class Pipeline:
             if out.uncomparable:
                 metrics.UNCOMPARABLE.inc(out.uncomparable)
             futs = await self._send_grouped(UNIQUE, out.records, out.keys, ROUTED_CODEC, b"unique")
+            if out.history:  # off the critical path: the order does not wait for its count
+                keys = [f.recipient_key for f in out.history]
+                futs += await self._send_grouped(
+                    HISTORY, out.history, keys, HISTORY_CODEC, b"history"
+                )
             return StepResult(out.updates, futs)
 
         await self._stateful(RECIPIENT, dedup.RECIPIENT_STORE, _routed, messages, step)
         metrics.ENVELOPE_SECONDS.labels(dedup.RECIPIENT_STAGE).observe(time.perf_counter() - t0)
+
+    async def history_batch(self, messages: list[Any]) -> None:
+        """``orders.history``: count each recipient's orders in 24 h; counts a rule may act on
+        go to the order stage."""
+        t0 = time.perf_counter()
+
+        async def step(store: Any, fresh: list[Any], replayed: list[Any]) -> StepResult:
+            if not fresh:
+                return StepResult()
+            threshold = self.flow.rules.history_min  # read per batch: rules may be reloaded
+            out = history.history_step(store, fresh, _now_ms(), threshold)
+            metrics.HISTORY_FACTS.inc(out.counted)
+            futs: list[Awaitable[Any]] = []
+            if out.counts:
+                metrics.HISTORY_COUNTS_SENT.inc(len(out.counts))
+                keys = [c.order_id.encode() for c in out.counts]
+                futs = await self._send_grouped(
+                    RECIPIENT_COUNTS, out.counts, keys, COUNT_CODEC, b"count"
+                )
+            return StepResult(out.updates, futs)
+
+        await self._stateful(HISTORY, history.STORE, _history_facts, messages, step)
+        metrics.ENVELOPE_SECONDS.labels(history.STAGE).observe(time.perf_counter() - t0)
 
     async def record_batch(self, messages: list[Any]) -> None:
         t0 = time.perf_counter()
@@ -566,7 +608,16 @@ class Pipeline:
         if not fresh:
             return StepResult(settles=settles)
         held = store.get_many([r.order.id.encode() for r in fresh])
-        out = order_state.record_envelope(fresh, held, _now_ms(), self.flow)
+        new_ids = list(
+            {r.order.id: None for r, raw in zip(fresh, held, strict=True) if raw is None}
+        )
+        waiting = store.get_many([order_state.pending_count_key(oid) for oid in new_ids])
+        pending = {
+            oid: order_state.pending_count(raw)
+            for oid, raw in zip(new_ids, waiting, strict=True)
+            if raw is not None
+        }
+        out = order_state.record_envelope(fresh, held, _now_ms(), self.flow, pending)
         futs = await self._send_order_outputs(out)
         return StepResult(
             out.store_updates(), futs, settles=settles + out.settles, changes=out.changes
@@ -621,6 +672,47 @@ class Pipeline:
         out = order_state.apply_reservation_results(fresh, held, _now_ms(), self.flow)
         futs = await self._send_order_outputs(out)
         return StepResult(out.store_updates(), futs, changes=out.changes)
+
+    async def recipient_counts_batch(self, messages: list[Any]) -> None:
+        t0 = time.perf_counter()
+        await self._stateful(
+            RECIPIENT_COUNTS, order_state.STORE, _counts, messages, self._recipient_counts
+        )
+        metrics.ENVELOPE_SECONDS.labels("recipient_counts").observe(time.perf_counter() - t0)
+
+    async def _recipient_counts(
+        self, store: Any, fresh: list[Any], replayed: list[Any]
+    ) -> StepResult:
+        if not fresh:
+            return StepResult()
+        ids = [c.order_id for c in fresh]
+        held = store.get_many([oid.encode() for oid in ids])
+        waiting = store.get_many([order_state.pending_count_key(oid) for oid in ids])
+        out = order_state.apply_recipient_counts(fresh, held, waiting, _now_ms(), self.flow)
+        recorded = sum(1 for raw in held if raw is not None)
+        if recorded:
+            metrics.HISTORY_COUNTS_APPLIED.labels("recorded").inc(recorded)
+        if recorded < len(held):
+            metrics.HISTORY_COUNTS_APPLIED.labels("pending").inc(len(held) - recorded)
+        futs = await self._send_order_outputs(out)
+        return StepResult(out.store_updates(), futs, changes=out.changes)
+
+    async def forget_stale_counts(self) -> None:
+        """Pending recipient counts whose order never came (``PENDING_COUNT_TTL_MS``)."""
+        now = _now_ms()
+        for part in range(self.partitions):
+            if not self._owned(UNIQUE, part):
+                continue
+            async with self.stores.using(order_state.STORE, part) as store:
+                rows = store.scan(order_state.PENDING_COUNT_PREFIX, 500)
+                stale = order_state.stale_pending_counts(rows, now)
+                if stale:
+                    await self.stores.commit(
+                        store,
+                        ChangelogEntry(
+                            [(k, None) for k in stale], TIMER_INPUT, Position(self.epoch, now)
+                        ),
+                    )
 
     # -- events (orders.events, HTTP) and SLA timers ---------------------------------------------
 
@@ -1062,7 +1154,11 @@ class Pipeline:
         )
         agent(topic(CANONICAL), "exact_dedup", self.exact_dedup_batch, ENVELOPE_TAKE)
         agent(topic(RECIPIENT), "recipient_dedup", self.recipient_dedup_batch, ENVELOPE_TAKE)
+        agent(topic(HISTORY), "history", self.history_batch, ENVELOPE_TAKE)
         agent(topic(UNIQUE), "order_state", self.record_batch, 16)
+        agent(
+            topic(RECIPIENT_COUNTS), "recipient_counts", self.recipient_counts_batch, ENVELOPE_TAKE
+        )
         agent(topic(RESERVE), "reserve", self.reserve_batch, ENVELOPE_TAKE)
         agent(topic(STOCK_UPDATES), "stock_updates", self.stock_updates_batch, 500)
         agent(topic(RESERVED), "reservation_results", self.reservation_results_batch, ENVELOPE_TAKE)
@@ -1074,6 +1170,7 @@ class Pipeline:
             RAW_PRIORITY: dedup.EXACT_STORE,
             CANONICAL: dedup.EXACT_STORE,
             RECIPIENT: dedup.RECIPIENT_STORE,
+            HISTORY: history.STORE,
             UNIQUE: order_state.STORE,
             RESERVE: reserve.STORE,
             DLQ: dead_letters.STORE,
@@ -1117,6 +1214,10 @@ class Pipeline:
         async def release_free_memory() -> None:
             # after a backlog the heap's freed pages stay resident until trimmed
             malloc.trim()
+
+        @app.timer(interval=60.0)
+        async def pending_counts_expiry() -> None:
+            await self.forget_stale_counts()
 
         @app.timer(interval=2.0)
         async def rules_reload() -> None:

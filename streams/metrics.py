@@ -51,6 +51,20 @@ UNCOMPARABLE = Counter(
     "New orders whose recipient shows no name or phone (encrypted or absent): a near-duplicate"
     " of them can only be recognised by address",
 )
+HISTORY_FACTS = Counter(
+    "orderstream_history_facts_total",
+    "New orders counted into their recipient's 24 h history by the history stage",
+)
+HISTORY_COUNTS_SENT = Counter(
+    "orderstream_history_counts_total",
+    "Recipient counts at or above the smallest rule threshold, sent to the order stage",
+)
+HISTORY_COUNTS_APPLIED = Counter(
+    "orderstream_history_counts_applied_total",
+    "Recipient counts taken by the order stage: to a recorded order, or kept pending until the"
+    " order is created",
+    ["order"],
+)
 RESERVATIONS = Counter(
     "orderstream_reservations_total",
     "Reservation requests answered by the SKU partitions, by outcome",

@@ -67,6 +67,27 @@ class RoutedRecord(msgspec.Struct, array_like=True, gc=False):
     priority: bool = False
 
 
+class HistoryFact(msgspec.Struct, array_like=True, gc=False):
+    """A new order, as the history stage counts it (``orders.history``, keyed by recipient)."""
+
+    recipient_key: bytes
+    order_id: str
+    created_at: int
+
+    @property
+    def id(self) -> str:
+        """``core.recipient_history`` reads a fact like any dated order."""
+        return self.order_id
+
+
+class RecipientCount(msgspec.Struct, array_like=True, gc=False):
+    """The recipient's orders in 24 h up to ``order_id``, for the order stage's rules
+    (``orders.recipient_counts``, keyed by order id)."""
+
+    order_id: str
+    count: int
+
+
 def copy_ref(rec: RawRecord | CanonicalRecord | RoutedRecord) -> str:
     """Which accepted copy this is: a replay of the same copy must not count as a duplicate.
 
@@ -175,6 +196,8 @@ RESULT_CODEC = EnvelopeCodec(ReservationResult)
 STOCK_CHANGE_CODEC = EnvelopeCodec(StockChange)
 STOCK_ALERT_CODEC = EnvelopeCodec(StockAlert)
 ALERT_CODEC = EnvelopeCodec(Alert)
+HISTORY_CODEC = EnvelopeCodec(HistoryFact)
+COUNT_CODEC = EnvelopeCodec(RecipientCount)
 
 
 def group_by_partition(

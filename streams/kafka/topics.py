@@ -18,6 +18,9 @@ RAW = "orders.raw"
 RAW_PRIORITY = "orders.raw.priority"
 CANONICAL = "orders.canonical"  # gateway orders re-keyed: partition = kafka_partition(global id)
 RECIPIENT = "orders.recipient"  # past exact dedup; partition = route key (city, amount, SKUs)
+# new orders' (recipient key, id, created_at), off the critical path; partition = recipient key
+HISTORY = "orders.history"
+RECIPIENT_COUNTS = "orders.recipient_counts"  # counts the rules wait for; partition = global id
 UNIQUE = "orders.unique"  # orders with their dedup verdict; partition = global id
 REVIEW = "orders.review"  # suspected near-duplicates held for an operator; key = global id
 RESERVE = "reservations.requests"  # one request per order line; partition = SKU
@@ -46,6 +49,8 @@ def hot_topics() -> tuple[str, ...]:
         CANONICAL,
         RECIPIENT,
         UNIQUE,
+        HISTORY,
+        RECIPIENT_COUNTS,
         REVIEW,
         RESERVE,
         RESERVED,
@@ -66,6 +71,8 @@ def consumed_topics() -> tuple[str, ...]:
         CANONICAL,
         RECIPIENT,
         UNIQUE,
+        HISTORY,
+        RECIPIENT_COUNTS,
         RESERVE,
         RESERVED,
         STOCK_UPDATES,
@@ -78,7 +85,7 @@ def changelog_topic(store: str) -> str:
     return f"orderstream.store.{store}.changelog"
 
 
-STORES = ("seen", "recipients", "orders", "stock", "dead_letters")
+STORES = ("seen", "recipients", "history", "orders", "stock", "dead_letters")
 
 
 def all_topics(partitions: int, app_id: str, replication: int = 1) -> list[TopicSpec]:

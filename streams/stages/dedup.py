@@ -10,7 +10,9 @@ Recipient stage (``orders.recipient``, partition = the order's block, country + 
 amount and SKUs: ``core.dedup.route_key``, so every rendering of one purchase meets there):
 checks new orders against the order-no+phone index (cross-channel copies) and scores them
 against the near-duplicate window (``core.recipient_match``), passes later copies through
-untouched, and sends everything to ``orders.unique`` keyed by global id.
+untouched, and sends everything to ``orders.unique`` keyed by global id. Each new order's
+history fact goes to ``orders.history`` (keyed by recipient), where the history stage counts
+the recipient's orders in 24 h (``streams.stages.history``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import msgspec
 
 from core.dedup import (
+    DELETE_RANGE,
     DedupFacts,
     dedup_facts,
     exact_dedup,
@@ -28,8 +31,8 @@ from core.dedup import (
     route_key,
 )
 from core.model import CanonicalOrder
-from core.recipient_history import count_recent, history_keys
-from streams.kafka.envelope import CanonicalRecord, RoutedRecord, copy_ref
+from core.recipient_history import HISTORY, KEPT_KEY
+from streams.kafka.envelope import CanonicalRecord, HistoryFact, RoutedRecord, copy_ref
 
 # The stages take either record type: the worker reads RoutedRecords (the order stays encoded
 # and only its facts are read); tests and benches may hand in decoded CanonicalRecords.
@@ -40,10 +43,11 @@ EXACT_STAGE = "exact_dedup"
 EXACT_STORE = "seen"
 RECIPIENT_STAGE = "recipient_dedup"
 RECIPIENT_STORE = "recipients"
+HISTORY_END = b"hist;"  # the end of the 24 h history rows this stage's store once held
 
 
 class StageOutcome:
-    __slots__ = ("keys", "records", "uncomparable", "updates")
+    __slots__ = ("history", "keys", "records", "uncomparable", "updates")
 
     def __init__(
         self,
@@ -51,11 +55,13 @@ class StageOutcome:
         keys: list[bytes],
         updates: list[tuple[bytes, bytes | None]],
         uncomparable: int = 0,
+        history: list[HistoryFact] | None = None,
     ) -> None:
         self.records = records  # with verdicts, to send on
         self.keys = keys  # their destination partition keys
         self.updates = updates  # for the stage's store
         self.uncomparable = uncomparable  # new orders showing no name or phone to compare
+        self.history = history or []  # new orders for the history stage, keyed by recipient
 
 
 def facts_of(rec: Record) -> DedupFacts:
@@ -88,7 +94,7 @@ def recipient_keys(records: list[Record], now: int, window_ms: int, grace_ms: in
     window = recipient_lookup_keys(
         orders, blocks, clock=now, window_ms=window_ms, grace_ms=grace_ms
     )
-    return window + history_keys(orders, [o.rkey for o in orders])
+    return [*window, KEPT_KEY]
 
 
 def _block(rec: Record) -> bytes:
@@ -108,20 +114,21 @@ def recipient_envelope(
     grace_ms: int,
     now_ms: int,
 ) -> tuple[StageOutcome, int]:
-    """Verdicts for new orders, and each new order's recipient history (orders in 24 h)."""
+    """Verdicts for new orders, and their facts for the history stage (which counts them)."""
     fresh = _new(records)
     orders = [facts_of(r) for r in fresh]
     blocks = [_block(r) for r in fresh]
     out = recipient_dedup(orders, held, window_ms, grace_ms=grace_ms, now_ms=now_ms, rkeys=blocks)
-    counts, history_updates = count_recent(orders, held, now_ms, [o.rkey for o in orders])
-    for rec, verdict, n in zip(fresh, out.verdicts, counts, strict=True):
+    for rec, verdict in zip(fresh, out.verdicts, strict=True):
         rec.verdict = verdict
-        rec.address_orders_24h = n
     keys = [facts_of(r).id.encode() for r in records]
-    return (
-        StageOutcome(records, keys, out.updates + history_updates, out.uncomparable),
-        out.pruned,
-    )
+    history = [HistoryFact(o.rkey, o.id, o.created_at) for o in orders]
+    updates = out.updates
+    if held.get(KEPT_KEY) is not None:
+        # a store from when this stage counted the 24 h histories: they are the history
+        # stage's now, and go in one range delete
+        updates = [(DELETE_RANGE + HISTORY, HISTORY_END), (KEPT_KEY, None), *updates]
+    return StageOutcome(records, keys, updates, out.uncomparable, history), out.pruned
 
 
 def recipient_step(

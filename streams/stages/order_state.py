@@ -1,7 +1,8 @@
 """Order stage: the single writer of order state, keyed (and partitioned) by global order id.
 
 Inputs, each through ``core.order_flow``: orders with their dedup verdict (``orders.unique``),
-events (``orders.events``, HTTP, SLA timers) and reservation results. Per envelope: look up the
+events (``orders.events``, HTTP, SLA timers), reservation results and recipient counts (the
+history stage's, for the rules that read them). Per envelope: look up the
 held records in one multi-get, fold every input into them, send the changes, alerts, reviews
 and reservation requests, commit the state (records, audit entries, deadline index: one
 changelog message + one WriteBatch), then settle the journal entries. Settling last means an
@@ -25,6 +26,7 @@ from core.order_flow import (
     on_created,
     on_deadline,
     on_event,
+    on_recipient_count,
 )
 from core.order_state import (
     OrderRecord,
@@ -41,6 +43,7 @@ from core.state_machine import OrderEvent, Refusal
 from streams.kafka.envelope import (
     CanonicalRecord,
     OrderChange,
+    RecipientCount,
     ReviewItem,
     Settle,
     copy_ref,
@@ -105,6 +108,29 @@ def due_resends(
         requests.append(_request_decoder.decode(value[head:]))
         updates.append((key, _stamp(now, epoch) + value[head:]))
     return requests, updates
+
+
+# A recipient count that overtook its order (the count's path is shorter than the order's
+# through orders.unique under a backlog) waits here until the order is created, which deletes
+# it. It cannot normally outlive that: a count exists only for an order the recipient stage
+# sent to orders.unique in the same commit, and the journal replays an order until it is
+# recorded. What an unforeseen loss might leave is deleted after PENDING_COUNT_TTL_MS by
+# ``stale_pending_counts``. Value: 8-byte stored-at ms + 4-byte count.
+PENDING_COUNT_PREFIX = b"hcount:"
+PENDING_COUNT_TTL_MS = 86_400_000
+
+
+def pending_count_key(order_id: str) -> bytes:
+    return PENDING_COUNT_PREFIX + order_id.encode()
+
+
+def pending_count(raw: bytes | None) -> int:
+    return 0 if raw is None else int.from_bytes(raw[8:12], "big")
+
+
+def stale_pending_counts(rows: list[tuple[bytes, bytes]], now: int) -> list[bytes]:
+    """Pending counts kept longer than PENDING_COUNT_TTL_MS: their order never came."""
+    return [k for k, v in rows if int.from_bytes(v[:8], "big") < now - PENDING_COUNT_TTL_MS]
 
 
 def review_key(order_id: str) -> bytes:
@@ -226,8 +252,12 @@ def record_envelope(
     held_raw: list[bytes | None],
     now: int,
     ctx: FlowContext | None = None,
+    pending: dict[str, int] | None = None,
 ) -> EnvelopeOutcome:
-    """Orders with their verdicts. Without ``ctx`` (a bench of the recording alone) no flow."""
+    """Orders with their verdicts. Without ``ctx`` (a bench of the recording alone) no flow.
+
+    ``pending``: recipient counts that came before their order (order id -> count), applied
+    when it is created; their side keys are deleted."""
     out = EnvelopeOutcome()
     held = _Held()
     for rec, raw in zip(records, held_raw, strict=True):
@@ -251,7 +281,10 @@ def record_envelope(
         if kind == "created" and rec.priority:
             new.priority = "high"  # came on the priority lane or with a priority tag
         if ctx is not None and kind == "created":
-            flow = on_created(new, ctx, now, address_orders_24h=rec.address_orders_24h)
+            waiting = pending.get(oid, 0) if pending else 0
+            if waiting:
+                out.updates[pending_count_key(oid)] = None
+            flow = on_created(new, ctx, now, address_orders_24h=waiting)
             new = flow.record
             out.take(flow)
         elif ctx is not None and kind == "updated" and old is not None:
@@ -285,6 +318,32 @@ def apply_events(
             out.refusals.append((event, flow))
             continue
         _moved(out, held, rec, flow, now)
+    return out
+
+
+def apply_recipient_counts(
+    counts: list[RecipientCount],
+    held_raw: list[bytes | None],
+    pending_raw: list[bytes | None],
+    now: int,
+    ctx: FlowContext,
+) -> EnvelopeOutcome:
+    """The history stage's counts: a recorded order runs the rules that read the count (once
+    per count: a redelivery is a no-op); an order not yet recorded gets the count kept under
+    its side key, for ``record_envelope`` to apply when it is created."""
+    out = EnvelopeOutcome()
+    held = _Held()
+    for c, raw, waiting in zip(counts, held_raw, pending_raw, strict=True):
+        rec = held.get(c.order_id, raw)
+        if rec is None:
+            key = pending_count_key(c.order_id)
+            kept = out.updates.get(key, waiting)
+            if c.count > pending_count(kept):
+                out.updates[key] = now.to_bytes(8, "big") + c.count.to_bytes(4, "big")
+            continue
+        flow = on_recipient_count(rec, c.count, ctx, now)
+        if flow is not None:
+            _moved(out, held, rec, flow, now)
     return out
 
 

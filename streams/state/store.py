@@ -32,6 +32,7 @@ from core.dedup import DELETE_RANGE
 from streams.kafka import client as kafka_client
 from streams.kafka.topics import changelog_topic
 from streams.stages.dedup import EXACT_STORE, RECIPIENT_STORE
+from streams.stages.history import STORE as HISTORY_STORE
 from streams.state import rocks
 
 log = logging.getLogger("orderstream.store")
@@ -68,7 +69,8 @@ _SYNC.sync = True
 # the order stage (same global id: recorded as a copy, never twice); a forgotten window entry can
 # only miss a near-duplicate of an order accepted in the last second before the machine died.
 # Measured: the fsync was ~40 % of the dedup stages' cost.
-UNSYNCED_STORES = frozenset({EXACT_STORE, RECIPIENT_STORE})
+# The history store likewise: a lost last commit only undercounts a recipient by what it held.
+UNSYNCED_STORES = frozenset({EXACT_STORE, RECIPIENT_STORE, HISTORY_STORE})
 _NOSYNC = WriteOptions()
 _NOSYNC.sync = False
 

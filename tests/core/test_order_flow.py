@@ -102,3 +102,32 @@ def test_a_repeated_event_id_is_applied_once() -> None:
     first = on_event(r, ev, CTX, T0 + 2)
     assert first is not None and not isinstance(first, Refusal)
     assert on_event(first.record, ev, CTX, T0 + 3) is None
+
+
+def test_a_recipient_count_runs_only_the_rules_that_read_it_once() -> None:
+    from core.order_flow import on_recipient_count
+
+    r = created().record
+    assert r.state == "paid" and "merge_shipment" not in r.labels
+    assert on_recipient_count(r, 2, CTX, T0 + 5) is not None  # kept, below the rule's 3
+    below = on_recipient_count(r, 2, CTX, T0 + 5)
+    assert below is not None and below.audit == [] and below.alerts == []
+    flow = on_recipient_count(below.record, 3, CTX, T0 + 6)
+    assert flow is not None
+    assert flow.record.labels == ["merge_shipment"] and flow.record.address_orders_24h == 3
+    assert [(a.actor, a.source, a.rule) for a in flow.audit] == [
+        ("system", "rules", "same-address-merge-hint"),
+        ("system", "rules", "same-address-merge-hint"),
+    ]
+    assert [(a.kind, a.source) for a in flow.alerts] == [("notify", "rule same-address-merge-hint")]
+    assert flow.alerts[0].message.startswith("3 orders to one address")
+    assert flow.requests == [] and flow.deadline_puts == []  # nothing but the rule acted
+    assert on_recipient_count(flow.record, 3, CTX, T0 + 7) is None  # a redelivery
+
+
+def test_a_count_that_came_first_is_applied_at_creation() -> None:
+    o = order("1001")
+    rec, _ = record_order(None, o, T0, T0)  # type: ignore[misc]
+    flow = on_created(rec, CTX, T0, address_orders_24h=4)
+    assert "merge_shipment" in flow.record.labels and flow.record.address_orders_24h == 4
+    assert any(a.kind == "notify" and a.message.startswith("4 orders") for a in flow.alerts)

@@ -224,3 +224,39 @@ def test_invalid_file_fails_at_start_up(tmp_path: Path) -> None:
         RulesFile(path)
     keys = {e.key for e in info.value.errors}
     assert {"rule[x].when", "rule[x].then"} <= keys
+
+
+def test_the_smallest_count_any_rule_waits_for(rules: RuleSet) -> None:
+    assert rules.history_min == 3
+    two = RuleSet.from_dict(
+        {
+            "rule": [
+                {
+                    "name": "a",
+                    "when": {"state": "paid"},
+                    "if": {"address_orders_24h_gte": 5},
+                    "then": [{"add_tag": "a"}],
+                },
+                {
+                    "name": "b",
+                    "when": {"state": "shipped"},
+                    "if": {"address_orders_24h_gte": 2},
+                    "then": [{"add_tag": "b"}],
+                },
+            ]
+        }
+    )
+    assert two.history_min == 2
+    tag = [{"add_tag": "c"}]
+    none = RuleSet.from_dict({"rule": [{"name": "c", "when": {"state": "paid"}, "then": tag}]})
+    assert none.history_min == 0
+
+
+def test_history_only_evaluates_the_rules_that_read_the_count(rules: RuleSet) -> None:
+    big = order(600_000, "USD")  # the manager-approval rule holds for state:paid too
+    everything = rules.evaluate("state:paid", big, state="paid", address_orders_24h=3)
+    assert ("add_tag", "merge_shipment") in kinds(everything)
+    assert any(k == "hold" for k, _ in kinds(everything))
+    only = rules.evaluate("state:paid", big, state="paid", address_orders_24h=3, history_only=True)
+    assert [k for k, _ in kinds(only)] == ["add_tag", "notify"]
+    assert rules.evaluate("state:paid", big, state="paid", history_only=True) == []
