@@ -122,7 +122,13 @@ def recipient_envelope(
     for rec, verdict in zip(fresh, out.verdicts, strict=True):
         rec.verdict = verdict
     keys = [facts_of(r).id.encode() for r in records]
-    history = [HistoryFact(o.rkey, o.id, o.created_at) for o in orders]
+    # a cross-channel duplicate is the same purchase relayed again, not another order to the
+    # recipient: it is not counted (a suspected near-duplicate may be a real second order)
+    history = [
+        HistoryFact(o.rkey, o.id, o.created_at)
+        for o, v in zip(orders, out.verdicts, strict=True)
+        if v.kind != "duplicate"
+    ]
     updates = out.updates
     if held.get(KEPT_KEY) is not None:
         # a store from when this stage counted the 24 h histories: they are the history

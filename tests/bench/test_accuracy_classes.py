@@ -17,8 +17,11 @@ if _ROOT not in sys.path:
 from bench import linkage, peer  # noqa: E402
 from bench.accuracy import dedup_accuracy, meets_bars  # noqa: E402
 from bench.orders import MATCHABLE_VARIANTS, GeneratedOrder, OrderGenerator  # noqa: E402
-from core.dedup import DELETE_RANGE  # noqa: E402
-from core.model import Recipient  # noqa: E402
+from core.channels import NormaliseContext, normalise  # noqa: E402
+from core.dedup import DELETE_RANGE, dedup_facts, route_key  # noqa: E402
+from core.model import CanonicalOrder, Recipient  # noqa: E402
+from core.recipient_match import folded, who_of  # noqa: E402
+from core.skus import SkuCatalog  # noqa: E402
 
 
 def g(oid: str, label: str, ref: int = -1, variant: str = "") -> GeneratedOrder:
@@ -158,7 +161,8 @@ def test_linkage_cli_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
 # ------------------------------------------------------------------ bench.peer
 
 
-def test_peer_record_preparation() -> None:
+def test_peer_records_hold_the_fields_as_the_comparison_folds_them() -> None:
+    """Splink is given what ``core.recipient_match.compare`` reads, blocked on the route key."""
     shopify = Recipient(
         name="John Smith", phone="+14155550134", country="US", region="CA",
         city="San Francisco", address="1 Market St, Apt 4", postcode="94105-1234",
@@ -169,24 +173,21 @@ def test_peer_record_preparation() -> None:
         address="1 Market Street #4, San Francisco, California, United States, 94105",
         postcode="94105",
     )  # fmt: skip
-    assert peer.clean_name(shopify.name) == peer.clean_name(tiktok.name) == "john smith"
     assert peer.phone_parts(shopify) == ("14155550134", "134", "4")
     assert peer.phone_parts(tiktok) == (None, "134", "4")
     assert peer.phone_parts(Recipient(phone_masked="1*********0")) == (None, None, "0")
-    assert peer.clean_address(shopify) == peer.clean_address(tiktok) == "1 market street 4"
-    assert peer.clean_postcode(shopify) == peer.clean_postcode(tiktok) == "94105"
-    assert peer.clean_postcode(Recipient(postcode="000000", country="CN")) is None
-    taobao = Recipient(
-        name="王小明", country="CN", region="浙江省", city="杭州市", district="西湖区",
-        address="文三路478号 3栋201室",
-    )  # fmt: skip
-    pdd = Recipient(
-        name="王*明", country="CN", region="浙江省", city="杭州市", district="西湖区",
-        address="浙江省杭州市西湖区文三路***号",
-    )  # fmt: skip
-    assert peer.clean_address(taobao) == "文三路478号3栋201室"
-    assert peer.clean_address(pdd) == "文三路***号"
-    assert peer.clean_name("王 小明") == "王小明"
+    orders = OrderGenerator(seed=5, variant_rate=0.2).generate(300)
+    records, _, _ = peer.build_records(orders, NormaliseContext(skus=SkuCatalog()))
+    by_id = {r["unique_id"]: r for r in records}
+    for g in orders[:50]:
+        c = normalise(g.channel, g.payload, NormaliseContext(skus=SkuCatalog()))
+        if not isinstance(c, CanonicalOrder) or c.id not in by_id:
+            continue
+        rec, f = by_id[c.id], folded(who_of(c.recipient))
+        assert rec["name_clean"] == (f.name or None)
+        assert rec["address_clean"] == (f.street or None)
+        assert rec["postcode_clean"] == (f.postcode or None)
+        assert rec["block"] == route_key(dedup_facts(c)).hex()
 
 
 def test_peer_blocks_like_the_service(small_corpus: list[GeneratedOrder]) -> None:

@@ -39,7 +39,8 @@ async def _get(tmp_path: Path, answers: list[tuple[int, dict]]) -> tuple[int, di
     api = IngestAPI(IngestJournal(tmp_path / "j", 10, fsync=False), None, [], 1, 1 << 20)
     api.worker_urls = [url for _, url in workers]
     try:
-        req = make_mocked_request("GET", "/v1/orders/o1", match_info={"order_id": "o1"})
+        oid = "os_" + "0" * 24
+        req = make_mocked_request("GET", f"/v1/orders/{oid}", match_info={"order_id": oid})
         resp = await api.get_order(req)
         return resp.status, msgspec.json.decode(resp.body)
     finally:
