@@ -332,9 +332,15 @@ def exact_dedup(
 WATERMARK_KEY = b"m:watermark"  # the partition's event-time watermark, 8 bytes big-endian
 WINDOW_PREFIX = b"w:"  # + bucket (8 bytes) + route key -> entries written in that bucket
 BUCKETS_KEY = b"m:wbuckets"  # WindowBuckets: which buckets are kept, entries in each
-# what stores written before buckets held (window keys by route key alone, an expiry index):
-# deleted once, by the first batch on such a store (bucket keys start with a zero byte)
-_LEGACY = ((WINDOW_PREFIX + b"\x01", b"w;"), (b"t:", b"t;"))
+# what stores written before buckets held (window keys by route key alone, an expiry index, and
+# the 24 h histories the history stage keeps now): deleted once, by the first batch on such a
+# store (bucket keys start with a zero byte)
+_LEGACY = (
+    (WINDOW_PREFIX + b"\x01", b"w;"),
+    (b"t:", b"t;"),
+    (b"hist:", b"hist;"),
+    (b"hexp:", b"hexp;"),
+)
 CROSS_PREFIX = b"x:"  # + phone + 0x1f + channel order no -> first global id with them
 # Store update convention beside "value None = delete": the update (DELETE_RANGE + lo, hi)
 # deletes every key in [lo, hi) (one RocksDB range tombstone, however many keys it covers).

@@ -532,3 +532,19 @@ def test_orders_showing_no_name_or_phone_are_counted_and_held_on_the_address() -
     assert out.uncomparable == 2
     assert [v.kind for v in out.verdicts] == ["new", "suspected", "suspected"]
     assert out.verdicts[1].agreed == out.verdicts[2].agreed == ("address:agree",)
+
+
+def test_a_store_from_before_buckets_is_cleaned_by_its_first_batch() -> None:
+    store = FakeStore()
+    legacy = {
+        dedup.WINDOW_PREFIX + b"b:0123456789abcdef" + b"\x00" * 16: b"\x90",  # by route key
+        b"t:" + (T0).to_bytes(8, "big") + b"b:0123": b"\x01",  # its expiry row
+        b"hist:+8613800000000": b"\x90",  # a 24 h history, the history stage's now
+        b"hexp:" + (T0).to_bytes(8, "big") + b"+8613800000000": b"",
+        b"x:+8613800000000\x1f1001": b"os_kept",  # the cross-channel index stays
+    }
+    store.data.update(legacy)
+    recipient_run(store, [order("1")])
+    assert not [k for k in legacy if k in store.data and not k.startswith(b"x:")]
+    assert store.data[b"x:+8613800000000\x1f1001"] == b"os_kept"
+    assert store.windows == 1  # the batch's own entry, in its bucket
