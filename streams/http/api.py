@@ -21,24 +21,16 @@ from aiohttp import web
 from core.channels import ADAPTERS
 from core.framing import TooManyLines, split_orders
 from core.inventory import StockAdjustment
-from core.model import Limits, Rejection, global_order_id, is_global_order_id
+from core.model import Limits, global_order_id, is_global_order_id
 from core.skus import SkuCatalog
 from core.state_machine import EventError, validate_event
 from streams import metrics
 from streams.http.errors import error, json_object
-from streams.ingest.journal import IngestJournal, JournalEntry, JournalFull
+from streams.ingest.admit import admit
+from streams.ingest.journal import IngestJournal, JournalFull
 from streams.stages import dead_letters, order_state
 
 log = logging.getLogger("orderstream.api")
-
-
-class Accepted(msgspec.Struct, omit_defaults=True):
-    status: str
-    id: str | None = None
-    order_no: str | None = None
-    line: int | None = None
-    field: str | None = None
-    reason: str | None = None
 
 
 _json = msgspec.json.Encoder()
@@ -69,9 +61,6 @@ class _Children(dict):  # type: ignore[type-arg]
 
 _REFUSED = _Children(metrics.HTTP_REFUSED)
 _INGESTED = _Children(metrics.INGESTED, "http")
-# An order over max_order_bytes is not an order: its dead letter keeps this much of it, enough
-# to see what it was, while a flood of them cannot bloat the journal, the DLQ or its store.
-OVERSIZE_KEEP_BYTES = 4096
 # where an order id can be found: its record, or its dead letter (each partition has one owner)
 ORDER_STORES = frozenset({order_state.STORE, dead_letters.STORE})
 
@@ -202,42 +191,19 @@ class IngestAPI:
         except TooManyLines as exc:
             _REFUSED["too_many_lines"].inc()
             return error(413, "body", f"{exc} (max_batch_lines): split the batch")
-        max_bytes = limits.max_order_bytes
-        order_no = adapter.order_no
-        # None: over max_order_bytes, refused unread
-        lines = [(n, p, order_no(p) if len(p) <= max_bytes else None) for n, p in framed]
         # a gateway that knows an order is urgent (a VIP live-stream buyer) says so up front:
         # it rides the priority lane from the first topic on
         urgent = request.headers.get("X-Priority", "").strip().lower() == "high"
         now = time.time_ns() // 1_000_000
-        entries: list[JournalEntry] = []
-        results: list[Accepted] = []
-        add_entry, add_result = entries.append, results.append
-        accepted = 0
-        for line_no, payload, found in lines:
-            if found is None:
-                found = Rejection(
-                    channel=channel,
-                    field="$",
-                    reason=f"order of {len(payload):,} bytes; at most {max_bytes:,} per order"
-                    f" (max_order_bytes); its dead letter keeps the first {OVERSIZE_KEEP_BYTES:,}",
-                )
-                payload = payload[:OVERSIZE_KEEP_BYTES]
-            if isinstance(found, Rejection):
-                add_entry(JournalEntry(channel, payload, now, "", (found.field, found.reason)))
-                add_result(
-                    Accepted(
-                        "rejected",
-                        line=line_no if batch else None,
-                        field=found.field,
-                        reason=found.reason,
-                    )
-                )
-            else:
-                oid = global_order_id(channel, found)
-                add_entry(JournalEntry(channel, payload, now, oid, None, urgent))
-                add_result(Accepted("accepted", id=oid, order_no=found))
-                accepted += 1
+        entries, results = admit(
+            channel,
+            adapter,
+            ((n if batch else None, p) for n, p in framed),
+            limits,
+            now,
+            urgent,
+        )
+        accepted = sum(1 for e in entries if e.rejection is None)
         try:
             await self.journal.append(entries)
         except JournalFull as exc:
