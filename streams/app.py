@@ -1232,6 +1232,12 @@ class Pipeline:
                 return aioweb.json_response({"reason": "not the owner"}, status=421)
             return aioweb.json_response({"found": False, "searched": searched}, status=404)
 
+        @app.page("/internal/orders-known")
+        class Known(View):  # POST: a file import's batch of ids can be thousands long
+            async def post(self, request: Any) -> Any:
+                ids = msgspec.json.decode(await request.read(), type=list[str])
+                return _json_response(200, await pipeline.known_orders(ids))
+
         @app.page("/internal/review")
         async def list_review(web: Any, request: Any) -> Any:
             limit = int(request.query.get("limit", "100"))
@@ -1308,6 +1314,26 @@ class Pipeline:
                 view = {"id": order_id, "state": "dead_lettered", "dead_letter": letter}
                 return msgspec.json.encode(view), []
         return None, searched
+
+    async def known_orders(self, ids: list[str]) -> dict[str, Any]:
+        """Of ``ids``, those whose order-stage partition this worker owns, and the channel
+        ``updated_at`` of each it holds: a file import counts missing, known and newer orders
+        from the owners' answers (an id nobody owned is asked again)."""
+        by_part: dict[int, list[str]] = {}
+        for oid in ids:
+            by_part.setdefault(kafka_partition(oid.encode(), self.partitions), []).append(oid)
+        owned: list[str] = []
+        held: dict[str, int] = {}
+        for part, some in by_part.items():
+            if not self._owned(UNIQUE, part):
+                continue
+            owned += some
+            async with self.stores.using(order_state.STORE, part) as store:
+                for oid in some:
+                    raw = store.get(oid.encode())
+                    if raw is not None:
+                        held[oid] = order_state.held_updated_at(raw)
+        return {"owned": owned, "held": held}
 
     async def review_queue(self, limit: int) -> list[ReviewItem]:
         out: list[ReviewItem] = []

@@ -1,4 +1,4 @@
-"""``orderstream``: serve | worker | broker."""
+"""``orderstream``: serve | worker | broker | keys | import | audit-stock."""
 
 from __future__ import annotations
 
@@ -135,6 +135,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     a.add_argument("--url", default="http://127.0.0.1:8080", help="the service's HTTP API")
     a.add_argument("--api-key", default=os.environ.get("ORDERSTREAM_API_KEY", ""))
+    imp = sub.add_parser(
+        "import",
+        help="import a channel's order export (CSV, TSV or XLSX) through a running service",
+    )
+    imp.add_argument("file", help="the export as downloaded from the channel's back office")
+    imp.add_argument("--channel", required=True, help="shopify, taobao (tmall), jd, pdd or amazon")
+    imp.add_argument("--url", default="http://127.0.0.1:8080", help="the service's HTTP API")
+    imp.add_argument("--api-key", default=os.environ.get("ORDERSTREAM_API_KEY", ""))
+    imp.add_argument("--no-wait", action="store_true", help="upload, print the id and return")
     k = sub.add_parser("keys", help="API keys and channel webhook secrets (applied live)")
     k.add_argument("--data-dir", help="the service's data dir (default ./data)")
     k.add_argument("--config", help="TOML settings file (for data_dir)")
@@ -162,6 +171,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(_audit_stock(args.url, args.api_key))
     if args.command == "keys":
         sys.exit(_keys(args))
+    if args.command == "import":
+        from pathlib import Path
+
+        from streams.imports.client import run_import
+
+        path = Path(args.file)
+        if not path.is_file():
+            print(f"orderstream: {path}: no such file", file=sys.stderr)
+            sys.exit(2)
+        sys.exit(run_import(args.url, args.api_key, args.channel.lower(), path, not args.no_wait))
 
     if args.command == "broker":
         logs.configure("info")

@@ -130,6 +130,13 @@ RULE_RELOADS = Counter(
     "Rules file reloads, ok or invalid (kept the old)",
     ["result"],
 )
+IMPORTED = Counter(
+    "orderstream_import_orders_total",
+    "Orders read from imported export files, by what they were to orderstream (missing: now"
+    " ingested; known: a copy, nothing added; newer: an update; rejected: a bad row, dead-lettered;"
+    " unchecked: admitted while no worker owned the partition)",
+    ["channel", "outcome"],
+)
 FORWARDED = Counter("orderstream_journal_forwarded_total", "Journal entries sent to the broker")
 JOURNAL_DEPTH = Gauge(
     "orderstream_journal_depth",

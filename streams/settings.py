@@ -40,6 +40,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     journal_fsync: bool = True  # group commit: one fsync per batch of concurrent requests
     retry_after_s: int = 2  # told to clients when the journal is full
     max_body_bytes: int = 64 * 1024 * 1024
+    # An uploaded export file (POST /v1/imports) streams to disk; it may be this large.
+    import_max_bytes: int = 2 * 1024 * 1024 * 1024
     # Envelopes: how many records one broker message carries and how long a forwarder waits.
     envelope_max_records: int = 500
     # A stage sleeps until the first record of a batch arrives, then gathers more for this long:

@@ -153,6 +153,8 @@ class IngestAPI:
     async def _body_limit(self, request: web.Request, handler: Any) -> web.StreamResponse:
         """413 with a JSON error naming the limit, for any endpoint: at once when the declared
         length is over it (nothing is read), else when reading passes it (chunked bodies)."""
+        if request.path == "/v1/imports":  # a file upload streams to disk under its own limit
+            return await handler(request)
         length = request.content_length
         if length is not None and length > self.max_body_bytes:
             return self._body_too_large(f"{length:,} bytes")
@@ -241,7 +243,7 @@ class IngestAPI:
 
     # -- queries ---------------------------------------------------------------------------------
 
-    async def _workers(self, path: str, body: bytes | None = None) -> list[tuple[int, bytes]]:
+    async def ask_workers(self, path: str, body: bytes | None = None) -> list[tuple[int, bytes]]:
         """Ask every worker (GET, or POST with ``body``); 599 stands for "did not answer"."""
         if self.session is None:
             self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
@@ -260,7 +262,7 @@ class IngestAPI:
 
     async def _owner(self, path: str, body: bytes | None = None) -> web.Response:
         """Ask the worker that owns the key's partition (the others answer 421)."""
-        answers = [a for a in await self._workers(path, body) if a[0] != 421]
+        answers = [a for a in await self.ask_workers(path, body) if a[0] != 421]
         if len(answers) != 1 or answers[0][0] == 599:
             resp = error(503, "order_id", "the worker owning this order is not answering")
             resp.headers["Retry-After"] = "1"
@@ -288,7 +290,7 @@ class IngestAPI:
         return await self._order(oid)
 
     async def _order(self, oid: str) -> web.Response:
-        answers = await self._workers(f"/internal/orders/{oid}")
+        answers = await self.ask_workers(f"/internal/orders/{oid}")
         searched: set[str] = set()
         for status, body in answers:
             if status == 200:
@@ -339,7 +341,7 @@ class IngestAPI:
         except ValueError:
             return error(400, "limit", "must be an integer 1..1000")
         rows: list[dict[str, Any]] = []
-        for status, body in await self._workers(f"/internal/dead-letters?limit={limit}"):
+        for status, body in await self.ask_workers(f"/internal/dead-letters?limit={limit}"):
             if status == 200:
                 rows += msgspec.json.decode(body)
         rows.sort(key=lambda r: r["received_at"], reverse=True)
@@ -352,7 +354,7 @@ class IngestAPI:
         except ValueError:
             return error(400, "limit", "must be an integer 1..1000")
         rows: list[dict[str, Any]] = []
-        for status, body in await self._workers(f"/internal/review?limit={limit}"):
+        for status, body in await self.ask_workers(f"/internal/review?limit={limit}"):
             if status == 200:
                 rows += msgspec.json.decode(body)
         rows.sort(key=lambda r: r["held_at"])
@@ -421,7 +423,7 @@ class IngestAPI:
         when reserved == live reservations and reserved <= on_hand - safety everywhere."""
         problems: list[str] = []
         covered: list[int] = []
-        for status, body in await self._workers("/internal/stock-audit"):
+        for status, body in await self.ask_workers("/internal/stock-audit"):
             if status != 200:
                 resp = error(503, "workers", "a worker did not answer: the audit is incomplete")
                 resp.headers["Retry-After"] = "1"
@@ -540,7 +542,7 @@ class IngestAPI:
         the API still accepts into the journal then, but nothing moves, and a probe must see it.
         """
         workers = []
-        for status, body in await self._workers("/internal/health"):
+        for status, body in await self.ask_workers("/internal/health"):
             workers.append(msgspec.json.decode(body) if status == 200 else {"up": False})
         processing = all(w.get("assigned") for w in workers)
         return web.Response(

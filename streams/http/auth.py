@@ -117,7 +117,7 @@ def ensure_bootstrap_key(data_dir: Path) -> Path | None:
 def required_scope(method: str, path: str, metrics_open: bool) -> str | None:
     if path in OPEN_PATHS or (path == "/metrics" and metrics_open):
         return None
-    if method == "POST" and path == "/v1/orders":
+    if method == "POST" and path in ("/v1/orders", "/v1/imports"):
         return "ingest"
     if method in ("GET", "HEAD"):
         return "read"

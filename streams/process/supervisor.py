@@ -28,7 +28,9 @@ from core.skus import SkuCatalog
 from streams import metrics
 from streams.http.api import IngestAPI
 from streams.http.auth import Authenticator, ensure_bootstrap_key, keys_path
+from streams.http.imports_api import ImportsAPI
 from streams.http.sync_api import SyncAPI
+from streams.imports.jobs import Imports
 from streams.ingest.forwarder import Forwarder, SettleListener, wait_closed
 from streams.ingest.journal import IngestJournal
 from streams.kafka import client as kafka_client
@@ -196,6 +198,10 @@ class Supervisor:
         )
         app = api.build()
         app.add_routes(SyncAPI(hub, webhooks, api.skus.canonical).routes())
+        imports = Imports(
+            data / "imports", self.journal, forwarder.notify, api.ask_workers, s.limits
+        )
+        app.add_routes(ImportsAPI(imports, s.import_max_bytes).routes())
         auth = Authenticator(keys_path(data), s.auth == "on", metrics_open=False)
         if s.auth == "on":
             made = ensure_bootstrap_key(data)
@@ -227,6 +233,7 @@ class Supervisor:
             w.start()
         self._start_io(forwarder, settler)
         webhooks.start()
+        imports.resume()
         tasks = [
             asyncio.create_task(self._watch(forwarder, settler, api), name="watch"),
             asyncio.create_task(self._announce_ready(), name="ready"),
@@ -249,6 +256,7 @@ class Supervisor:
             for t in tasks:
                 t.cancel()
             await _bounded(*tasks)
+            await _bounded(asyncio.ensure_future(imports.stop()), what="the file imports")
             # Workers finish their batches and publish their changes first; the sync feed keeps
             # reading meanwhile and takes the last of them before the broker goes away.
             forwarder.paused = True

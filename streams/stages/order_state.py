@@ -466,3 +466,15 @@ def history(rows: list[tuple[bytes, bytes]]) -> list[AuditEntry]:
 def settles_of(records: list[CanonicalRecord]) -> list[Settle]:
     """Every record settles its journal entry, recorded now, before, or found stale."""
     return settles_for(r.origin for r in records)
+
+
+class _Updated(msgspec.Struct, gc=False):
+    updated_at: int
+
+
+_updated_decoder = msgspec.msgpack.Decoder(_Updated)
+
+
+def held_updated_at(raw: bytes) -> int:
+    """The channel ``updated_at`` of a stored record's order, the rest left undecoded."""
+    return _updated_decoder.decode(stored_decoder.decode(raw).order).updated_at

@@ -1,0 +1,1 @@
+"""File imports: merchants' order exports read and admitted through the same door as webhooks."""
