@@ -64,7 +64,13 @@ class Columns:
         i = self.index.get(field)
         if i is None or i >= len(row):
             return ""
-        return clean_cell(row[i])
+        value = row[i]
+        if not value:
+            return ""
+        # most cells are clean: look at their ends before paying for the full clean-up
+        if value[0] in _GUARDS or value[-1] in _GUARDS:
+            return clean_cell(value)
+        return value
 
     def required(self, row: Sequence[str], field: str) -> str:
         value = self.text(row, field)
@@ -74,6 +80,9 @@ class Columns:
 
     def name(self, field: str) -> str:
         return self.title.get(field, field)
+
+
+_GUARDS = frozenset(" \t='\"\r\n")
 
 
 def clean_header(name: str) -> str:
@@ -91,6 +100,7 @@ def clean_cell(value: object) -> str:
     return text.strip()
 
 
+_PLAIN_AMOUNT = re.compile(r"-?\d+(\.\d+)?$")
 _MONEY_NOISE = re.compile(r"[\s,¥￥$€£]|元|RMB|CNY", re.IGNORECASE)
 
 
@@ -101,6 +111,8 @@ def amount(cols: Columns, row: Sequence[str], field: str, required: bool = False
         if required:
             raise RowError(cols.name(field), "empty; the order needs an amount")
         return "0"
+    if _PLAIN_AMOUNT.match(raw):
+        return raw
     text = _MONEY_NOISE.sub("", raw)
     try:
         value = Decimal(text)
@@ -139,6 +151,12 @@ def local_time(cols: Columns, row: Sequence[str], field: str, required: bool = F
         if required:
             raise RowError(cols.name(field), "empty; the order needs this time")
         return ""
+    if len(raw) == 19 and raw[4] == "-" and raw[10] == " ":  # the common layout, checked fast
+        try:
+            if datetime.fromisoformat(raw).tzinfo is None:
+                return raw
+        except ValueError:
+            pass
     for layout in _LAYOUTS:
         try:
             return datetime.strptime(raw, layout).strftime("%Y-%m-%d %H:%M:%S")
@@ -154,15 +172,15 @@ def zoned_time(cols: Columns, row: Sequence[str], field: str, required: bool = F
         if required:
             raise RowError(cols.name(field), "empty; the order needs this time")
         return ""
-    text = raw.replace("Z", "+00:00")
-    for layout in ("%Y-%m-%d %H:%M:%S %z", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"):
-        try:
-            return datetime.strptime(text, layout).isoformat()
-        except ValueError:
-            continue
-    raise RowError(
-        cols.name(field), f"{raw!r} is not a time with its zone (2026-11-23 10:00:00 -0500)"
-    )
+    try:
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise RowError(
+            cols.name(field), f"{raw!r} is not a time with its zone (2026-11-23 10:00:00 -0500)"
+        )
+    return when.isoformat()
 
 
 def latest(*times: str) -> str:

@@ -66,12 +66,18 @@ ALIASES: dict[str, tuple[str, ...]] = {
         )
     },
 }
+_ADDRESS = {
+    side: [
+        (f, f"{side}_{f}")
+        for f in ("name", "address1", "address2", "city", "zip", "province", "country", "phone")
+    ]
+    for side in ("shipping", "billing")
+}
 REQUIRED = ("id", "name", "created_at", "currency", "total", "li_quantity", "li_price")
 
 
 def _address(cols: Columns, row: Sequence[str], side: str) -> dict[str, str] | None:
-    fields = ("name", "address1", "address2", "city", "zip", "province", "country", "phone")
-    got = {f: cols.text(row, f"{side}_{f}") for f in fields}
+    got = {f: cols.text(row, key) for f, key in _ADDRESS[side]}
     if not any(got.values()):
         return None
     got["country_code"] = got.pop("country")

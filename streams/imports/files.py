@@ -121,17 +121,26 @@ def _xlsx(path: Path) -> Table:
     # openpyxl's read-only mode streams the sheet's XML: one row in memory at a time
     from openpyxl import load_workbook
 
+    # a file object, not the path: openpyxl judges a path by its suffix, and uploads are stored
+    # under a name of ours; read-only mode reads the archive lazily, so it stays open
+    handle = path.open("rb")
     try:
-        book = load_workbook(path, read_only=True, data_only=True)
+        book = load_workbook(handle, read_only=True, data_only=True)
     except Exception as exc:  # zip or XML damage: openpyxl raises many kinds
+        handle.close()
         raise FileError(f"not a readable XLSX workbook: {exc}") from None
+
+    def close() -> None:
+        book.close()
+        handle.close()
+
     sheet = book.worksheets[0]
     total = max(1, sheet.max_row or 1)
     it = sheet.iter_rows(values_only=True)
     try:
         header = [_cell(v) for v in next(it)]
     except StopIteration:
-        book.close()
+        close()
         raise FileError("the first sheet is empty: no header row") from None
     done = [1]
 
@@ -141,6 +150,6 @@ def _xlsx(path: Path) -> Table:
                 done[0] += 1
                 yield done[0], [_cell(v) for v in values]
         finally:
-            book.close()
+            close()
 
-    return Table("xlsx", "xlsx", header, rows(), lambda: min(1.0, done[0] / total), book.close)
+    return Table("xlsx", "xlsx", header, rows(), lambda: min(1.0, done[0] / total), close)
