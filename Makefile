@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python -m bench.flood --spawn --orders 100000 --vip-rate 0.02
 	$(VENV)/bin/python -m bench.flood --spawn --orders 60000 --rate 2400 --batch 100 --vip-rate 0.02
 	$(VENV)/bin/python -m bench.timers
+	$(VENV)/bin/python -m bench.exports --rows 100000
 	$(VENV)/bin/python -m bench.door --seconds 30  # needs Debian's wrk
 
 clean:

@@ -305,8 +305,8 @@ def bench_import(rows_wanted: int, channel: str = "shopify") -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{channel}.csv"
-        # orders of 1-3 lines: write orders until the row count is reached
-        n_orders = int(rows_wanted / 1.6)
+        # one row per order (Taobao, PDD) or per line (1.6 lines per order on average)
+        n_orders = rows_wanted if channel in ("taobao", "pdd") else int(rows_wanted / 1.6)
         write_export(channel, path, range(n_orders))
         with path.open("rb") as f:
             rows_in_file = sum(1 for _ in f) - 1

@@ -201,5 +201,5 @@ def iso_ms(text: str) -> int:
 
 def shanghai_ms(text: str) -> int:
     """Epoch ms of a zone-less Asia/Shanghai wall time this module wrote."""
-    when = datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=SHANGHAI)
+    when = datetime.fromisoformat(text).replace(tzinfo=SHANGHAI)
     return int(when.timestamp() * 1000)
