@@ -38,6 +38,15 @@ class ChannelSecret(msgspec.Struct, kw_only=True):
     header: str = "X-Shopify-Hmac-Sha256"
 
 
+class ChannelApi(msgspec.Struct, kw_only=True):
+    """How to call a channel's order API for reconciliation: where, and its credentials
+    (access tokens, app keys and secrets, kept in clear because each request needs them)."""
+
+    channel: str
+    base_url: str
+    fields: dict[str, str] = {}
+
+
 class KeyFile(msgspec.Struct, kw_only=True):
     keys: list[ApiKey] = []
     channel_secrets: list[ChannelSecret] = []

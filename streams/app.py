@@ -48,6 +48,7 @@ from core.inventory import (
 )
 from core.order_flow import FlowContext
 from core.order_state import record_decoder
+from core.reconcile import HeldSummary, summary_of
 from core.routing import WarehouseRouting
 from core.rules import RulesFile
 from core.skus import SkuCatalog
@@ -1232,6 +1233,14 @@ class Pipeline:
                 return aioweb.json_response({"reason": "not the owner"}, status=421)
             return aioweb.json_response({"found": False, "searched": searched}, status=404)
 
+        @app.page("/internal/orders-window")
+        async def orders_window(web: Any, request: Any) -> Any:
+            q = request.query
+            body = await self.orders_in_window(
+                q.get("channel", ""), int(q.get("since", "0")), int(q.get("until", "0"))
+            )
+            return _json_response(200, body)
+
         @app.page("/internal/orders-known")
         class Known(View):  # POST: a file import's batch of ids can be thousands long
             async def post(self, request: Any) -> Any:
@@ -1316,14 +1325,14 @@ class Pipeline:
         return None, searched
 
     async def known_orders(self, ids: list[str]) -> dict[str, Any]:
-        """Of ``ids``, those whose order-stage partition this worker owns, and the channel
-        ``updated_at`` of each it holds: a file import counts missing, known and newer orders
-        from the owners' answers (an id nobody owned is asked again)."""
+        """Of ``ids``, those whose order-stage partition this worker owns, and a summary of each
+        it holds: imports and reconciliations classify what they bring from the owners'
+        answers (an id nobody owned is asked again)."""
         by_part: dict[int, list[str]] = {}
         for oid in ids:
             by_part.setdefault(kafka_partition(oid.encode(), self.partitions), []).append(oid)
         owned: list[str] = []
-        held: dict[str, int] = {}
+        held: dict[str, HeldSummary] = {}
         for part, some in by_part.items():
             if not self._owned(UNIQUE, part):
                 continue
@@ -1332,8 +1341,33 @@ class Pipeline:
                 for oid in some:
                     raw = store.get(oid.encode())
                     if raw is not None:
-                        held[oid] = order_state.held_updated_at(raw)
+                        rec = record_decoder.decode(raw)
+                        held[oid] = summary_of(rec.order, rec.state)
         return {"owned": owned, "held": held}
+
+    async def orders_in_window(self, channel: str, since: int, until: int) -> dict[str, Any]:
+        """A channel's orders created in [since, until) on this worker's partitions, with the
+        partitions it searched: a reconciliation flags those the channel did not list. A scan of
+        the order store, paid once per reconciliation pass."""
+        found: list[tuple[str, str, int]] = []
+        searched: list[int] = []
+        for part in range(self.partitions):
+            if not self._owned(UNIQUE, part):
+                continue
+            searched.append(part)
+            async with self.stores.using(order_state.STORE, part) as store:
+                start: bytes | None = None
+                while True:
+                    rows = store.scan(b"os_", 5000, start)
+                    for key, raw in rows:
+                        head = order_state.window_head(raw)
+                        if head.channel == channel and since <= head.created_at < until:
+                            found.append((key.decode(), head.channel_order_no, head.created_at))
+                    if len(rows) < 5000:
+                        break
+                    start = rows[-1][0] + b"\x00"
+                await asyncio.sleep(0)  # a big store: let the worker's agents run between parts
+        return {"searched": searched, "orders": found}
 
     async def review_queue(self, limit: int) -> list[ReviewItem]:
         out: list[ReviewItem] = []

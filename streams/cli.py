@@ -1,4 +1,4 @@
-"""``orderstream``: serve | worker | broker | keys | import | audit-stock."""
+"""``orderstream``: serve | worker | broker | keys | import | reconcile | audit-stock."""
 
 from __future__ import annotations
 
@@ -62,6 +62,26 @@ def _keys(args: argparse.Namespace) -> int:
         n = auth.revoke_key(path, args.name)
         print(f"revoked {n} key(s)")
         return 0 if n else 1
+    elif args.action == "channel-api":
+        from streams.reconcile.channels import CLIENTS, DEFAULT_BASE
+
+        channel = args.channel.lower()
+        if channel not in CLIENTS:
+            print(f"orderstream: reconciliation pulls from {sorted(CLIENTS)}", file=sys.stderr)
+            return 2
+        fields = {}
+        for item in args.set:
+            name, eq, value = item.partition("=")
+            if not eq or not name.strip():
+                print(f"orderstream: --set {item!r}: expected NAME=VALUE", file=sys.stderr)
+                return 2
+            fields[name.strip()] = value
+        base = args.base_url or DEFAULT_BASE[channel]
+        api = auth.set_channel_api(auth.channel_api_path(settings.data_path), channel, base, fields)
+        if not api.base_url:
+            print(f"orderstream: {channel} needs --base-url (the shop's own host)", file=sys.stderr)
+            return 2
+        print(f"{channel}: {api.base_url}, credentials {sorted(api.fields)} (values not shown)")
     elif args.action == "channel-secret":
         if len(args.secret) < 16:
             print("orderstream: --secret must be at least 16 characters", file=sys.stderr)
@@ -144,6 +164,14 @@ def main(argv: list[str] | None = None) -> None:
     imp.add_argument("--url", default="http://127.0.0.1:8080", help="the service's HTTP API")
     imp.add_argument("--api-key", default=os.environ.get("ORDERSTREAM_API_KEY", ""))
     imp.add_argument("--no-wait", action="store_true", help="upload, print the id and return")
+    rec = sub.add_parser(
+        "reconcile",
+        help="pull a channel's orders updated in a window through a running service; report",
+    )
+    rec.add_argument("channel", help="shopify, tiktok, amazon or taobao")
+    rec.add_argument("--since", default="", help="e.g. 2h, 30m, 1d (default: from the cursor)")
+    rec.add_argument("--url", default="http://127.0.0.1:8080", help="the service's HTTP API")
+    rec.add_argument("--api-key", default=os.environ.get("ORDERSTREAM_API_KEY", ""))
     k = sub.add_parser("keys", help="API keys and channel webhook secrets (applied live)")
     k.add_argument("--data-dir", help="the service's data dir (default ./data)")
     k.add_argument("--config", help="TOML settings file (for data_dir)")
@@ -165,12 +193,31 @@ def main(argv: list[str] | None = None) -> None:
     sec.add_argument("channel")
     sec.add_argument("--secret", default=os.environ.get("ORDERSTREAM_CHANNEL_SECRET", ""))
     sec.add_argument("--header", default="X-Shopify-Hmac-Sha256")
+    capi = ks.add_parser(
+        "channel-api",
+        help="where and how to call a channel's order API (reconciliation); --set name=value",
+    )
+    capi.add_argument("channel")
+    capi.add_argument("--base-url", default="", help="e.g. https://myshop.myshopify.com")
+    capi.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="shopify: access_token; tiktok: app_key, app_secret, access_token, shop_cipher;"
+        " amazon: refresh_token, client_id, client_secret, marketplace_ids (lwa_url);"
+        " taobao: app_key, app_secret, session",
+    )
     args = parser.parse_args(argv)
 
     if args.command == "audit-stock":
         sys.exit(_audit_stock(args.url, args.api_key))
     if args.command == "keys":
         sys.exit(_keys(args))
+    if args.command == "reconcile":
+        from streams.reconcile.client import run_reconcile
+
+        sys.exit(run_reconcile(args.url, args.api_key, args.channel.lower(), args.since))
     if args.command == "import":
         from pathlib import Path
 

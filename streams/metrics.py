@@ -137,6 +137,29 @@ IMPORTED = Counter(
     " unchecked: admitted while no worker owned the partition)",
     ["channel", "outcome"],
 )
+RECONCILE_RUNS = Counter(
+    "orderstream_reconcile_runs_total",
+    "Reconciliation passes against a channel's order API, by result (done, failed)",
+    ["channel", "result"],
+)
+RECONCILE_ORDERS = Counter(
+    "orderstream_reconcile_orders_total",
+    "Orders a reconciliation fetched, and what they were: missing (webhooks missed them: now"
+    " ingested), newer (held order updated), different (not newer, yet amount/status/lines"
+    " differ), unknown (held, not listed by the channel), rejected, unchecked",
+    ["channel", "outcome"],
+)
+RECONCILE_ERRORS = Counter(
+    "orderstream_reconcile_errors_total",
+    "Reconciliation passes that failed (the channel refused, or could not be reached)",
+    ["channel"],
+)
+RECONCILE_LAST_SUCCESS = Gauge(
+    "orderstream_reconcile_last_success_timestamp_seconds",
+    "When the channel's last reconciliation pass finished successfully (unix seconds)",
+    ["channel"],
+    multiprocess_mode="max",
+)
 FORWARDED = Counter("orderstream_journal_forwarded_total", "Journal entries sent to the broker")
 JOURNAL_DEPTH = Gauge(
     "orderstream_journal_depth",

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from core.model import Limits
+from core.reconcile import parse_duration_ms
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 
@@ -42,6 +43,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_body_bytes: int = 64 * 1024 * 1024
     # An uploaded export file (POST /v1/imports) streams to disk; it may be this large.
     import_max_bytes: int = 2 * 1024 * 1024 * 1024
+    # Reconciliation with the channels' order APIs (credentials: `orderstream keys channel-api`):
+    # a pass per configured channel this often ("1h", "30m"; "" = only when asked).
+    reconcile_every: str = ""
     # Envelopes: how many records one broker message carries and how long a forwarder waits.
     envelope_max_records: int = 500
     # A stage sleeps until the first record of a batch arrives, then gathers more for this long:
@@ -293,6 +297,17 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         for ok, key, why in checks:
             if not ok:
                 raise SettingsError(f"config key '{key}': {why}")
+        if self.reconcile_every:
+            try:
+                every = parse_duration_ms(self.reconcile_every)
+            except ValueError as exc:
+                raise SettingsError(f"config key 'reconcile_every': {exc}") from None
+            if every < 60_000:
+                raise SettingsError("config key 'reconcile_every': at least 1m")
+
+    @property
+    def reconcile_every_s(self) -> float:
+        return parse_duration_ms(self.reconcile_every) / 1000 if self.reconcile_every else 0.0
 
     @property
     def limits(self) -> Limits:

@@ -18,7 +18,15 @@ from pathlib import Path
 import msgspec
 from aiohttp import web
 
-from core.credentials import ChannelSecret, Denied, KeyFile, KeyRing, new_key, verify_body_hmac
+from core.credentials import (
+    ChannelApi,
+    ChannelSecret,
+    Denied,
+    KeyFile,
+    KeyRing,
+    new_key,
+    verify_body_hmac,
+)
 from streams import metrics
 
 log = logging.getLogger("orderstream.auth")
@@ -36,6 +44,47 @@ def keys_path(data_dir: Path) -> Path:
     return data_dir / "auth" / "keys.json"
 
 
+def channel_api_path(data_dir: Path) -> Path:
+    return data_dir / "auth" / "channel_api.json"
+
+
+_apis_dec = msgspec.json.Decoder(list[ChannelApi])
+
+
+def load_channel_apis(path: Path) -> dict[str, ChannelApi]:
+    """Read at each use (a reconciliation pass), so a change applies to the next pass."""
+    try:
+        return {a.channel: a for a in _apis_dec.decode(path.read_bytes())}
+    except FileNotFoundError:
+        return {}
+
+
+def set_channel_api(path: Path, channel: str, base_url: str, fields: dict[str, str]) -> ChannelApi:
+    """Merge ``fields`` into the channel's entry (``base_url`` "" keeps the one it has)."""
+    apis = load_channel_apis(path)
+    old = apis.get(channel)
+    api = ChannelApi(
+        channel=channel,
+        base_url=base_url or (old.base_url if old else ""),
+        fields={**(old.fields if old else {}), **fields},
+    )
+    apis[channel] = api
+    _write_private(path, msgspec.json.format(msgspec.json.encode(list(apis.values()))))
+    return api
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Atomically, readable by the owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def load_keys(path: Path) -> KeyFile:
     try:
         return _keyfile_dec.decode(path.read_bytes())
@@ -44,15 +93,7 @@ def load_keys(path: Path) -> KeyFile:
 
 
 def save_keys(path: Path, keyfile: KeyFile) -> None:
-    """Atomically, readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(msgspec.json.format(msgspec.json.encode(keyfile)))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _write_private(path, msgspec.json.format(msgspec.json.encode(keyfile)))
 
 
 def add_key(

@@ -17,7 +17,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -29,16 +29,15 @@ from core.model import Limits, global_order_id
 from streams import metrics
 from streams.imports.files import FileError, Table, open_table
 from streams.ingest.admit import admit, rejected
+from streams.ingest.held import AskWorkers, held_orders
 from streams.ingest.journal import IngestJournal, JournalEntry, JournalFull
 
 log = logging.getLogger("orderstream.imports")
 
 CHUNK_ORDERS = 2000  # orders per admission: one journal commit, one ownership question
 PROBLEMS_KEPT = 100  # bad rows listed in the report (all of them go to the dead letters)
-OWNER_RETRIES = 5  # an id whose partition nobody owns (a rebalance) is asked again, 1 s apart
 
 ImportState = Literal["stored", "importing", "done", "failed"]
-AskWorkers = Callable[[str, bytes], Awaitable[list[tuple[int, bytes]]]]
 
 
 class UploadRefused(Exception):
@@ -85,14 +84,6 @@ class ImportStatus(msgspec.Struct, kw_only=True):
 
 _decode_status = msgspec.json.Decoder(ImportStatus).decode
 _encode = msgspec.json.Encoder().encode
-
-
-class _Known(msgspec.Struct):
-    owned: list[str] = []
-    held: dict[str, int] = {}
-
-
-_decode_answer = msgspec.json.Decoder(_Known).decode
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -265,7 +256,7 @@ class Imports:
         now = time.time_ns() // 1_000_000
         good = [o for o in chunk if o.payload]
         ids = [global_order_id(channel, o.order_no) for o in good]
-        held, unchecked = await self._held(ids)
+        held, unchecked = await held_orders(self.ask_workers, ids)
         entries, results = admit(
             channel,
             ADAPTERS[channel],
@@ -282,7 +273,7 @@ class Imports:
                 outcome = "unchecked"
             elif oid not in held:
                 outcome = "missing"
-            elif o.updated_at > held[oid]:
+            elif o.updated_at > held[oid].updated_at:
                 outcome = "newer"
             else:
                 outcome = "known"
@@ -314,24 +305,6 @@ class Imports:
                 continue
             self.on_accept()
             return
-
-    async def _held(self, ids: list[str]) -> tuple[dict[str, int], set[str]]:
-        """``updated_at`` of the ids some worker holds, and the ids no worker owned."""
-        held: dict[str, int] = {}
-        left = ids
-        for attempt in range(OWNER_RETRIES):
-            owned: set[str] = set()
-            for status, body in await self.ask_workers("/internal/orders-known", _encode(left)):
-                if status == 200:
-                    answer = _decode_answer(body)
-                    owned.update(answer.owned)
-                    held.update(answer.held)
-            left = [i for i in left if i not in owned]
-            if not left:
-                break
-            if attempt < OWNER_RETRIES - 1:
-                await asyncio.sleep(1.0)
-        return held, set(left)
 
 
 def _take(stream: Iterator[ImportedOrder], n: int) -> list[ImportedOrder]:

@@ -27,8 +27,15 @@ from core.routing import WarehouseRouting
 from core.skus import SkuCatalog
 from streams import metrics
 from streams.http.api import IngestAPI
-from streams.http.auth import Authenticator, ensure_bootstrap_key, keys_path
+from streams.http.auth import (
+    Authenticator,
+    channel_api_path,
+    ensure_bootstrap_key,
+    keys_path,
+    load_channel_apis,
+)
 from streams.http.imports_api import ImportsAPI
+from streams.http.reconcile_api import ReconcileAPI
 from streams.http.sync_api import SyncAPI
 from streams.imports.jobs import Imports
 from streams.ingest.forwarder import Forwarder, SettleListener, wait_closed
@@ -41,6 +48,7 @@ from streams.kafka.lag import LagMonitor, lag_once
 from streams.kafka.topics import service_topics
 from streams.process import malloc
 from streams.process.memory_budget import Action, memory_action
+from streams.reconcile.runs import Reconciler
 from streams.settings import Settings
 from streams.sync.feed import SyncFeed
 from streams.sync.log import SyncLog
@@ -202,6 +210,18 @@ class Supervisor:
             data / "imports", self.journal, forwarder.notify, api.ask_workers, s.limits
         )
         app.add_routes(ImportsAPI(imports, s.import_max_bytes).routes())
+        api_path = channel_api_path(data)
+        reconciler = Reconciler(
+            data / "reconcile",
+            self.journal,
+            forwarder.notify,
+            api.ask_workers,
+            s.limits,
+            lambda: load_channel_apis(api_path),
+            api.skus,
+            s.partitions,
+        )
+        app.add_routes(ReconcileAPI(reconciler).routes())
         auth = Authenticator(keys_path(data), s.auth == "on", metrics_open=False)
         if s.auth == "on":
             made = ensure_bootstrap_key(data)
@@ -240,6 +260,10 @@ class Supervisor:
             asyncio.create_task(hub.watchdog(), name="subscriber-watchdog"),
             asyncio.create_task(self._sync_gauges(webhooks, auth), name="sync-gauges"),
         ]
+        if s.reconcile_every_s:
+            tasks.append(
+                asyncio.create_task(reconciler.schedule(s.reconcile_every_s), name="reconcile")
+            )
         try:
             await self.stopping.wait()
         finally:
@@ -257,6 +281,7 @@ class Supervisor:
                 t.cancel()
             await _bounded(*tasks)
             await _bounded(asyncio.ensure_future(imports.stop()), what="the file imports")
+            await _bounded(asyncio.ensure_future(reconciler.stop()), what="the reconciliations")
             # Workers finish their batches and publish their changes first; the sync feed keeps
             # reading meanwhile and takes the last of them before the broker goes away.
             forwarder.paused = True

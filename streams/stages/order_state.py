@@ -468,13 +468,19 @@ def settles_of(records: list[CanonicalRecord]) -> list[Settle]:
     return settles_for(r.origin for r in records)
 
 
-class _Updated(msgspec.Struct, gc=False):
-    updated_at: int
+class _WindowOrder(msgspec.Struct, gc=False):
+    channel: str
+    channel_order_no: str
+    created_at: int
 
 
-_updated_decoder = msgspec.msgpack.Decoder(_Updated)
+class _WindowHead(msgspec.Struct, gc=False):
+    order: _WindowOrder
 
 
-def held_updated_at(raw: bytes) -> int:
-    """The channel ``updated_at`` of a stored record's order, the rest left undecoded."""
-    return _updated_decoder.decode(stored_decoder.decode(raw).order).updated_at
+_window_decoder = msgspec.msgpack.Decoder(_WindowHead)
+
+
+def window_head(raw: bytes) -> _WindowOrder:
+    """Channel, order number and creation time of a stored record, the rest left undecoded."""
+    return _window_decoder.decode(raw).order

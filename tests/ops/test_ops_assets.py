@@ -65,6 +65,8 @@ DASHBOARD_SERIES = {
 }
 ALERT_NAMES = {
     "OrderstreamOversold",
+    "OrderstreamReconcileFoundMissedOrders",
+    "OrderstreamReconcileFailing",
     "OrderstreamConsumerLagRising",
     "OrderstreamSLABreach",
     "OrderstreamJournalDepthHigh",
@@ -74,7 +76,13 @@ ALERT_NAMES = {
     "OrderstreamChangePublishedSlow",
 }
 # Alerts whose unit tests must show them firing on a bad series and silent on healthy ones.
-ALERTS_UNIT_TESTED = {"OrderstreamOversold", "OrderstreamConsumerLagRising", "OrderstreamSLABreach"}
+ALERTS_UNIT_TESTED = {
+    "OrderstreamOversold",
+    "OrderstreamConsumerLagRising",
+    "OrderstreamSLABreach",
+    "OrderstreamReconcileFoundMissedOrders",
+    "OrderstreamReconcileFailing",
+}
 
 # The series names a metric family exposes, by type (prometheus_client naming: a Counter's
 # family name has no _total; its samples do).

@@ -1,0 +1,1 @@
+"""Reconciliation with the channels: pull what webhooks missed, report the differences."""
