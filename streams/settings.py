@@ -302,8 +302,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 every = parse_duration_ms(self.reconcile_every)
             except ValueError as exc:
                 raise SettingsError(f"config key 'reconcile_every': {exc}") from None
-            if every < 60_000:
-                raise SettingsError("config key 'reconcile_every': at least 1m")
+            if every < 10_000:
+                raise SettingsError("config key 'reconcile_every': at least 10s")
 
     @property
     def reconcile_every_s(self) -> float:

@@ -180,6 +180,33 @@ def test_cursor_and_reports_survive_a_restart(make_service: Any) -> None:
         fake.stop()
 
 
+def test_scheduled_passes(make_service: Any) -> None:
+    """reconcile_every: passes start on their own, each from the channel's cursor."""
+    fake = FakeChannel("taobao", limit_at=0)
+    fake.start()
+    svc = make_service(env={"ORDERSTREAM_RECONCILE_EVERY": "10s"})
+    svc.start()
+    try:
+        now = int(time.time() * 1000)
+        fake.add(800, now - 20 * MIN, now - 10 * MIN)
+        configure(svc, fake)
+        deadline = time.monotonic() + 40
+        runs: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            runs = svc.request("GET", "/v1/reconciliations").json()["reconciliations"]
+            if len([r for r in runs if r["state"] == "done"]) >= 2:
+                break
+            time.sleep(0.5)
+        done = sorted((r for r in runs if r["state"] == "done"), key=lambda r: r["started_at"])
+        assert len(done) >= 2 and all(r["trigger"] == "schedule" for r in done), runs
+        assert done[0]["missing"] == 1  # the first pass: the last day
+        assert done[1]["since"] == done[0]["cursor"] - 5 * MIN and done[1]["missing"] == 0
+        wait_until(svc, oid("taobao", 800), lambda v: True)
+    finally:
+        assert svc.stop() == 0
+        fake.stop()
+
+
 def test_refusals_name_the_problem(service: Service) -> None:
     fake = FakeChannel("shopify", limit_at=0)
     fake.start()
