@@ -154,8 +154,9 @@ def test_pass_ingests_missed_updates_newer_flags_unknown(
     assert f'orderstream_reconcile_orders_total{{channel="{ch}",outcome="missing"}} 5.0' in metrics
 
 
-def test_cursor_and_reports_survive_a_restart(make_service: Any) -> None:
-    fake = FakeChannel("shopify", limit_at=0)
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_cursor_and_reports_survive_a_restart(make_service: Any, channel: str) -> None:
+    fake = FakeChannel(channel, limit_at=0)
     fake.start()
     svc = make_service()
     svc.start()
@@ -163,7 +164,7 @@ def test_cursor_and_reports_survive_a_restart(make_service: Any) -> None:
         now = int(time.time() * 1000)
         fake.add(500, now - 50 * MIN, now - 40 * MIN)
         configure(svc, fake)
-        first = reconcile(svc, "shopify", since="1h")
+        first = reconcile(svc, channel, since="1h")
         assert first["missing"] == 1
         assert svc.stop() == 0
         again = make_service(data=svc.data_dir)
@@ -171,7 +172,7 @@ def test_cursor_and_reports_survive_a_restart(make_service: Any) -> None:
         try:
             runs = again.request("GET", f"/v1/reconciliations/{first['id']}")
             assert runs.status == 200 and runs.json()["missing"] == 1
-            second = reconcile(again, "shopify")  # from the kept cursor
+            second = reconcile(again, channel)  # from the kept cursor
             assert second["since"] == first["cursor"] - 5 * MIN, (second, first)
             assert (second["fetched"], second["missing"], second["same"]) == (1, 0, 1)
         finally:
