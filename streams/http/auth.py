@@ -33,7 +33,7 @@ log = logging.getLogger("orderstream.auth")
 
 _json = msgspec.json.Encoder()
 _keyfile_dec = msgspec.json.Decoder(KeyFile)
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/openapi.json"})
 
 
 def _now_ms() -> int:

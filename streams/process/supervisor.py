@@ -26,6 +26,7 @@ from aiohttp import web
 from core.routing import WarehouseRouting
 from core.skus import SkuCatalog
 from streams import metrics
+from streams.http import openapi
 from streams.http.api import IngestAPI
 from streams.http.auth import (
     Authenticator,
@@ -222,6 +223,7 @@ class Supervisor:
             s.partitions,
         )
         app.add_routes(ReconcileAPI(reconciler).routes())
+        app.add_routes([openapi.route()])
         auth = Authenticator(keys_path(data), s.auth == "on", metrics_open=False)
         if s.auth == "on":
             made = ensure_bootstrap_key(data)
