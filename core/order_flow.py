@@ -45,6 +45,9 @@ from core.state_machine import (
 )
 
 LIVE_STATES = frozenset({"pending_payment", "paid"})  # a new order in these reserves stock
+# States the merchant's own flow moves an order out of (not the buyer paying, not the carrier):
+# a step out of one of these that took longer than the policy's flow_break_after is a break.
+FLOW_STATES = frozenset({"paid", "picking", "held"})
 MAX_RULE_DEPTH = 3  # a rule's hold/skip is an event whose rules may act again: bounded
 
 
@@ -78,7 +81,15 @@ class FlowContext:
 class Flow:
     """The consequences of one input, accumulated on one record."""
 
-    __slots__ = ("alerts", "audit", "deadline_deletes", "deadline_puts", "record", "requests")
+    __slots__ = (
+        "alerts",
+        "audit",
+        "deadline_deletes",
+        "deadline_puts",
+        "kpis",
+        "record",
+        "requests",
+    )
 
     def __init__(self, record: OrderRecord) -> None:
         self.record = record
@@ -87,6 +98,7 @@ class Flow:
         self.deadline_puts: list[Deadline] = []
         self.deadline_deletes: list[bytes] = []
         self.alerts: list[Alert] = []
+        self.kpis: list[str] = []  # flow_break, shipped_on_time, shipped_late
 
     def add_audit(self, entries: list[AuditEntry]) -> None:
         self.audit += entries
@@ -158,11 +170,37 @@ def on_recipient_count(rec: OrderRecord, count: int, ctx: FlowContext, now: int)
     return flow
 
 
+def _kpi_step(flow: Flow, to_state: str, now: int, policy: SlaPolicy) -> None:
+    """The health KPIs a step feeds: a flow break (once per order), a shipment on time or late."""
+    r = flow.record
+    if (
+        not r.flow_broke
+        and r.state in FLOW_STATES
+        and r.state_since
+        and now - r.state_since > policy.flow_break_ms
+    ):
+        r.flow_broke = True
+        flow.kpis.append("flow_break")
+    if to_state == "shipped" and r.state != "shipped":
+        promised = ship_by(r, policy)
+        flow.kpis.append("shipped_on_time" if now <= promised else "shipped_late")
+
+
+def ship_by(rec: OrderRecord, policy: SlaPolicy) -> int:
+    """When the order must ship: ship_within after it was paid (or created, if the channel
+    gives no payment time)."""
+    return (rec.order.paid_at or rec.order.created_at) + policy.ship_within_ms
+
+
 def on_channel_update(old: OrderRecord, new: OrderRecord, ctx: FlowContext, now: int) -> Flow:
     """A newer channel copy: payment may have moved the state (pending -> paid, -> refunded)."""
     flow = Flow(_copy(new))
     r = flow.record
     if old.state != r.state:
+        probe = Flow(_copy(old))
+        _kpi_step(probe, r.state, now, ctx.policy)
+        flow.kpis += probe.kpis
+        r.flow_broke = r.flow_broke or probe.record.flow_broke
         flow.add_audit(
             [
                 AuditEntry(
@@ -246,6 +284,8 @@ def _apply(
         return result
     flow.add_audit(transition_audit(result, event, r.audit_seq))
     moved = result.to_state != r.state
+    if moved:
+        _kpi_step(flow, result.to_state, now, ctx.policy)
     r.state = result.to_state  # type: ignore[assignment]
     r.resume_state = result.resume_state
     if result.carrier_at:

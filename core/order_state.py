@@ -95,6 +95,7 @@ class OrderRecord(msgspec.Struct, kw_only=True, gc=False):
     carrier: str = ""
     hold_rule: str = ""  # the rule whose hold the order is in, if a rule held it
     waived_rules: list[str] = []  # rules whose hold an operator lifted: they do not hold again
+    flow_broke: bool = False  # a step of its own flow once took longer than flow_break_after
     # the recipient's orders in 24 h up to this one, once the history stage counted it (rules
     # read it; a count not above it is a redelivery and changes nothing)
     address_orders_24h: int = 0

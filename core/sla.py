@@ -69,6 +69,11 @@ class SlaPolicy(msgspec.Struct, frozen=True, kw_only=True):
     by_state: dict[str, tuple[TimerRule, ...]]
     escalate_every_ms: int
     ladder: tuple[str, ...]
+    # the health KPIs ([kpi]): a step that took longer than this in a state the merchant's own
+    # flow moves (paid, picking, held) is a flow break; an order shipped within ship_within of
+    # being paid is on time (the promise the console's lights count down to)
+    flow_break_ms: int = 15 * 60_000
+    ship_within_ms: int = 24 * 3_600_000
 
     @classmethod
     def from_toml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> SlaPolicy:
@@ -165,8 +170,26 @@ def parse_policy(data: Mapping[str, Any]) -> SlaPolicy | list[ConfigError]:
     """A validated policy, or every problem found (each naming its key)."""
     errors: list[ConfigError] = []
     for key in data:
-        if key not in ("timers", "escalation"):
-            errors.append(ConfigError(key, "unknown section (expected timers, escalation)"))
+        if key not in ("timers", "escalation", "kpi"):
+            errors.append(ConfigError(key, "unknown section (expected timers, escalation, kpi)"))
+    kpi_ms = {"flow_break_after": 15 * 60_000, "ship_within": 24 * 3_600_000}
+    kpi = data.get("kpi", {})
+    if not isinstance(kpi, Mapping):
+        errors.append(ConfigError("kpi", "must be a table"))
+    else:
+        for key, raw in kpi.items():
+            if key not in kpi_ms:
+                errors.append(
+                    ConfigError(f"kpi.{key}", "unknown key (flow_break_after, ship_within)")
+                )
+                continue
+            got = parse_duration(raw)
+            if isinstance(got, str):
+                errors.append(ConfigError(f"kpi.{key}", got))
+            elif got <= 0:
+                errors.append(ConfigError(f"kpi.{key}", "must be > 0"))
+            else:
+                kpi_ms[key] = got
     esc = data.get("escalation", {})
     every: int | str = 2 * 3_600_000
     ladder: tuple[str, ...] = ("team_lead", "operations_manager", "director")
@@ -209,6 +232,8 @@ def parse_policy(data: Mapping[str, Any]) -> SlaPolicy | list[ConfigError]:
         by_state={s: tuple(rules) for s, rules in by_state.items()},
         escalate_every_ms=every,
         ladder=ladder,
+        flow_break_ms=kpi_ms["flow_break_after"],
+        ship_within_ms=kpi_ms["ship_within"],
     )
 
 

@@ -642,6 +642,11 @@ class Pipeline:
             metrics.ALERTS.labels(kind).inc(n)
         for b in out.breaches:
             metrics.SLA_BREACHES.labels(b.kind, b.state, str(b.level)).inc()
+        for kpi, n in Counter(out.kpis).items():
+            if kpi == "flow_break":
+                metrics.FLOW_BREAKS.inc(n)
+            else:
+                metrics.SHIPMENTS.labels("true" if kpi == "shipped_on_time" else "false").inc(n)
         transitions = Counter(c.state for c in out.changes if c.kind in ("event", "created"))
         for state, n in transitions.items():
             metrics.TRANSITIONS.labels(state).inc(n)

@@ -137,6 +137,22 @@ IMPORTED = Counter(
     " unchecked: admitted while no worker owned the partition)",
     ["channel", "outcome"],
 )
+FLOW_BREAKS = Counter(
+    "orderstream_flow_breaks_total",
+    "Orders whose progress once stalled longer than flow_break_after (15 m) in a state the"
+    " merchant's flow moves (paid, picking, held); counted once per order, at the late step",
+)
+MANUAL_INTERVENTIONS = Counter(
+    "orderstream_manual_interventions_total",
+    "Actions a person took on orders or stock: review decisions, manual events, stock"
+    " corrections and sets, dead-letter replays",
+    ["kind"],
+)
+SHIPMENTS = Counter(
+    "orderstream_shipments_total",
+    "Orders shipped, on time or not against the SLA policy's ship_within (from payment)",
+    ["on_time"],
+)
 RECONCILE_RUNS = Counter(
     "orderstream_reconcile_runs_total",
     "Reconciliation passes against a channel's order API, by result (done, failed)",

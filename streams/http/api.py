@@ -89,6 +89,18 @@ _QUANTITY_RULES = {
 _FIELD_OF = {"set": "on_hand", "safety": "safety", "alert_at": "alert_at", "hold": "holds"}
 
 
+# Sources of an event that say a person acted (the console sends "console"); events from
+# systems (wms, carrier, payment, api integrations) are the flow itself, not an intervention.
+MANUAL_SOURCES = frozenset({"manual", "console", "operator"})
+
+
+def _counted(resp: web.Response, kind: str) -> web.Response:
+    """A person's action that took effect counts toward manual interventions per 1,000 orders."""
+    if resp.status == 200:
+        metrics.MANUAL_INTERVENTIONS.labels(kind).inc()
+    return resp
+
+
 def _quote(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")
 
@@ -380,7 +392,8 @@ class IngestAPI:
             "reason": request.query.get("reason", "")[:500],
             "at": time.time_ns() // 1_000_000,
         }
-        return await self._owner(f"/internal/orders/{_quote(oid)}/events", _json.encode(event))
+        resp = await self._owner(f"/internal/orders/{_quote(oid)}/events", _json.encode(event))
+        return _counted(resp, "review")
 
     async def post_event(self, request: web.Request) -> web.Response:
         """An order event (payment callback, pick, scan-out, carrier, cancel, refund, ...).
@@ -407,7 +420,10 @@ class IngestAPI:
             return error(
                 400, "event", f"{event.event} is raised by orderstream itself, not accepted here"
             )
-        return await self._owner(f"/internal/orders/{_quote(oid)}/events", _json.encode(event))
+        resp = await self._owner(f"/internal/orders/{_quote(oid)}/events", _json.encode(event))
+        if event.event.startswith("review_"):
+            return _counted(resp, "review")
+        return _counted(resp, "event") if event.source in MANUAL_SOURCES else resp
 
     async def get_history(self, request: web.Request) -> web.Response:
         """The order's audit trail, oldest first: read-only by construction."""
@@ -525,7 +541,9 @@ class IngestAPI:
                 return error(400, field, f"{why}, got {adj['quantity']}")
         checked = msgspec.convert(adjustments, list[StockAdjustment])
         sku = self._sku(request)
-        return await self._owner(f"/internal/stock/{_quote(sku)}", _json.encode(checked))
+        resp = await self._owner(f"/internal/stock/{_quote(sku)}", _json.encode(checked))
+        # a count corrected or a level set by hand; goods received are the warehouse's routine
+        return resp if adjustments[0]["op"] == "receipt" else _counted(resp, "stock")
 
     def _sku(self, request: web.Request) -> str:
         return self.skus.canonical(request.match_info["sku"])

@@ -161,6 +161,7 @@ class EnvelopeOutcome:
         "alerts",
         "breaches",
         "changes",
+        "kpis",
         "records",
         "refusals",
         "requests",
@@ -179,6 +180,7 @@ class EnvelopeOutcome:
         self.requests: list[ReserveRequest] = []
         self.alerts: list[Alert] = []
         self.breaches: list[Breach] = []
+        self.kpis: list[str] = []
         self.refusals: list[tuple[OrderEvent, Refusal | str]] = []
         self.settles: list[Settle] = []
 
@@ -204,6 +206,7 @@ class EnvelopeOutcome:
             self.updates[deadline_key(d)] = encode_deadline(d)
         self.requests += flow.requests
         self.alerts += flow.alerts
+        self.kpis += flow.kpis
 
 
 def change_of(rec: OrderRecord, kind: str, received_at: int, now: int) -> OrderChange:

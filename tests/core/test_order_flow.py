@@ -131,3 +131,58 @@ def test_a_count_that_came_first_is_applied_at_creation() -> None:
     flow = on_created(rec, CTX, T0, address_orders_24h=4)
     assert "merge_shipment" in flow.record.labels and flow.record.address_orders_24h == 4
     assert any(a.kind == "notify" and a.message.startswith("4 orders") for a in flow.alerts)
+
+
+# ---- the health KPIs ----------------------------------------------------------------------------
+
+MIN = 60_000
+
+
+def _at(name: str, at: int, **data: str) -> OrderEvent:
+    return OrderEvent(order_id=order("1001").id, event=name, actor="wh", at=at, data=data)
+
+
+def _step(rec, name: str, at: int, **data: str):  # type: ignore[no-untyped-def]
+    flow = on_event(rec, _at(name, at, **data), CTX, at)
+    assert flow is not None and not isinstance(flow, Refusal), flow
+    return flow
+
+
+def test_a_slow_step_in_the_merchants_flow_is_one_flow_break() -> None:
+    rec = created().record  # paid at T0
+    quick = _step(rec, "pick_start", T0 + 2 * MIN)
+    assert quick.kpis == [] and not quick.record.flow_broke
+    slow = _step(rec, "pick_start", T0 + 16 * MIN)
+    assert slow.kpis == ["flow_break"] and slow.record.flow_broke
+    # a second slow step of the same order is not a second break
+    later = _step(slow.record, "ship", T0 + 40 * MIN, tracking_no="SF1")
+    assert "flow_break" not in later.kpis
+
+
+def test_waiting_on_the_buyer_is_not_a_flow_break() -> None:
+    rec = created(payment_status="unpaid").record  # pending_payment: the buyer's move
+    flow = _step(rec, "payment_received", T0 + 30 * MIN, payment_status="paid")
+    assert "flow_break" not in flow.kpis
+
+
+def test_shipment_on_time_against_the_promise() -> None:
+    rec = _step(created().record, "pick_start", T0 + MIN).record
+    assert CTX.policy.ship_within_ms == 24 * 3_600_000  # config/sla.toml [kpi]
+    paid = order("1001").paid_at or T0
+    on_time = _step(rec, "ship", paid + 23 * 3_600_000, tracking_no="SF1")
+    assert "shipped_on_time" in on_time.kpis
+    late = _step(rec, "ship", paid + 25 * 3_600_000, tracking_no="SF1")
+    assert "shipped_late" in late.kpis
+
+
+def test_kpi_thresholds_are_policy() -> None:
+    from core.config_check import ConfigInvalid
+
+    policy = SlaPolicy.from_toml(CONFIG / "sla.toml", {"kpi.flow_break_after": "5m"})
+    assert policy.flow_break_ms == 5 * MIN
+    try:
+        SlaPolicy.from_toml(CONFIG / "sla.toml", {"kpi.flow_break": "5m"})
+    except ConfigInvalid as exc:
+        assert "kpi.flow_break" in str(exc)
+    else:
+        raise AssertionError("an unknown kpi key must stop start-up")
