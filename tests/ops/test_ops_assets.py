@@ -65,6 +65,9 @@ DASHBOARD_SERIES = {
 }
 ALERT_NAMES = {
     "OrderstreamOversold",
+    "OrderstreamFlowBreakRateHigh",
+    "OrderstreamManualInterventionsHigh",
+    "OrderstreamOnTimeShipmentLow",
     "OrderstreamReconcileFoundMissedOrders",
     "OrderstreamReconcileFailing",
     "OrderstreamConsumerLagRising",
@@ -82,6 +85,9 @@ ALERTS_UNIT_TESTED = {
     "OrderstreamSLABreach",
     "OrderstreamReconcileFoundMissedOrders",
     "OrderstreamReconcileFailing",
+    "OrderstreamFlowBreakRateHigh",
+    "OrderstreamManualInterventionsHigh",
+    "OrderstreamOnTimeShipmentLow",
 }
 
 # The series names a metric family exposes, by type (prometheus_client naming: a Counter's
