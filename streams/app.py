@@ -46,7 +46,7 @@ from core.inventory import (
 from core.inventory import (
     audit as inventory_audit,
 )
-from core.order_flow import FlowContext
+from core.order_flow import FlowContext, ship_by
 from core.order_state import record_decoder
 from core.reconcile import HeldSummary, summary_of
 from core.routing import WarehouseRouting
@@ -1291,6 +1291,24 @@ class Pipeline:
             body = msgspec.json.encode(await self.recent_dead_letters(limit))
             return aioweb.Response(body=body, content_type="application/json")
 
+        @app.page("/internal/stock-levels")
+        async def stock_levels(web: Any, request: Any) -> Any:
+            limit = int(request.query.get("limit", "500"))
+            return _json_response(200, await self.stock_levels(limit))
+
+        @app.page("/internal/sla")
+        async def sla(web: Any, request: Any) -> Any:
+            limit = int(request.query.get("limit", "500"))
+            return _json_response(200, await self.sla_board(limit))
+
+        @app.page("/internal/dead-letters/{key}")
+        async def one_dead_letter(web: Any, request: Any, key: str) -> Any:
+            try:
+                raw_key = bytes.fromhex(key)
+            except ValueError:
+                return _json_response(404, {"error": {"field": "key", "reason": "not hex"}})
+            return _json_response(*await self.dead_letter(raw_key))
+
         @app.page("/internal/health")
         async def health(web: Any, request: Any) -> Any:
             assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in self.app.consumer.assignment())
@@ -1391,9 +1409,93 @@ class Pipeline:
                 continue
             async with self.stores.using(dead_letters.STORE, part) as store:
                 rows = store.scan_last(dead_letters.BY_TIME, limit)
-            out += [(k, _letter_json(dead_letters.letter_decoder.decode(v))) for k, v in rows]
+            out += [
+                (k, {"key": k.hex(), **_letter_json(dead_letters.letter_decoder.decode(v))})
+                for k, v in rows
+            ]
         out.sort(key=lambda kv: kv[0], reverse=True)
         return [v for _, v in out[:limit]]
+
+    async def stock_levels(self, limit: int) -> list[dict[str, Any]]:
+        """Every SKU level on this worker's partitions, low ones first (the console's stock
+        view); a scan of the stock records only, not the reservation ledger."""
+        out: list[dict[str, Any]] = []
+        for part in range(self.partitions):
+            if not self._owned(RESERVE, part):
+                continue
+            async with self.stores.using(reserve.STORE, part) as store:
+                rows = store.scan(STOCK_PREFIX, 100_000)
+            for key, raw in rows:
+                levels = decode_stock(raw).levels
+                warehouses = {
+                    wh: {**msgspec.structs.asdict(lv), "available": lv.available, "low": lv.low}
+                    for wh, lv in levels.items()
+                }
+                low = any(lv.low for lv in levels.values())
+                out.append(
+                    {"sku": key[len(STOCK_PREFIX) :].decode(), "low": low, "warehouses": warehouses}
+                )
+        out.sort(key=lambda r: (not r["low"], r["sku"]))
+        return out[:limit]
+
+    async def sla_board(self, limit: int) -> list[dict[str, Any]]:
+        """Orders with armed SLA timers, soonest due first, with their state and the time they
+        must ship by: the console's SLA view (breaches, escalations, red and yellow lights)."""
+        out: list[dict[str, Any]] = []
+        for part in range(self.partitions):
+            if not self._owned(UNIQUE, part):
+                continue
+            async with self.stores.using(order_state.STORE, part) as store:
+                rows = store.scan(DEADLINE_PREFIX, limit)
+                seen: dict[str, dict[str, Any]] = {}
+                for _key, raw in rows:
+                    d = decode_deadline(raw)
+                    entry = seen.get(d.order_id)
+                    if entry is None:
+                        rec_raw = store.get(d.order_id.encode())
+                        if rec_raw is None:
+                            continue
+                        rec = record_decoder.decode(rec_raw)
+                        entry = seen[d.order_id] = {
+                            "id": d.order_id,
+                            "channel": rec.order.channel,
+                            "order_no": rec.order.channel_order_no,
+                            "state": rec.state,
+                            "state_since": rec.state_since,
+                            "ship_by": ship_by(rec, self.flow.policy),
+                            "timers": [],
+                        }
+                    entry["timers"].append(
+                        {
+                            "kind": d.kind,
+                            "state": d.state,
+                            "at": d.at,
+                            "since": d.since,
+                            "level": d.level,
+                        }
+                    )
+            out += seen.values()
+        out.sort(key=lambda e: min(t["at"] for t in e["timers"]))
+        return out[:limit]
+
+    async def dead_letter(self, key: bytes) -> tuple[int, dict[str, Any]]:
+        """One dead letter by its time key, from whichever owned partition holds it (a replay
+        reads it back to journal its payload again)."""
+        if not key.startswith(dead_letters.BY_TIME):
+            return 404, {"error": {"field": "key", "reason": "not a dead letter's key"}}
+        searched = False
+        for part in range(self.partitions):
+            if not self._owned(DLQ, part):
+                continue
+            searched = True
+            async with self.stores.using(dead_letters.STORE, part) as store:
+                raw = store.get(key)
+            if raw is not None:
+                return 200, {
+                    "key": key.hex(),
+                    **_letter_json(dead_letters.letter_decoder.decode(raw)),
+                }
+        return (404 if searched else 421), {"error": {"field": "key", "reason": "not here"}}
 
 
 def _json_response(status: int, payload: Any) -> aioweb.Response:

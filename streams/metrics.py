@@ -137,6 +137,11 @@ IMPORTED = Counter(
     " unchecked: admitted while no worker owned the partition)",
     ["channel", "outcome"],
 )
+MEMORY_BUDGET = Gauge(
+    "orderstream_memory_budget_bytes",
+    "The memory budget the service keeps the broker and workers within (0: none)",
+    multiprocess_mode="max",
+)
 FLOW_BREAKS = Counter(
     "orderstream_flow_breaks_total",
     "Orders whose progress once stalled longer than flow_break_after (15 m) in a state the"

@@ -46,6 +46,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Reconciliation with the channels' order APIs (credentials: `orderstream keys channel-api`):
     # a pass per configured channel this often ("1h", "30m"; "" = only when asked).
     reconcile_every: str = ""
+    # The console's SLA lights: red when an order not yet picked has less than this many hours
+    # left before its ship-by time, yellow when one not yet shipped has less than this.
+    sla_red_hours: float = 2.0
+    sla_yellow_hours: float = 6.0
     # Envelopes: how many records one broker message carries and how long a forwarder waits.
     envelope_max_records: int = 500
     # A stage sleeps until the first record of a batch arrives, then gathers more for this long:

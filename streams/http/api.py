@@ -25,9 +25,11 @@ from core.model import Limits, global_order_id, is_global_order_id
 from core.skus import SkuCatalog
 from core.state_machine import EventError, validate_event
 from streams import metrics
+from streams.http.auth import KEY
 from streams.http.errors import error, json_object
 from streams.ingest.admit import admit
 from streams.ingest.journal import IngestJournal, JournalFull
+from streams.ingest.replays import Replay, ReplayLog
 from streams.stages import dead_letters, order_state
 
 log = logging.getLogger("orderstream.api")
@@ -94,6 +96,15 @@ _FIELD_OF = {"set": "on_hand", "safety": "safety", "alert_at": "alert_at", "hold
 MANUAL_SOURCES = frozenset({"manual", "console", "operator"})
 
 
+def _actor(request: web.Request, default: str) -> str:
+    """Who is audited: X-Actor when the caller names a person, else the API key's name."""
+    named = request.headers.get("X-Actor", "").strip()[:200]
+    if named:
+        return named
+    key = request.get(KEY)
+    return key.name if key is not None else default
+
+
 def _counted(resp: web.Response, kind: str) -> web.Response:
     """A person's action that took effect counts toward manual interventions per 1,000 orders."""
     if resp.status == 200:
@@ -126,6 +137,8 @@ class IngestAPI:
         # must reach the same record, never create a second one nobody orders from
         self.skus = SkuCatalog()
         self.status: dict[str, Any] = {}
+        self.replays: ReplayLog | None = None  # set by the service: replays of dead letters
+        self.lights = (2.0, 6.0)  # the console's red / yellow thresholds, hours before ship-by
         # per-request and per-order bounds (settings max_batch_lines, max_order_bytes, ...)
         self.limits = Limits()
 
@@ -141,8 +154,12 @@ class IngestAPI:
                 web.post("/v1/orders/{order_id}/events", self.post_event),
                 web.get("/v1/orders/{order_id}/history", self.get_history),
                 web.get("/v1/dead-letters", self.get_dead_letters),
+                web.post("/v1/dead-letters/{key}/replay", self.post_replay),
                 web.get("/v1/review", self.get_review),
                 web.get("/v1/stock-audit", self.get_stock_audit),
+                web.get("/v1/stock", self.list_stock),
+                web.get("/v1/sla", self.get_sla),
+                web.get("/v1/whoami", self.whoami),
                 web.get("/v1/stock/{sku}", self.get_stock),
                 web.put("/v1/stock/{sku}", self.put_stock),
                 web.post("/v1/stock/{sku}/receipts", self.post_stock_receipt),
@@ -357,7 +374,109 @@ class IngestAPI:
             if status == 200:
                 rows += msgspec.json.decode(body)
         rows.sort(key=lambda r: r["received_at"], reverse=True)
+        if self.replays is not None:
+            for row in rows:
+                done = self.replays.get(row.get("key", ""))
+                if done is not None:
+                    row["replayed"] = done
         return web.Response(body=_json.encode(rows[:limit]), content_type="application/json")
+
+    async def list_stock(self, request: web.Request) -> web.Response:
+        """Every SKU's levels per warehouse, low-stock SKUs first."""
+        try:
+            limit = max(1, min(int(request.query.get("limit", "500")), 5000))
+        except ValueError:
+            return error(400, "limit", "must be an integer 1..5000")
+        rows: list[dict[str, Any]] = []
+        for status, body in await self.ask_workers(f"/internal/stock-levels?limit={limit}"):
+            if status == 200:
+                rows += msgspec.json.decode(body)
+        rows.sort(key=lambda r: (not r["low"], r["sku"]))
+        return web.Response(body=_json.encode(rows[:limit]), content_type="application/json")
+
+    async def get_sla(self, request: web.Request) -> web.Response:
+        """Orders with armed SLA timers, soonest due first, with ship-by times and the light
+        thresholds (red: not yet picked and less than red_hours left; yellow: not yet shipped
+        and less than yellow_hours left)."""
+        try:
+            limit = max(1, min(int(request.query.get("limit", "500")), 5000))
+        except ValueError:
+            return error(400, "limit", "must be an integer 1..5000")
+        rows: list[dict[str, Any]] = []
+        for status, body in await self.ask_workers(f"/internal/sla?limit={limit}"):
+            if status == 200:
+                rows += msgspec.json.decode(body)
+        rows.sort(key=lambda e: min(t["at"] for t in e["timers"]))
+        body = {
+            "now": time.time_ns() // 1_000_000,
+            "red_hours": self.lights[0],
+            "yellow_hours": self.lights[1],
+            "orders": rows[:limit],
+        }
+        return web.Response(body=_json.encode(body), content_type="application/json")
+
+    async def whoami(self, request: web.Request) -> web.Response:
+        """The key this request came with: the console shows actions only to write keys."""
+        key = request.get(KEY)
+        if key is None:  # auth = off: everything is allowed
+            body = {"name": "anonymous", "scopes": ["ingest", "read", "write"], "channels": []}
+        else:
+            body = {"name": key.name, "scopes": key.scopes, "channels": key.channels}
+        return web.Response(body=_json.encode(body), content_type="application/json")
+
+    async def post_replay(self, request: web.Request) -> web.Response:
+        """Send a dead letter through ingest again: its payload, or the corrected one in the
+        body. Durable (journaled) before the answer, audited in the replay log (X-Actor),
+        refused the second time (409 with the first replay)."""
+        key = request.match_info["key"]
+        if self.replays is None:
+            return error(503, "key", "replays are not available")
+        earlier = self.replays.get(key)
+        if earlier is not None:
+            return web.Response(
+                status=409,
+                body=_json.encode(
+                    {"error": {"field": "key", "reason": "already replayed"}, "replayed": earlier}
+                ),
+                content_type="application/json",
+            )
+        found: dict[str, Any] | None = None
+        for status, body in await self.ask_workers(f"/internal/dead-letters/{_quote(key)}"):
+            if status == 200:
+                found = msgspec.json.decode(body)
+        if found is None:
+            return error(404, "key", "no dead letter with this key (GET /v1/dead-letters)")
+        channel = found.get("channel", "")
+        adapter = ADAPTERS.get(channel)
+        if adapter is None:
+            return error(400, "channel", f"the letter names no channel we read ({channel!r})")
+        corrected = await request.read()
+        payload = corrected if corrected.strip() else found["payload"].encode()
+        now = time.time_ns() // 1_000_000
+        entries, results = admit(channel, adapter, [(None, payload)], self.limits, now)
+        try:
+            await self.journal.append(entries)
+        except JournalFull as exc:
+            resp = error(503, "journal", f"{exc}; retry later")
+            resp.headers["Retry-After"] = str(self.retry_after_s)
+            return resp
+        self.on_accept()
+        r = results[0]
+        replay = Replay(
+            key=key,
+            at=now,
+            actor=_actor(request, "operator"),
+            status=r.status,
+            id=r.id or "",
+            corrected=bool(corrected.strip()),
+            reason=r.reason or "",
+        )
+        self.replays.add(replay)
+        metrics.MANUAL_INTERVENTIONS.labels("replay").inc()
+        log.info(
+            "dead letter %s replayed by %s: %s %s", key, replay.actor, r.status, r.id or r.reason
+        )
+        return web.Response(status=202, body=_json.encode(replay), content_type="application/json")
 
     async def get_review(self, request: web.Request) -> web.Response:
         """Suspected near-duplicates held for an operator, oldest first."""
@@ -387,7 +506,7 @@ class IngestAPI:
         event = {
             "order_id": oid,
             "event": f"review_{decision}",
-            "actor": request.headers.get("X-Actor", "").strip()[:200] or "operator",
+            "actor": _actor(request, "operator"),
             "source": "api",
             "reason": request.query.get("reason", "")[:500],
             "at": time.time_ns() // 1_000_000,
@@ -412,7 +531,7 @@ class IngestAPI:
         body["order_id"] = oid
         body.setdefault("at", time.time_ns() // 1_000_000)
         body.setdefault("source", "api")
-        body.setdefault("actor", request.headers.get("X-Actor", "").strip()[:200] or "api")
+        body.setdefault("actor", _actor(request, "api"))
         event = validate_event(body)
         if isinstance(event, EventError):
             return error(400, event.field.replace("$.", "", 1), event.reason)
@@ -515,7 +634,7 @@ class IngestAPI:
             "quantity": quantity,
             "channel": channel,
             "reason": body.get("reason", ""),
-            "actor": request.headers.get("X-Actor", "")[:200],
+            "actor": _actor(request, ""),
             "at": time.time_ns() // 1_000_000,
             "adjustment_id": f"{adj_id}:{suffix}" if adj_id and suffix else adj_id,
         }

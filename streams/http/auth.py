@@ -33,7 +33,9 @@ log = logging.getLogger("orderstream.auth")
 
 _json = msgspec.json.Encoder()
 _keyfile_dec = msgspec.json.Decoder(KeyFile)
-OPEN_PATHS = frozenset({"/health", "/openapi.json"})
+OPEN_PATHS = frozenset({"/health", "/openapi.json", "/console"})
+CONSOLE_PREFIX = "/console/"  # the console's static files: the page asks for a key itself
+KEY = "api_key"  # request[KEY]: the ApiKey that authenticated the request (auth on)
 
 
 def _now_ms() -> int:
@@ -156,7 +158,11 @@ def ensure_bootstrap_key(data_dir: Path) -> Path | None:
 
 
 def required_scope(method: str, path: str, metrics_open: bool) -> str | None:
-    if path in OPEN_PATHS or (path == "/metrics" and metrics_open):
+    if (
+        path in OPEN_PATHS
+        or path.startswith(CONSOLE_PREFIX)
+        or (path == "/metrics" and metrics_open)
+    ):
         return None
     if method == "POST" and path in ("/v1/orders", "/v1/imports"):
         return "ingest"
@@ -241,4 +247,5 @@ class Authenticator:
         result = self.ring.check(token, scope, channel, _now_ms())
         if isinstance(result, Denied):
             return self._deny(request, result)
+        request[KEY] = result  # who acts: audited as the key's name, /v1/whoami
         return await handler(request)

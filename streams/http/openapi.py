@@ -272,6 +272,32 @@ def operations() -> dict[str, dict[str, dict[str, Any]]]:
                 params=[_LIMIT],
             ),
         },
+        "/v1/dead-letters/{key}/replay": {
+            "post": _op(
+                "Send a dead letter through ingest again (its payload, or a corrected one)",
+                "write",
+                {
+                    202: _json(_OBJECT, "journaled: {key, at, actor, status, id, corrected}"),
+                    404: _err("no dead letter with this key"),
+                    409: _json(_OBJECT, "already replayed: the first replay"),
+                    503: _retry("the journal is full, or the letter's worker is not answering"),
+                },
+                params=[
+                    {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {
+                        "name": "X-Actor",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    },
+                ],
+                body={
+                    "required": False,
+                    "description": "optional: the corrected order, in the channel's own JSON",
+                    "content": {"application/json": {"schema": _OBJECT}},
+                },
+            ),
+        },
         "/v1/review": {
             "get": _op(
                 "Held orders waiting for an operator, oldest first",
@@ -612,6 +638,83 @@ def operations() -> dict[str, dict[str, dict[str, Any]]]:
                     200: _json(_OBJECT, "every worker answers and holds partitions"),
                     503: _json(_OBJECT, "a worker down or restarting: accepting, not processing"),
                 },
+            ),
+        },
+        "/console": {
+            "get": _op(
+                "The operator console (no key to load it; it asks for one)",
+                None,
+                {
+                    200: {
+                        "description": "the page",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+            ),
+        },
+        "/console/{name}": {
+            "get": _op(
+                "The console's script and style sheet",
+                None,
+                {
+                    200: {
+                        "description": "the file",
+                        "content": {
+                            "text/javascript": {"schema": {"type": "string"}},
+                            "text/css": {"schema": {"type": "string"}},
+                        },
+                    },
+                    404: {
+                        "description": "no such file",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                },
+                params=[
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+            ),
+        },
+        "/v1/stock": {
+            "get": _op(
+                "Every SKU's levels per warehouse, low-stock SKUs first",
+                "read",
+                {
+                    200: _json({"type": "array", "items": _OBJECT}, "{sku, low, warehouses}"),
+                    400: _err("limit out of range"),
+                },
+                params=[
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    }
+                ],
+            ),
+        },
+        "/v1/sla": {
+            "get": _op(
+                "Orders with armed SLA timers, soonest first, with ship-by and light thresholds",
+                "read",
+                {
+                    200: _json(_OBJECT, "{now, red_hours, yellow_hours, orders}"),
+                    400: _err("limit out of range"),
+                },
+                params=[
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    }
+                ],
+            ),
+        },
+        "/v1/whoami": {
+            "get": _op(
+                "The key this request came with: name, scopes, channels",
+                "read",
+                {200: _json(_OBJECT, "{name, scopes, channels}")},
             ),
         },
         "/openapi.json": {

@@ -26,7 +26,7 @@ from aiohttp import web
 from core.routing import WarehouseRouting
 from core.skus import SkuCatalog
 from streams import metrics
-from streams.http import openapi
+from streams.http import console_page, openapi
 from streams.http.api import IngestAPI
 from streams.http.auth import (
     Authenticator,
@@ -41,6 +41,7 @@ from streams.http.sync_api import SyncAPI
 from streams.imports.jobs import Imports
 from streams.ingest.forwarder import Forwarder, SettleListener, wait_closed
 from streams.ingest.journal import IngestJournal
+from streams.ingest.replays import ReplayLog
 from streams.kafka import client as kafka_client
 from streams.kafka import fetch_wait
 from streams.kafka.broker import EmbeddedBroker, die_with_parent, free_port
@@ -180,6 +181,8 @@ class Supervisor:
         )
         api.status = {"broker": s.broker_url, "embedded": s.embedded, "epoch": self.epoch}
         api.limits = s.limits
+        api.replays = ReplayLog(data / "replays.jsonl")
+        api.lights = (s.sla_red_hours, s.sla_yellow_hours)
         routing = WarehouseRouting.from_toml(s.warehouses) if s.warehouses else None
         api.warehouses = frozenset((routing or WarehouseRouting.default()).warehouses)
         if s.sku_aliases_path is not None:
@@ -224,6 +227,8 @@ class Supervisor:
         )
         app.add_routes(ReconcileAPI(reconciler).routes())
         app.add_routes([openapi.route()])
+        app.add_routes(console_page.routes())
+        metrics.MEMORY_BUDGET.set(s.memory_budget_mb * 2**20)
         auth = Authenticator(keys_path(data), s.auth == "on", metrics_open=False)
         if s.auth == "on":
             made = ensure_bootstrap_key(data)

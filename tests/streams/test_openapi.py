@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from streams.http import openapi
+from streams.http import console_page, openapi
 from streams.http.api import IngestAPI
 from streams.http.imports_api import ImportsAPI
 from streams.http.reconcile_api import ReconcileAPI
@@ -24,6 +24,7 @@ def _registered() -> set[tuple[str, str]]:
     app.add_routes(ImportsAPI(None, 0).routes())  # type: ignore[arg-type]
     app.add_routes(ReconcileAPI(None).routes())  # type: ignore[arg-type]
     app.add_routes([openapi.route()])
+    app.add_routes(console_page.routes())
     out = set()
     for r in app.router.routes():
         if r.method == "HEAD":
@@ -65,7 +66,11 @@ def test_scopes_match_the_authenticator() -> None:
     from streams.http.auth import required_scope
 
     for path, ops in openapi.document()["paths"].items():
-        concrete = path.replace("{order_id}", "os_" + "0" * 24).replace("{decision}", "approve")
+        concrete = (
+            path.replace("{order_id}", "os_" + "0" * 24)
+            .replace("{decision}", "approve")
+            .replace("{name}", "console.js")
+        )
         for method, op in ops.items():
             assert required_scope(method.upper(), concrete, False) == op.get("x-scope"), (
                 method,
