@@ -222,6 +222,7 @@ async function pollMetrics() {
 // ---- live orders over SSE (fetch streaming: the key stays in a header) ---------------------------
 
 let liveCount = 0;
+const liveOrders = new Set();
 async function startLive() {
   if (live) live.abort();
   live = new AbortController();
@@ -253,7 +254,10 @@ async function startLive() {
 function onLive(event) {
   const d = event.data || {};
   liveCount += 1;
-  $("#live-count").textContent = `${liveCount.toLocaleString()} changes since sign-in`;
+  if (d.order_id) liveOrders.add(d.order_id);
+  const counter = $("#live-count");
+  counter.textContent = `${liveCount.toLocaleString()} changes of ${liveOrders.size.toLocaleString()} orders since sign-in`;
+  counter.dataset.orders = String(liveOrders.size);
   const row = h("tr", { "data-order": d.order_id || "" },
     h("td", {}, new Date().toLocaleTimeString()),
     h("td", {}, h("a", { href: "#", onclick: (e) => { e.preventDefault(); openOrder(d.order_id); } }, d.order_id || "")),
@@ -388,7 +392,7 @@ async function lookUp(path) {
   }
   const o = body.order, res = body.reservation;
   const history = (await api(`/v1/orders/${body.id}/history`)).body;
-  const entries = Array.isArray(history) ? history : history.entries || [];
+  const entries = (history && history.history) || [];
   card.replaceChildren(
     h("div", { class: "pair" }, orderSummary("Order", body),
       h("div", { class: "card" }, h("h3", {}, "Health"),
@@ -397,7 +401,7 @@ async function lookUp(path) {
           h("dt", {}, "state"), h("dd", { class: "order-state" }, `${body.state} since ${when(body.state_since)}`),
           h("dt", {}, "paid"), h("dd", {}, `${o.payment_status} ${when(o.paid_at)}`),
           h("dt", {}, "tracking"), h("dd", {}, body.tracking_no ? `${body.carrier} ${body.tracking_no}` : "—"),
-          h("dt", {}, "reservation"), h("dd", {}, res ? `${res.status}: ${(res.lines || []).map((l) => `${l.sku}×${l.quantity}@${l.warehouse || "?"} ${l.status || ""}`).join(", ")}` : "—"),
+          h("dt", {}, "reservation"), h("dd", {}, res ? `${res.status}: ${(res.lines || []).map((l) => `${l.sku}×${l.quantity} ${l.outcome}${l.warehouse ? " @ " + l.warehouse : l.tracked === false ? " (not stock-managed)" : ""}`).join(", ")}` : "—"),
           h("dt", {}, "copies"), h("dd", {}, `${body.copies} (duplicates ${body.duplicate_count})${body.duplicate_of ? ` · duplicate of ${body.duplicate_of}` : ""}`),
           h("dt", {}, "SLA"), h("dd", {}, (body.deadlines || []).map((d) => `${d.timer} due ${when(d.due_at)}${d.level ? ` (escalation ${d.level})` : ""}`).join("; ") || "—"),
           h("dt", {}, "hold"), h("dd", {}, body.hold_reason || "—")))),
