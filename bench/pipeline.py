@@ -416,6 +416,39 @@ def recovery_s(rows: list[dict[str, Any]], after: float, bar_ms: float) -> float
     return None
 
 
+class OpenConsole:
+    """A headless chromium showing the console's Flow view (metrics every 2 s, the live stream):
+    what an operator watching the flood costs the service. The browser is not the service's
+    child, so its own CPU is not counted in the service's roles."""
+
+    def __init__(self, pw: Any, browser: Any) -> None:
+        self.pw = pw
+        self.browser = browser
+
+    async def aclose(self) -> None:
+        await self.browser.close()
+        await self.pw.stop()
+
+
+async def open_console(url: str) -> OpenConsole:
+    import shutil
+
+    from playwright.async_api import async_playwright
+
+    pw = await async_playwright().start()
+    browser = await pw.chromium.launch(
+        executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+        args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+    )
+    page = await browser.new_page()
+    await page.goto(f"{url}/console")
+    await page.fill("#key", API_HEADERS.get("Authorization", "Bearer -").split(" ", 1)[1])
+    await page.click("#signin-form button[type=submit]")
+    await page.wait_for_selector("#tabs:not([hidden])")
+    print("console open on the Flow view", flush=True)
+    return OpenConsole(pw, browser)
+
+
 async def run(args: argparse.Namespace) -> int:
     if args.scenario == "sustained":
         phases = [(0.0, 0.0)]
@@ -454,6 +487,7 @@ async def run(args: argparse.Namespace) -> int:
         env[key] = value
     service = Service(args.ready_timeout, env)
     machine = machine_info()
+    console: OpenConsole | None = None
     code = 0
     result: dict[str, Any] = {}
     try:
@@ -464,6 +498,7 @@ async def run(args: argparse.Namespace) -> int:
         await sub.start()
         if sub.error:
             raise RuntimeError(f"subscriber: {sub.error}")
+        console = await open_console(service.url) if args.console else None
         assert service.proc is not None
         pids = descendants(service.proc.pid)
         cpu0 = process_cpu(pids)
@@ -541,6 +576,7 @@ async def run(args: argparse.Namespace) -> int:
         result = {
             "scenario": args.scenario,
             "settings": {
+                "console_open": args.console,
                 "workers": args.workers,
                 "phases": phases,
                 "orders": count,
@@ -599,6 +635,8 @@ async def run(args: argparse.Namespace) -> int:
         if missing or tally.refused:
             code = 1
     finally:
+        if console is not None:
+            await console.aclose()
         await asyncio.get_running_loop().run_in_executor(None, service.stop)
         left = service.leftovers()
         if left:
@@ -741,6 +779,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--drain-timeout", type=float, default=600.0)
     p.add_argument("--json", default="", help="default bench/results/pipeline-<scenario>-w<N>")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument(
+        "--console",
+        action="store_true",
+        help="keep the operator console open (headless chromium, Flow view) during the run",
+    )
     p.add_argument(
         "--slice-s",
         type=float,
