@@ -95,6 +95,7 @@ def test_console_end_to_end(service: Service, browser: Any) -> None:
     rows = {r.get_attribute("data-order") for r in page.query_selector_all("#live tbody tr")}
     assert rows & {expected_id("shopify", p) for p in payloads}
     page.wait_for_timeout(2500)  # two metric polls: the charts have a rate
+    assert "orders.raw" in page.text_content("#lag")  # lag per stage's topic
     shot(page, "flow")
 
     # a near-duplicate held for review: approve it, and it moves

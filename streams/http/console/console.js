@@ -146,7 +146,9 @@ function chart(title, names, unit, extra = null) {
   const max = Math.max(1e-9, ...all, extra ? extra.value : 0);
   const lines = names.map((n, i) => {
     const vals = series[n] || [];
-    const pts = vals.map((v, j) => `${(j / (KEEP - 1)) * w},${hgt - (isFinite(v) ? v : 0) / max * (hgt - 4) - 2}`).join(" ");
+    // the newest sample at the right edge, older ones to its left
+    const x = (j) => w - ((vals.length - 1 - j) / (KEEP - 1)) * w;
+    const pts = vals.map((v, j) => `${x(j)},${hgt - (isFinite(v) ? v : 0) / max * (hgt - 4) - 2}`).join(" ");
     return `<polyline class="${i ? "b" : ""}" points="${pts}"></polyline>`;
   });
   if (extra) {
@@ -209,6 +211,14 @@ async function pollMetrics() {
     kpi("Manual interventions / 1,000 orders (≤ 2)", manual, manual <= 2, manual.toFixed(1)),
     kpi("On-time shipment", onTime, onTime >= 0.95, `${(onTime * 100).toFixed(1)} %`),
   );
+  const lagByTopic = new Map();
+  for (const r of rows) {
+    if (r.name !== "orderstream_consumer_lag") continue;
+    const stage = r.labels.group === "sync" ? `${r.labels.topic} (sync)` : r.labels.topic;
+    lagByTopic.set(stage, (lagByTopic.get(stage) || 0) + r.value);
+  }
+  $("#lag tbody").replaceChildren(...[...lagByTopic.entries()].sort().map(([topic, v]) =>
+    h("tr", {}, h("td", {}, topic), h("td", {}, Math.round(v).toLocaleString()))));
   $("#charts").replaceChildren(
     chart("Orders/s in / recorded", ["in", "out"], ""),
     chart("Accepted → recorded p50 / p99", ["p50", "p99"], "ms"),
