@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.flood import Service, machine_info
-from bench.pipeline import cpu_by_role, descendants, process_cpu
+from bench.pipeline import cpu_by_role, descendants, open_console, process_cpu
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -40,6 +40,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     svc.start()
     try:
         ready = await svc.wait_ready()
+        console = await open_console(svc.url) if args.console else None
         await asyncio.sleep(args.settle)
         assert svc.proc is not None
         pids = descendants(svc.proc.pid)
@@ -50,12 +51,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(0.1)
             seen |= broker_connections(svc.broker_port)
         after = process_cpu(pids)
+        if console is not None:
+            await console.aclose()
     finally:
         svc.stop()
     roles = cpu_by_role(before, after)
     percent = {role: 100 * s / args.seconds for role, s in sorted(roles.items())}
     return {
         "scenario": "idle",
+        "console_open": args.console,
         "workers": args.workers,
         "seconds": args.seconds,
         "ready_s": ready,
@@ -73,10 +77,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--ready-timeout", type=float, default=120.0)
     p.add_argument("--json", default="", help="default bench/results/idle-w<N>.json")
+    p.add_argument(
+        "--console",
+        action="store_true",
+        help="with the operator console open (headless chromium, Flow view): what it costs",
+    )
     args = p.parse_args(argv)
     r = asyncio.run(run(args))
     per = "  ".join(f"{k} {v:.1f}" for k, v in r["cpu_percent_of_one_core"].items())
-    print(f"idle service, {r['workers']} worker(s), {r['seconds']:.0f} s after {args.settle:.0f} s")
+    print(
+        f"idle service, {r['workers']} worker(s), {r['seconds']:.0f} s after {args.settle:.0f} s"
+        + (", console open" if args.console else "")
+    )
     print(f"  CPU        {per}  (% of one core)")
     print(f"  total      {r['total_percent_of_one_core']:.1f} % of one core")
     print(f"  broker     {r['new_broker_connections_per_s']:.2f} new connections/s")

@@ -430,6 +430,17 @@ class OpenConsole:
         await self.pw.stop()
 
 
+async def drain_stream(url: str) -> None:
+    """An SSE subscriber that reads and discards: N of them make the per-subscriber cost of the
+    sync hub measurable above the run-to-run noise (the console's live list is one)."""
+    async with (
+        aiohttp.ClientSession(headers=API_HEADERS, timeout=aiohttp.ClientTimeout(total=None)) as s,
+        s.get(url) as resp,
+    ):
+        async for _ in resp.content.iter_chunked(1 << 16):
+            pass
+
+
 async def open_console(url: str) -> OpenConsole:
     import shutil
 
@@ -499,6 +510,10 @@ async def run(args: argparse.Namespace) -> int:
         if sub.error:
             raise RuntimeError(f"subscriber: {sub.error}")
         console = await open_console(service.url) if args.console else None
+        extra = [
+            asyncio.create_task(drain_stream(service.url + "/v1/stream?type=order"))
+            for _ in range(args.extra_subscribers)
+        ]
         assert service.proc is not None
         pids = descendants(service.proc.pid)
         cpu0 = process_cpu(pids)
@@ -577,6 +592,7 @@ async def run(args: argparse.Namespace) -> int:
             "scenario": args.scenario,
             "settings": {
                 "console_open": args.console,
+                "extra_subscribers": args.extra_subscribers,
                 "workers": args.workers,
                 "phases": phases,
                 "orders": count,
@@ -637,6 +653,8 @@ async def run(args: argparse.Namespace) -> int:
     finally:
         if console is not None:
             await console.aclose()
+        for task in locals().get("extra", []):
+            task.cancel()
         await asyncio.get_running_loop().run_in_executor(None, service.stop)
         left = service.leftovers()
         if left:
@@ -779,6 +797,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--drain-timeout", type=float, default=600.0)
     p.add_argument("--json", default="", help="default bench/results/pipeline-<scenario>-w<N>")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument(
+        "--extra-subscribers",
+        type=int,
+        default=0,
+        help="SSE subscribers (type=order) that read and discard, beside the measuring one",
+    )
     p.add_argument(
         "--console",
         action="store_true",
