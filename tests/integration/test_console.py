@@ -141,10 +141,11 @@ def test_console_end_to_end(service: Service, browser: Any) -> None:
     # an edit that would oversell shows the service's explanation
     page.fill("#stock-form input[name=sku]", "CUP-01")
     page.fill("#stock-form input[name=warehouse]", "sh-main")
-    page.fill("#stock-form input[name=on_hand]", "-1")
+    page.fill("#stock-form input[name=on_hand]", "3")
+    page.fill("#stock-form input[name=safety]", "5")  # safety above on hand: would oversell
     page.click("#stock-form button[type=submit]")
     page.wait_for_selector("#stock-result.error")
-    assert "on_hand" in page.text_content("#stock-result")
+    assert page.text_content("#stock-result").startswith("409"), page.text_content("#stock-result")
     shot(page, "stock")
 
     # a dead letter: corrected in the page and replayed through ingest
