@@ -8,6 +8,7 @@ import shutil
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from streams import logs
@@ -32,16 +33,33 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _keys(args: argparse.Namespace) -> int:
+    from streams.http import auth
+
+    try:
+        settings = load_settings(args.config, {"data_dir": args.data_dir, "broker": args.broker})
+    except SettingsError as exc:
+        print(f"orderstream: {exc}", file=sys.stderr)
+        return 2
+    if settings.clustered:
+        # many nodes, one service: the cluster's configuration topic is the truth, and every
+        # node has the change within seconds
+        from streams.cluster.shared_config import ConfigUnavailable, edit_cluster_files
+
+        try:
+            return edit_cluster_files(settings, lambda keys, apis: _keys_on(args, keys, apis))
+        except ConfigUnavailable as exc:
+            print(f"orderstream: {exc}; nothing was changed", file=sys.stderr)
+            return 1
+    data = settings.data_path
+    return _keys_on(args, auth.keys_path(data), auth.channel_api_path(data))
+
+
+def _keys_on(args: argparse.Namespace, path: Path, apis_path: Path) -> int:
+    """One ``keys`` command on a key file and a channel-API file."""
     from datetime import UTC, datetime
 
     from streams.http import auth
 
-    try:
-        settings = load_settings(args.config, {"data_dir": args.data_dir})
-    except SettingsError as exc:
-        print(f"orderstream: {exc}", file=sys.stderr)
-        return 2
-    path = auth.keys_path(settings.data_path)
     if args.action == "add":
         scopes = [x.strip() for x in args.scopes.split(",") if x.strip()]
         channels = [x.strip() for x in args.channels.split(",") if x.strip()]
@@ -77,7 +95,7 @@ def _keys(args: argparse.Namespace) -> int:
                 return 2
             fields[name.strip()] = value
         base = args.base_url or DEFAULT_BASE[channel]
-        api = auth.set_channel_api(auth.channel_api_path(settings.data_path), channel, base, fields)
+        api = auth.set_channel_api(apis_path, channel, base, fields)
         if not api.base_url:
             print(f"orderstream: {channel} needs --base-url (the shop's own host)", file=sys.stderr)
             return 2
@@ -174,7 +192,11 @@ def main(argv: list[str] | None = None) -> None:
     rec.add_argument("--api-key", default=os.environ.get("ORDERSTREAM_API_KEY", ""))
     k = sub.add_parser("keys", help="API keys and channel webhook secrets (applied live)")
     k.add_argument("--data-dir", help="the service's data dir (default ./data)")
-    k.add_argument("--config", help="TOML settings file (for data_dir)")
+    k.add_argument("--config", help="TOML settings file (for data_dir, broker)")
+    k.add_argument(
+        "--broker",
+        help="kafka://host:port: change the cluster's keys (every node), not one data dir's",
+    )
     ks = k.add_subparsers(dest="action", required=True)
     add = ks.add_parser("add", help="create a key; prints it once")
     add.add_argument("name")

@@ -20,16 +20,21 @@ from aiohttp import web
 
 from core.channels import ADAPTERS
 from core.framing import TooManyLines, split_orders
-from core.inventory import StockAdjustment
+from core.inventory import StockAdjustment, partition_key
 from core.model import Limits, global_order_id, is_global_order_id
 from core.skus import SkuCatalog
 from core.state_machine import EventError, validate_event
+from ext import kafka_partition
 from streams import metrics
+from streams.cluster import peers as cluster_peers
+from streams.cluster.members import Membership
+from streams.cluster.peers import NO_ANSWER, Answers, Peers
 from streams.http.auth import KEY
 from streams.http.errors import error, json_object
 from streams.ingest.admit import admit
 from streams.ingest.journal import IngestJournal, JournalFull
 from streams.ingest.replays import Replay, ReplayLog
+from streams.kafka.topics import DLQ, RESERVE, UNIQUE
 from streams.stages import dead_letters, order_state
 
 log = logging.getLogger("orderstream.api")
@@ -141,6 +146,11 @@ class IngestAPI:
         self.lights = (2.0, 6.0)  # the console's red / yellow thresholds, hours before ship-by
         # per-request and per-order bounds (settings max_batch_lines, max_order_bytes, ...)
         self.limits = Limits()
+        # many nodes, one service (an external cluster): who holds which partition, and how
+        # to ask another node's workers; None on one machine
+        self.members: Membership | None = None
+        self.peers: Peers | None = None
+        self.partitions = 1
 
     def build(self) -> web.Application:
         # the body limit's middleware comes first, so it also answers for a body another
@@ -167,6 +177,9 @@ class IngestAPI:
                 web.post("/v1/review/{order_id}/{decision}", self.post_review),
                 web.get("/metrics", self.get_metrics),
                 web.get("/health", self.get_health),
+                web.get("/v1/cluster", self.get_cluster),
+                web.post(cluster_peers.WORKERS_PATH, self.post_cluster_workers),
+                web.get(cluster_peers.ACCEPTED_PATH + "{order_id}", self.get_cluster_accepted),
             ]
         )
         app.on_cleanup.append(self._close_session)
@@ -272,8 +285,18 @@ class IngestAPI:
 
     # -- queries ---------------------------------------------------------------------------------
 
-    async def ask_workers(self, path: str, body: bytes | None = None) -> list[tuple[int, bytes]]:
-        """Ask every worker (GET, or POST with ``body``); 599 stands for "did not answer"."""
+    async def ask_workers(self, path: str, body: bytes | None = None) -> Answers:
+        """Ask every worker of the service (GET, or POST with ``body``): this node's, and on a
+        cluster every other live node's; 599 stands for "did not answer"."""
+        local = self.ask_local(path, body)
+        if self.members is None or self.peers is None:
+            return await local
+        remote = self.peers.all_workers(self.members.peers(), path, body)
+        mine, theirs = await asyncio.gather(local, remote)
+        return mine + theirs
+
+    async def ask_local(self, path: str, body: bytes | None = None) -> Answers:
+        """Ask this node's workers (GET, or POST with ``body``); 599: did not answer."""
         if self.session is None:
             self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         method = "GET" if body is None else "POST"
@@ -289,15 +312,66 @@ class IngestAPI:
 
         return list(await asyncio.gather(*(one(u) for u in self.worker_urls)))
 
-    async def _owner(self, path: str, body: bytes | None = None) -> web.Response:
-        """Ask the worker that owns the key's partition (the others answer 421)."""
-        answers = [a for a in await self.ask_workers(path, body) if a[0] != 421]
-        if len(answers) != 1 or answers[0][0] == 599:
-            resp = error(503, "order_id", "the worker owning this order is not answering")
+    async def ask_owner(
+        self, topic: str, partition: int, path: str, body: bytes | None = None
+    ) -> Answers:
+        """The answers of the workers of the node holding ``topic``'s ``partition``.
+
+        On one machine that is this node. On a cluster the request goes straight to the owner
+        the membership names; if that node no longer holds it (a rebalance moved it on) or does
+        not answer, it is asked once more after the records had a moment to catch up, and then
+        every node is asked.
+        """
+        members, peers = self.members, self.peers
+        if members is None or peers is None:
+            return await self.ask_local(path, body)
+        for attempt in range(2):
+            owner = members.owner(topic, partition)
+            if owner is None:
+                break
+            if owner.node == members.node:
+                answers = await self.ask_local(path, body)
+            else:
+                answers = await peers.workers(owner, path, body)
+            if any(status not in (421, NO_ANSWER) for status, _ in answers):
+                return answers
+            if attempt == 0:
+                await asyncio.sleep(0.3)
+        return await self.ask_workers(path, body)
+
+    async def _owner(
+        self, path: str, body: bytes | None, topic: str, partition: int, what: tuple[str, str]
+    ) -> web.Response:
+        """The answer of the worker that owns the key's partition (the others answer 421);
+        ``what`` names the key for an error: ("order_id", "order") or ("sku", "SKU")."""
+        answers = await self.ask_owner(topic, partition, path, body)
+        answers = [a for a in answers if a[0] != 421]
+        if len(answers) != 1 or answers[0][0] == NO_ANSWER:
+            field, noun = what
+            reason = (
+                f"no worker holds this {noun}'s partition ({partition}) right now"
+                if not answers
+                else f"the worker holding this {noun}'s partition ({partition}) is not answering"
+            )
+            resp = error(503, field, reason + "; retry shortly")
             resp.headers["Retry-After"] = "1"
             return resp
         status, payload = answers[0]
         return web.Response(status=status, body=payload, content_type="application/json")
+
+    def _order_part(self, oid: str) -> int:
+        return kafka_partition(oid.encode(), self.partitions)
+
+    def _sku_part(self, sku: str) -> int:
+        return kafka_partition(partition_key(sku), self.partitions)
+
+    async def _order_owner(self, oid: str, path: str, body: bytes | None = None) -> web.Response:
+        part = self._order_part(oid)
+        return await self._owner(path, body, UNIQUE, part, ("order_id", "order"))
+
+    async def _sku_owner(self, sku: str, path: str, body: bytes | None = None) -> web.Response:
+        part = self._sku_part(sku)
+        return await self._owner(path, body, RESERVE, part, ("sku", "SKU"))
 
     async def find_order(self, request: web.Request) -> web.Response:
         """``GET /v1/orders?channel=C&order_no=N``: what a merchant has is the channel's order
@@ -319,7 +393,15 @@ class IngestAPI:
         return await self._order(oid)
 
     async def _order(self, oid: str) -> web.Response:
-        answers = await self.ask_workers(f"/internal/orders/{oid}")
+        part = self._order_part(oid)
+        path = f"/internal/orders/{oid}"
+        answers = await self.ask_owner(UNIQUE, part, path)
+        if self.members is not None:
+            # a dead letter lives in the same partition number of its own topic: on another
+            # node only while the assignment is out of step
+            record, dead = self.members.owner(UNIQUE, part), self.members.owner(DLQ, part)
+            if dead is not None and (record is None or dead.node != record.node):
+                answers += await self.ask_owner(DLQ, part, path)
         searched: set[str] = set()
         for status, body in answers:
             if status == 200:
@@ -328,7 +410,7 @@ class IngestAPI:
                 with contextlib.suppress(msgspec.DecodeError):  # not the lookup's own 404
                     searched.update(_searched.decode(body).searched)
         if searched != ORDER_STORES:
-            accepted = self._accepted(oid)
+            accepted = await self._accepted_anywhere(oid)
             if accepted is not None:  # known to be on its way, whoever owns its partition
                 return accepted
             # a worker down, or a partition between owners (a rebalance after a worker crash):
@@ -338,7 +420,7 @@ class IngestAPI:
             )
             resp.headers["Retry-After"] = "1"
             return resp
-        accepted = self._accepted(oid)
+        accepted = await self._accepted_anywhere(oid)
         if accepted is not None:
             return accepted
         backlog = self.journal.depth
@@ -348,6 +430,16 @@ class IngestAPI:
             "no order with this id: not recorded, and not among the recently accepted"
             + (f" ({backlog:,} accepted orders are still being processed)" if backlog else ""),
         )
+
+    async def _accepted_anywhere(self, oid: str) -> web.Response | None:
+        """Accepted by this node, or on a cluster by any node, and not recorded yet."""
+        found = self._accepted(oid)
+        if found is not None or self.members is None or self.peers is None:
+            return found
+        body = await self.peers.accepted(self.members.peers(), oid)
+        if body is None:
+            return None
+        return web.Response(body=body, content_type="application/json")
 
     def _accepted(self, oid: str) -> web.Response | None:
         """An order accepted (durable in the journal) that no stage has recorded yet."""
@@ -511,7 +603,9 @@ class IngestAPI:
             "reason": request.query.get("reason", "")[:500],
             "at": time.time_ns() // 1_000_000,
         }
-        resp = await self._owner(f"/internal/orders/{_quote(oid)}/events", _json.encode(event))
+        resp = await self._order_owner(
+            oid, f"/internal/orders/{_quote(oid)}/events", _json.encode(event)
+        )
         return _counted(resp, "review")
 
     async def post_event(self, request: web.Request) -> web.Response:
@@ -539,7 +633,9 @@ class IngestAPI:
             return error(
                 400, "event", f"{event.event} is raised by orderstream itself, not accepted here"
             )
-        resp = await self._owner(f"/internal/orders/{_quote(oid)}/events", _json.encode(event))
+        resp = await self._order_owner(
+            oid, f"/internal/orders/{_quote(oid)}/events", _json.encode(event)
+        )
         if event.event.startswith("review_"):
             return _counted(resp, "review")
         return _counted(resp, "event") if event.source in MANUAL_SOURCES else resp
@@ -549,7 +645,7 @@ class IngestAPI:
         oid = request.match_info["order_id"]
         if not is_global_order_id(oid):
             return _not_an_id()
-        return await self._owner(f"/internal/orders/{_quote(oid)}/history")
+        return await self._order_owner(oid, f"/internal/orders/{_quote(oid)}/history")
 
     # -- stock -----------------------------------------------------------------------------------
 
@@ -571,7 +667,8 @@ class IngestAPI:
 
     async def get_stock(self, request: web.Request) -> web.Response:
         """A SKU's level per warehouse (on_hand, reserved, safety, available, holds), live."""
-        return await self._owner(f"/internal/stock/{_quote(self._sku(request))}")
+        sku = self._sku(request)
+        return await self._sku_owner(sku, f"/internal/stock/{_quote(sku)}")
 
     async def put_stock(self, request: web.Request) -> web.Response:
         """Set a SKU's level in one warehouse: any of on_hand, safety, alert_at, holds.
@@ -660,7 +757,7 @@ class IngestAPI:
                 return error(400, field, f"{why}, got {adj['quantity']}")
         checked = msgspec.convert(adjustments, list[StockAdjustment])
         sku = self._sku(request)
-        resp = await self._owner(f"/internal/stock/{_quote(sku)}", _json.encode(checked))
+        resp = await self._sku_owner(sku, f"/internal/stock/{_quote(sku)}", _json.encode(checked))
         # a count corrected or a level set by hand; goods received are the warehouse's routine
         return resp if adjustments[0]["op"] == "receipt" else _counted(resp, "stock")
 
@@ -679,9 +776,12 @@ class IngestAPI:
         the API still accepts into the journal then, but nothing moves, and a probe must see it.
         """
         workers = []
-        for status, body in await self.ask_workers("/internal/health"):
+        for status, body in await self.ask_local("/internal/health"):
             workers.append(msgspec.json.decode(body) if status == 200 else {"up": False})
         processing = all(w.get("assigned") for w in workers)
+        extra: dict[str, Any] = {}
+        if self.members is not None:
+            extra["cluster"] = self._cluster_view()
         return web.Response(
             status=200 if processing else 503,
             body=_json.encode(
@@ -690,7 +790,53 @@ class IngestAPI:
                     "processing": processing,
                     "journal_depth": self.journal.depth,
                     "workers": workers,
+                    **extra,
                 }
             ),
             content_type="application/json",
         )
+
+    # -- many nodes, one service -------------------------------------------------------------
+
+    def _cluster_view(self) -> dict[str, Any]:
+        assert self.members is not None
+        nodes = sorted(self.members.records(), key=lambda r: r.node)
+        return {
+            "node": self.members.node,
+            "nodes": [
+                {
+                    "node": r.node,
+                    "url": r.url,
+                    "partitions": r.partitions.get(UNIQUE, []),
+                    "seen_ms_ago": max(0, time.time_ns() // 1_000_000 - r.at),
+                }
+                for r in nodes
+            ],
+            "unowned_partitions": self.members.unowned(UNIQUE, self.partitions),
+        }
+
+    async def get_cluster(self, request: web.Request) -> web.Response:
+        """The nodes of the service and the partitions each one's workers hold."""
+        if self.members is None:
+            body: dict[str, Any] = {"node": "", "nodes": [], "unowned_partitions": []}
+            body["single_machine"] = True
+        else:
+            body = self._cluster_view()
+        return web.Response(body=_json.encode(body), content_type="application/json")
+
+    async def post_cluster_workers(self, request: web.Request) -> web.Response:
+        """Another node asks this node's workers (the cluster secret was checked by auth)."""
+        try:
+            query = cluster_peers.query_codec.decode(await request.read())
+        except msgspec.DecodeError as exc:
+            return error(400, "$", f"not a worker query: {exc}")
+        if not query.path.startswith("/internal/") or ".." in query.path:
+            return error(400, "path", "must be a worker's /internal/ path")
+        answers = await self.ask_local(query.path, query.body)
+        return web.Response(
+            body=cluster_peers.encode_answers(answers), content_type="application/msgpack"
+        )
+
+    async def get_cluster_accepted(self, request: web.Request) -> web.Response:
+        found = self._accepted(request.match_info["order_id"])
+        return found if found is not None else error(404, "order_id", "not in this journal")

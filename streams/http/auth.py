@@ -10,9 +10,11 @@ Failures are answered 401/403, counted by reason, and logged without the credent
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -28,6 +30,7 @@ from core.credentials import (
     verify_body_hmac,
 )
 from streams import metrics
+from streams.cluster.peers import SECRET_HEADER
 
 log = logging.getLogger("orderstream.auth")
 
@@ -36,6 +39,7 @@ _keyfile_dec = msgspec.json.Decoder(KeyFile)
 OPEN_PATHS = frozenset({"/health", "/openapi.json", "/console"})
 CONSOLE_PREFIX = "/console/"  # the console's static files: the page asks for a key itself
 KEY = "api_key"  # request[KEY]: the ApiKey that authenticated the request (auth on)
+INTERNAL_PREFIX = "/internal/"  # node-to-node routes: the cluster secret, never an API key
 
 
 def _now_ms() -> int:
@@ -71,8 +75,12 @@ def set_channel_api(path: Path, channel: str, base_url: str, fields: dict[str, s
         fields={**(old.fields if old else {}), **fields},
     )
     apis[channel] = api
-    _write_private(path, msgspec.json.format(msgspec.json.encode(list(apis.values()))))
+    save_channel_apis(path, list(apis.values()))
     return api
+
+
+def save_channel_apis(path: Path, apis: list[ChannelApi]) -> None:
+    _write_private(path, msgspec.json.format(msgspec.json.encode(apis)))
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -172,10 +180,17 @@ def required_scope(method: str, path: str, metrics_open: bool) -> str | None:
 
 
 class Authenticator:
-    def __init__(self, path: Path, enabled: bool, metrics_open: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        enabled: bool,
+        metrics_open: bool = False,
+        cluster_secret: Callable[[], str] | None = None,
+    ) -> None:
         self.path = path
         self.enabled = enabled
         self.metrics_open = metrics_open
+        self.cluster_secret = cluster_secret  # None: one machine, no node-to-node routes
         self._mtime = -1.0
         self.ring = KeyRing(KeyFile())
         self.reload()
@@ -219,8 +234,27 @@ class Authenticator:
             headers=headers,
         )
 
+    def _internal_allowed(self, request: web.Request) -> bool:
+        secret = self.cluster_secret() if self.cluster_secret is not None else ""
+        given = request.headers.get(SECRET_HEADER, "")
+        return bool(secret) and hmac.compare_digest(given.encode(), secret.encode())
+
     @web.middleware
     async def middleware(self, request: web.Request, handler: web.Handler) -> web.StreamResponse:
+        if request.path.startswith(INTERNAL_PREFIX):  # whatever ``auth`` says: never open
+            if self._internal_allowed(request):
+                return await handler(request)
+            metrics.AUTH_FAILURES.labels("cluster").inc()
+            log.warning("%s %s from %s: 403 cluster", request.method, request.path, request.remote)
+            body = {
+                "error": {
+                    "field": SECRET_HEADER,
+                    "reason": "node-to-node route: only the service's own nodes may call it",
+                }
+            }
+            return web.Response(
+                status=403, body=_json.encode(body), content_type="application/json"
+            )
         if not self.enabled:
             return await handler(request)
         scope = required_scope(request.method, request.path, self.metrics_open)

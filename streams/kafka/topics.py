@@ -33,6 +33,10 @@ DLQ = "orders.dlq"  # dead letters with stage, field, reason and the original by
 CHANGES = "orders.changes"  # every recorded change of an order, for sync and benchmarks
 SETTLED = "ingest.settled"  # journal seqs that reached a terminal stage; the journal trims them
 EPOCH = "orderstream.epoch"  # one marker record per broker lifetime
+# Many nodes, one service: each node's record (where its API is, which partitions its workers
+# hold), and the cluster-wide configuration (API keys, channel secrets and APIs, webhooks).
+MEMBERS = "orderstream.members"
+CONFIG = "orderstream.config"
 
 
 class TopicSpec(msgspec.Struct, frozen=True):
@@ -111,6 +115,9 @@ def _topics(partitions: int, app_id: str) -> list[TopicSpec]:
         # On a real cluster a default 7-day retention would delete the marker and fake a new
         # epoch; changelogs must keep every update a takeover may need to replay.
         TopicSpec(EPOCH, 1, {"retention.ms": "-1"}),
+        # the last record per key is what counts: compacted, never deleted by age
+        TopicSpec(MEMBERS, 1, {"cleanup.policy": "compact", "retention.ms": "-1"}),
+        TopicSpec(CONFIG, 1, {"cleanup.policy": "compact", "retention.ms": "-1"}),
         # Faust's assignor elects a leader through this topic; declaring it ourselves keeps
         # Tansu from auto-creating it with the wrong count.
         TopicSpec(f"{app_id}-__assignor-__leader", 1),

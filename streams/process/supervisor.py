@@ -26,6 +26,10 @@ from aiohttp import web
 from core.routing import WarehouseRouting
 from core.skus import SkuCatalog
 from streams import metrics
+from streams.cluster.members import Membership, held_partitions
+from streams.cluster.peers import Peers
+from streams.cluster.shared_config import SharedConfig
+from streams.cluster.table import CompactedTable
 from streams.http import console_page, openapi
 from streams.http.api import IngestAPI
 from streams.http.auth import (
@@ -47,7 +51,7 @@ from streams.kafka import fetch_wait
 from streams.kafka.broker import EmbeddedBroker, die_with_parent, free_port
 from streams.kafka.cluster import ClusterError, EpochProbe, ensure_cluster, wait_for_broker
 from streams.kafka.lag import LagMonitor, lag_once
-from streams.kafka.topics import service_topics
+from streams.kafka.topics import CONFIG, MEMBERS, service_topics
 from streams.process import malloc
 from streams.process.memory_budget import Action, memory_action
 from streams.reconcile.runs import Reconciler
@@ -145,6 +149,7 @@ class Supervisor:
         self._last_broker_swap = 0.0
         self._budget_warned = 0.0
         self._io_tasks: list[asyncio.Task[None]] = []
+        self.tables: list[CompactedTable] = []  # a cluster's membership and configuration
 
     async def run(self) -> None:
         s = self.settings
@@ -181,6 +186,7 @@ class Supervisor:
         )
         api.status = {"broker": s.broker_url, "embedded": s.embedded, "epoch": self.epoch}
         api.limits = s.limits
+        api.partitions = s.partitions
         api.replays = ReplayLog(data / "replays.jsonl")
         api.lights = (s.sla_red_hours, s.sla_yellow_hours)
         routing = WarehouseRouting.from_toml(s.warehouses) if s.warehouses else None
@@ -229,10 +235,21 @@ class Supervisor:
         app.add_routes([openapi.route()])
         app.add_routes(console_page.routes())
         metrics.MEMORY_BUDGET.set(s.memory_budget_mb * 2**20)
-        auth = Authenticator(keys_path(data), s.auth == "on", metrics_open=False)
+        shared: SharedConfig | None = None
+        membership: Membership | None = None
+        if s.clustered:
+            shared, membership = await self._join_cluster(api)
+        auth = Authenticator(
+            keys_path(data),
+            s.auth == "on",
+            metrics_open=False,
+            cluster_secret=(lambda: shared.secret(s.cluster_secret)) if shared else None,
+        )
         if s.auth == "on":
             made = ensure_bootstrap_key(data)
             if made is not None:
+                if shared is not None:
+                    await shared.publish_local()  # the cluster's first key: every node's
                 auth.reload()
                 log.warning(
                     "no API keys yet: created key 'bootstrap' (ingest, read, write), written to"
@@ -267,6 +284,8 @@ class Supervisor:
             asyncio.create_task(hub.watchdog(), name="subscriber-watchdog"),
             asyncio.create_task(self._sync_gauges(webhooks, auth), name="sync-gauges"),
         ]
+        if membership is not None:
+            tasks.append(asyncio.create_task(self._membership(api, membership), name="members"))
         if s.reconcile_every_s:
             tasks.append(
                 asyncio.create_task(reconciler.schedule(s.reconcile_every_s), name="reconcile")
@@ -297,10 +316,56 @@ class Supervisor:
             await self._stop_io(forwarder, settler)
             await self.epoch_probe.close()
             await webhooks.stop()
+            await self._leave_cluster(api, membership)
             await asyncio.get_running_loop().run_in_executor(None, self._stop_children)
             await self.journal.close()
             self.sync_log.close()
             log.info("stopped")
+
+    async def _join_cluster(self, api: IngestAPI) -> tuple[SharedConfig, Membership]:
+        """Read the cluster's configuration and membership; publish what only this node knew."""
+        s = self.settings
+        members = CompactedTable(s.bootstrap_servers, MEMBERS)
+        config = CompactedTable(s.bootstrap_servers, CONFIG)
+        self.tables = [members, config]
+        for t in self.tables:
+            t.start()
+        if not await config.wait_caught_up(30):
+            raise ClusterError(f"cannot read {CONFIG} from {s.broker_url} within 30 s")
+        shared = SharedConfig(config, s.data_path)
+        await shared.join(s.cluster_secret)
+        membership = Membership(members, s.node_name, s.node_url)
+        api.members = membership
+        api.peers = Peers(lambda: shared.secret(s.cluster_secret))
+        log.info("cluster node %s, reachable at %s", s.node_name, s.node_url)
+        return shared, membership
+
+    async def _membership(self, api: IngestAPI, membership: Membership) -> None:
+        """Once a second: what this node's workers hold, published when it changed (and as a
+        heartbeat), so any node sends a key's requests straight here."""
+        while True:
+            held: dict[str, list[int]] = {}
+            for status, body in await api.ask_local("/internal/health"):
+                if status == 200:
+                    for topic, parts in held_partitions(
+                        msgspec.json.decode(body)["assigned"]
+                    ).items():
+                        held[topic] = sorted({*held.get(topic, []), *parts})
+            try:
+                await membership.publish(held)
+            except Exception as exc:  # the broker away for a moment: the next round retries
+                log.warning("cannot publish this node's membership: %s", exc)
+            await asyncio.sleep(1.0)
+
+    async def _leave_cluster(self, api: IngestAPI, membership: Membership | None) -> None:
+        """Say this node is gone, so no node forwards here while the group rebalances."""
+        if membership is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(membership.publish({}, leaving=True), 3.0)
+        if api.peers is not None:
+            await api.peers.close()
+        for t in self.tables:
+            await t.stop()
 
     async def _feed_caught_up(self, timeout: float) -> None:
         """Until the sync feed has fetched past everything on its topics (or ``timeout``)."""
