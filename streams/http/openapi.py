@@ -717,6 +717,15 @@ def operations() -> dict[str, dict[str, dict[str, Any]]]:
                 {200: _json(_OBJECT, "{name, scopes, channels}")},
             ),
         },
+        "/v1/cluster": {
+            "get": _op(
+                "The service's nodes (on an external cluster): each node's name, URL, the order"
+                " partitions its workers hold and how long ago it was heard from; partitions"
+                " no live node holds. One machine: single_machine true, no nodes",
+                "read",
+                {200: _json(_OBJECT, "{node, nodes: [...], unowned_partitions}")},
+            ),
+        },
         "/openapi.json": {
             "get": _op(
                 "This document (no key needed)",

@@ -80,7 +80,7 @@ class SyncAPI:
             filter_ = parse_filter(filters, self.canonical_sku)
         except FilterError as exc:
             return error(400, f"filter.{exc.field}", exc.reason)
-        hook = self.webhooks.register(url, filter_, secret, description)
+        hook = await self.webhooks.register(url, filter_, secret, description)
         view = self.webhooks.view(hook.id)
         return _ok({**(view or {}), "secret": hook.secret}, status=201)
 
@@ -94,7 +94,7 @@ class SyncAPI:
         return _ok(view)
 
     async def delete_webhook(self, request: web.Request) -> web.Response:
-        if not self.webhooks.delete(request.match_info["hook_id"]):
+        if not await self.webhooks.delete(request.match_info["hook_id"]):
             return error(404, "hook_id", "no such webhook")
         return web.Response(status=204)
 

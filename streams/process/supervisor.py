@@ -25,11 +25,14 @@ from aiohttp import web
 
 from core.routing import WarehouseRouting
 from core.skus import SkuCatalog
+from ext import kafka_partition
 from streams import metrics
 from streams.cluster.members import Membership, held_partitions
 from streams.cluster.peers import Peers
 from streams.cluster.shared_config import SharedConfig
 from streams.cluster.table import CompactedTable
+from streams.cluster.webhook_store import ClusterHookStore
+from streams.cluster.webhook_store import follow as follow_webhooks
 from streams.http import console_page, openapi
 from streams.http.api import IngestAPI
 from streams.http.auth import (
@@ -51,7 +54,7 @@ from streams.kafka import fetch_wait
 from streams.kafka.broker import EmbeddedBroker, die_with_parent, free_port
 from streams.kafka.cluster import ClusterError, EpochProbe, ensure_cluster, wait_for_broker
 from streams.kafka.lag import LagMonitor, lag_once
-from streams.kafka.topics import CONFIG, MEMBERS, service_topics
+from streams.kafka.topics import CONFIG, MEMBERS, UNIQUE, service_topics
 from streams.process import malloc
 from streams.process.memory_budget import Action, memory_action
 from streams.reconcile.runs import Reconciler
@@ -206,6 +209,10 @@ class Supervisor:
             s.subscriber_write_timeout_s,
             canonical_sku=api.skus.canonical,
         )
+        shared: SharedConfig | None = None
+        membership: Membership | None = None
+        if s.clustered:
+            shared, membership = await self._join_cluster(api)
         webhooks = Webhooks(
             self.sync_log,
             s.webhook_batch_max,
@@ -213,7 +220,10 @@ class Supervisor:
             s.webhook_max_attempts,
             s.webhook_backoff_s,
             s.webhook_backoff_max_s,
+            store=ClusterHookStore(shared.table) if shared is not None else None,
         )
+        if shared is not None and membership is not None:
+            _deliver_owned(webhooks, shared.table, membership, s.partitions)
         app = api.build()
         app.add_routes(SyncAPI(hub, webhooks, api.skus.canonical).routes())
         imports = Imports(
@@ -235,10 +245,6 @@ class Supervisor:
         app.add_routes([openapi.route()])
         app.add_routes(console_page.routes())
         metrics.MEMORY_BUDGET.set(s.memory_budget_mb * 2**20)
-        shared: SharedConfig | None = None
-        membership: Membership | None = None
-        if s.clustered:
-            shared, membership = await self._join_cluster(api)
         auth = Authenticator(
             keys_path(data),
             s.auth == "on",
@@ -285,7 +291,9 @@ class Supervisor:
             asyncio.create_task(self._sync_gauges(webhooks, auth), name="sync-gauges"),
         ]
         if membership is not None:
-            tasks.append(asyncio.create_task(self._membership(api, membership), name="members"))
+            tasks.append(
+                asyncio.create_task(self._membership(api, membership, webhooks), name="members")
+            )
         if s.reconcile_every_s:
             tasks.append(
                 asyncio.create_task(reconciler.schedule(s.reconcile_every_s), name="reconcile")
@@ -340,9 +348,10 @@ class Supervisor:
         log.info("cluster node %s, reachable at %s", s.node_name, s.node_url)
         return shared, membership
 
-    async def _membership(self, api: IngestAPI, membership: Membership) -> None:
+    async def _membership(self, api: IngestAPI, membership: Membership, webhooks: Webhooks) -> None:
         """Once a second: what this node's workers hold, published when it changed (and as a
-        heartbeat), so any node sends a key's requests straight here."""
+        heartbeat), so any node sends a key's requests straight here; and the webhooks this
+        node delivers follow what it holds."""
         while True:
             held: dict[str, list[int]] = {}
             for status, body in await api.ask_local("/internal/health"):
@@ -355,6 +364,7 @@ class Supervisor:
                 await membership.publish(held)
             except Exception as exc:  # the broker away for a moment: the next round retries
                 log.warning("cannot publish this node's membership: %s", exc)
+            webhooks.assign()
             await asyncio.sleep(1.0)
 
     async def _leave_cluster(self, api: IngestAPI, membership: Membership | None) -> None:
@@ -705,6 +715,21 @@ class Supervisor:
         for w in self.workers:
             if not w.alive():
                 w.start()
+
+
+def _deliver_owned(
+    webhooks: Webhooks, table: CompactedTable, membership: Membership, partitions: int
+) -> None:
+    """On a cluster: a webhook is delivered by the node whose workers hold the partition its id
+    hashes to, so exactly one live node delivers it and another takes over when that one dies."""
+
+    def owns(hook_id: str) -> bool:
+        owner = membership.owner(UNIQUE, kafka_partition(hook_id.encode(), partitions))
+        return owner is not None and owner.node == membership.node
+
+    webhooks.owns = owns
+    webhooks.node = membership.node
+    follow_webhooks(table, webhooks)
 
 
 STOP_STEP_S = 10.0  # each step of a stop that waits on the loop's own tasks

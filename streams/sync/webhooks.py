@@ -6,6 +6,12 @@ once the endpoint answered 2xx. Failures are retried with exponential backoff an
 ``max_attempts`` the batch goes to the endpoint's own dead-letter list (visible, redeliverable)
 and the endpoint carries on, so one bad batch never blocks it forever. Registrations, cursors,
 counters and dead letters live in the sync log's RocksDB, so they survive restarts.
+
+On a cluster of nodes they live in the cluster's configuration topic instead
+(``streams.cluster.webhook_store``), and each endpoint is delivered by one node at a time: the
+node whose workers hold the partition its id hashes to (``owns``). A node that gains an endpoint
+waits ``TAKEOVER_GRACE_S`` first, so the node losing it has stopped, then resumes from the
+endpoint's cluster-wide position.
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ import random
 import secrets
 import time
 import urllib.parse
+from collections.abc import Callable
+from typing import Protocol
 
 import aiohttp
 import msgspec
-from rocksdict import WriteBatch
+from rocksdict import Rdict, WriteBatch
 
 from core.signing import SIGNATURE_HEADER, sign
 from core.subscription import EventFilter
@@ -34,6 +42,9 @@ HOOK_PREFIX = b"w:"
 STATUS_PREFIX = b"ws:"
 DEAD_PREFIX = b"wd:"
 SCAN_BATCH = 5000  # events looked at per round when few match
+# a node that has just gained an endpoint waits this long before it delivers: the node that
+# lost it (its workers' partition moved in the same rebalance) notices within a second
+TAKEOVER_GRACE_S = 3.0
 
 
 class Webhook(msgspec.Struct, kw_only=True):
@@ -46,7 +57,10 @@ class Webhook(msgspec.Struct, kw_only=True):
 
 
 class WebhookStatus(msgspec.Struct, kw_only=True):
-    cursor: int  # the next event id to look at
+    cursor: int  # the next event id to look at (in the delivering node's sync log)
+    # on a cluster: where the endpoint is in the change topics, valid on every node's log
+    position: str = ""
+    node: str = ""  # on a cluster: the node delivering it
     delivered_batches: int = 0
     delivered_events: int = 0
     failed_attempts: int = 0
@@ -77,6 +91,87 @@ _dead_dec = msgspec.msgpack.Decoder(DeadBatch)
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class HookStore(Protocol):
+    """Where registrations, progress and dead batches are kept: one node's RocksDB, or the
+    cluster's configuration topic."""
+
+    def load(self) -> list[tuple[Webhook, WebhookStatus | None]]: ...
+
+    async def save_hook(self, hook: Webhook, status: WebhookStatus) -> None: ...
+
+    async def delete_hook(self, hook_id: str) -> None: ...
+
+    async def save_status(
+        self, hook_id: str, status: WebhookStatus, dead: DeadBatch | None = None
+    ) -> None: ...
+
+    def dead_letters(self, hook_id: str, limit: int) -> list[DeadBatch]: ...
+
+    async def delete_dead(self, hook_id: str, first_id: int) -> None: ...
+
+
+def dead_key(first_id: int) -> bytes:
+    return b"%020d" % first_id
+
+
+class LocalHookStore:
+    """One machine: in the sync log's RocksDB, beside the events."""
+
+    def __init__(self, db: Rdict) -> None:
+        self.db = db
+
+    def load(self) -> list[tuple[Webhook, WebhookStatus | None]]:
+        out = []
+        it = self.db.iter()
+        it.seek(HOOK_PREFIX)
+        while it.valid() and it.key().startswith(HOOK_PREFIX):
+            hook = _hook_dec.decode(it.value())
+            raw = self.db.get(STATUS_PREFIX + hook.id.encode())
+            out.append((hook, _status_dec.decode(raw) if raw else None))
+            it.next()
+        del it
+        return out
+
+    async def save_hook(self, hook: Webhook, status: WebhookStatus) -> None:
+        batch = WriteBatch(raw_mode=True)
+        batch.put(HOOK_PREFIX + hook.id.encode(), _enc.encode(hook))
+        batch.put(STATUS_PREFIX + hook.id.encode(), _enc.encode(status))
+        self.db.write(batch)
+
+    async def delete_hook(self, hook_id: str) -> None:
+        key = hook_id.encode()
+        batch = WriteBatch(raw_mode=True)
+        batch.delete(HOOK_PREFIX + key)
+        batch.delete(STATUS_PREFIX + key)
+        batch.delete_range(DEAD_PREFIX + key + b":", DEAD_PREFIX + key + b";")
+        self.db.write(batch)
+
+    async def save_status(
+        self, hook_id: str, status: WebhookStatus, dead: DeadBatch | None = None
+    ) -> None:
+        batch = WriteBatch(raw_mode=True)
+        batch.put(STATUS_PREFIX + hook_id.encode(), _enc.encode(status))
+        if dead is not None:
+            batch.put(
+                DEAD_PREFIX + hook_id.encode() + b":" + dead_key(dead.first_id), _enc.encode(dead)
+            )
+        self.db.write(batch)
+
+    def dead_letters(self, hook_id: str, limit: int) -> list[DeadBatch]:
+        prefix = DEAD_PREFIX + hook_id.encode() + b":"
+        out: list[DeadBatch] = []
+        it = self.db.iter()
+        it.seek(prefix)
+        while it.valid() and it.key().startswith(prefix) and len(out) < limit:
+            out.append(_dead_dec.decode(it.value()))
+            it.next()
+        del it
+        return out
+
+    async def delete_dead(self, hook_id: str, first_id: int) -> None:
+        self.db.delete(DEAD_PREFIX + hook_id.encode() + b":" + dead_key(first_id))
 
 
 def check_url(url: str) -> str:
@@ -113,9 +208,10 @@ class Webhooks:
         max_attempts: int = 8,
         backoff_s: float = 0.5,
         backoff_max_s: float = 60.0,
+        store: HookStore | None = None,
     ) -> None:
         self.log = log_
-        self.db = log_.db
+        self.store: HookStore = store or LocalHookStore(log_.db)
         self.batch_max = batch_max
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
@@ -125,19 +221,22 @@ class Webhooks:
         self.status: dict[str, WebhookStatus] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.session: aiohttp.ClientSession | None = None
-        it = self.db.iter()
-        it.seek(HOOK_PREFIX)
-        while it.valid() and it.key().startswith(HOOK_PREFIX):
-            hook = _hook_dec.decode(it.value())
+        # a cluster sets these: which endpoints this node delivers, and its name
+        self.owns: Callable[[str], bool] = lambda _hook_id: True
+        self.node = ""
+        self._owned_since: dict[str, float] = {}
+        self._running = False
+        for hook, status in self.store.load():
             self.hooks[hook.id] = hook
-            raw = self.db.get(STATUS_PREFIX + hook.id.encode())
-            self.status[hook.id] = _status_dec.decode(raw) if raw else WebhookStatus(cursor=1)
-            it.next()
-        del it
+            self.status[hook.id] = status or WebhookStatus(cursor=1)
+
+    @property
+    def clustered(self) -> bool:
+        return self.node != ""
 
     # -- registry ------------------------------------------------------------------------------
 
-    def register(
+    async def register(
         self, url: str, filter_: EventFilter, secret: str = "", description: str = ""
     ) -> Webhook:
         hook = Webhook(
@@ -148,32 +247,39 @@ class Webhooks:
             description=description,
             created_at=_now_ms(),
         )
-        status = WebhookStatus(cursor=self.log.next_seq)  # events from now on
-        batch = WriteBatch(raw_mode=True)
-        batch.put(HOOK_PREFIX + hook.id.encode(), _enc.encode(hook))
-        batch.put(STATUS_PREFIX + hook.id.encode(), _enc.encode(status))
-        self.db.write(batch)
-        self.hooks[hook.id] = hook
-        self.status[hook.id] = status
-        self._start(hook.id)
+        # events from now on; on a cluster as a position every node's log understands
+        status = WebhookStatus(cursor=self.log.next_seq)
+        if self.clustered:
+            status.position = self.log.cursor_now()
+        await self.store.save_hook(hook, status)
+        self.added(hook, status)
         log.info("webhook %s registered for %s", hook.id, url)
         return hook
 
-    def delete(self, hook_id: str) -> bool:
-        if self.hooks.pop(hook_id, None) is None:
+    def added(self, hook: Webhook, status: WebhookStatus | None) -> None:
+        """A registration made here, or (on a cluster) by another node."""
+        self.hooks[hook.id] = hook
+        self.status.setdefault(hook.id, status or WebhookStatus(cursor=self.log.next_seq))
+        self.assign()
+
+    async def delete(self, hook_id: str) -> bool:
+        if hook_id not in self.hooks:
             return False
-        task = self.tasks.pop(hook_id, None)
-        if task is not None:
-            task.cancel()
-        self.status.pop(hook_id, None)
-        key = hook_id.encode()
-        batch = WriteBatch(raw_mode=True)
-        batch.delete(HOOK_PREFIX + key)
-        batch.delete(STATUS_PREFIX + key)
-        batch.delete_range(DEAD_PREFIX + key + b":", DEAD_PREFIX + key + b";")
-        self.db.write(batch)
+        await self.store.delete_hook(hook_id)
+        self.removed(hook_id)
         log.info("webhook %s deleted", hook_id)
         return True
+
+    def removed(self, hook_id: str) -> None:
+        self.hooks.pop(hook_id, None)
+        self._stop(hook_id)
+        self.status.pop(hook_id, None)
+
+    def progressed(self, hook_id: str, status: WebhookStatus) -> None:
+        """Another node's progress on an endpoint it delivers (for views; ignored while this
+        node delivers it)."""
+        if hook_id in self.hooks and hook_id not in self.tasks:
+            self.status[hook_id] = status
 
     def view(self, hook_id: str) -> dict[str, object] | None:
         hook = self.hooks.get(hook_id)
@@ -188,32 +294,30 @@ class Webhooks:
             "filter": msgspec.to_builtins(hook.filter),
             "created_at": hook.created_at,
             "state": state,
-            "backlog": max(0, self.log.next_seq - st.cursor),
+            "backlog": self._backlog(hook_id, st),
             **msgspec.to_builtins(st),
         }
 
+    def _backlog(self, hook_id: str, st: WebhookStatus) -> int:
+        if self.clustered and hook_id not in self.tasks:
+            # another node's sync log numbers events its own way: place its position in ours
+            start = self.log.start_for(st.position)[0] if st.position else self.log.next_seq
+            return max(0, self.log.next_seq - start)
+        return max(0, self.log.next_seq - st.cursor)
+
     def dead_letters(self, hook_id: str, limit: int) -> list[DeadBatch]:
-        prefix = DEAD_PREFIX + hook_id.encode() + b":"
-        out: list[DeadBatch] = []
-        it = self.db.iter()
-        it.seek(prefix)
-        while it.valid() and it.key().startswith(prefix) and len(out) < limit:
-            out.append(_dead_dec.decode(it.value()))
-            it.next()
-        del it
-        return out
+        return self.store.dead_letters(hook_id, limit)
 
     async def redeliver(self, hook_id: str) -> tuple[int, int]:
         """POST every dead-lettered batch again (once each); delivered ones leave the list.
 
         Returns (delivered, still dead)."""
         hook = self.hooks[hook_id]
-        prefix = DEAD_PREFIX + hook_id.encode() + b":"
         delivered = failed = 0
         for dead in self.dead_letters(hook_id, 1_000_000):
             status, _ = await self._post(hook, dead.body, f"redeliver-{dead.first_id}", 0)
             if 200 <= status < 300:
-                self.db.delete(prefix + b"%020d" % dead.first_id)
+                await self.store.delete_dead(hook_id, dead.first_id)
                 delivered += 1
                 metrics.WEBHOOK_DELIVERIES.labels("delivered").inc()
             else:
@@ -223,13 +327,41 @@ class Webhooks:
     # -- delivery ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._running = True
+        self.assign()
+
+    def assign(self) -> None:
+        """Deliver the endpoints this node owns, and only those (on one machine: all).
+
+        On a cluster a node that has just gained one waits ``TAKEOVER_GRACE_S``: the node that
+        lost it stops as soon as its own view changes, so two live nodes never POST the same
+        endpoint at once (short of a node stalled for longer than that: see the README).
+        """
+        if not self._running:
+            return
+        now = time.monotonic()
         for hook_id in self.hooks:
-            self._start(hook_id)
+            mine = self.owns(hook_id)
+            if not mine:
+                self._owned_since.pop(hook_id, None)
+                self._stop(hook_id)
+                continue
+            if hook_id in self.tasks:
+                continue
+            since = self._owned_since.setdefault(hook_id, now)
+            if not self.clustered or now - since >= TAKEOVER_GRACE_S:
+                self._start(hook_id)
 
     def _start(self, hook_id: str) -> None:
         self.tasks[hook_id] = asyncio.create_task(self._run(hook_id), name=f"webhook-{hook_id}")
 
+    def _stop(self, hook_id: str) -> None:
+        task = self.tasks.pop(hook_id, None)
+        if task is not None:
+            task.cancel()
+
     async def stop(self) -> None:
+        self._running = False
         for task in self.tasks.values():
             task.cancel()
         for task in list(self.tasks.values()):
@@ -241,46 +373,51 @@ class Webhooks:
             self.session = None
 
     def backlog(self) -> int:
+        """Events not yet delivered to the endpoints this node delivers."""
         head = self.log.next_seq
-        return sum(max(0, head - st.cursor) for st in self.status.values())
+        return sum(max(0, head - self.status[h].cursor) for h in self.tasks if h in self.status)
 
-    def _save(self, hook_id: str, dead: DeadBatch | None = None) -> None:
-        batch = WriteBatch(raw_mode=True)
-        batch.put(STATUS_PREFIX + hook_id.encode(), _enc.encode(self.status[hook_id]))
-        if dead is not None:
-            key = DEAD_PREFIX + hook_id.encode() + b":" + b"%020d" % dead.first_id
-            batch.put(key, _enc.encode(dead))
-        self.db.write(batch)
+    async def _save(self, hook_id: str, dead: DeadBatch | None = None) -> None:
+        await self.store.save_status(hook_id, self.status[hook_id], dead)
 
     async def _run(self, hook_id: str) -> None:
         hook = self.hooks[hook_id]
         st = self.status[hook_id]
+        cursor = None
+        if self.clustered:
+            # resume where the endpoint is, whichever node delivered it last
+            st.cursor, cursor = self.log.start_for(st.position or self.log.cursor_now())
+            st.node = self.node
+            log.info("webhook %s: delivering from this node (event %d on)", hook_id, st.cursor)
         last_saved = time.monotonic()
         while True:
             events = self.log.read(st.cursor, SCAN_BATCH)
             if not events:
                 await self.log.wait_after(st.cursor, 5.0)
                 continue
+            if cursor is not None:
+                fresh = [e for e in events if not cursor.delivered(e)]
+            else:
+                fresh = events
             f = hook.filter
             matched: list[SyncEvent] = []
-            for e in events:
+            for e in fresh:
                 if f.everything or f.matches(e.kind, e.order_id, e.sku, e.channel):
                     matched.append(e)
                     if len(matched) == self.batch_max:
                         break
-            if not matched:  # nothing for this endpoint here: skip ahead
-                st.cursor = events[-1].seq + 1
-                if time.monotonic() - last_saved > 1.0:
-                    self._save(hook_id)
-                    last_saved = time.monotonic()
-                continue
-            await self._deliver(hook, st, matched)
             # anything skipped between the batch's events is behind the cursor now, too
-            st.cursor = (
-                matched[-1].seq + 1 if len(matched) == self.batch_max else events[-1].seq + 1
-            )
-            self._save(hook_id)
-            last_saved = time.monotonic()
+            last = matched[-1] if len(matched) == self.batch_max else events[-1]
+            passed = events[: events.index(last) + 1]
+            if matched:
+                await self._deliver(hook, st, matched)
+            st.cursor = last.seq + 1
+            if cursor is not None:
+                cursor.advance(passed)
+                st.position = cursor.format()
+            if matched or time.monotonic() - last_saved > 1.0:
+                await self._save(hook_id)
+                last_saved = time.monotonic()
 
     async def _deliver(self, hook: Webhook, st: WebhookStatus, events: list[SyncEvent]) -> None:
         key = idempotency_key(hook.id, events)
@@ -324,13 +461,13 @@ class Webhooks:
                     at=st.last_attempt_at,
                     body=body,
                 )
-                self._save(hook.id, dead)
+                await self._save(hook.id, dead)
                 return
             metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
             delay = min(self.backoff_s * 2 ** (attempt - 1), self.backoff_max_s)
             delay *= 0.5 + random.random() / 2  # jitter: endpoints recovering are not stampeded
             st.next_attempt_at = _now_ms() + int(delay * 1000)
-            self._save(hook.id)
+            await self._save(hook.id)
             await asyncio.sleep(delay)
 
     async def _post(self, hook: Webhook, body: bytes, key: str, attempt: int) -> tuple[int, str]:
@@ -343,6 +480,7 @@ class Webhooks:
             "Idempotency-Key": key,
             "X-Orderstream-Webhook": hook.id,
             "X-Orderstream-Attempt": str(attempt),
+            "X-Orderstream-Node": self.node or "local",
             SIGNATURE_HEADER: sign(hook.secret, body, int(time.time())),
         }
         try:

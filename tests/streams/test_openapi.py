@@ -30,7 +30,10 @@ def _registered() -> set[tuple[str, str]]:
         if r.method == "HEAD":
             continue  # aiohttp adds HEAD beside every GET
         info: Any = r.resource.get_info() if r.resource is not None else {}
-        out.add((r.method.lower(), info.get("path") or info.get("formatter")))
+        path = info.get("path") or info.get("formatter")
+        if path.startswith("/internal/"):
+            continue  # node-to-node routes: the cluster secret only, not the public contract
+        out.add((r.method.lower(), path))
     return out
 
 
