@@ -156,13 +156,16 @@ def edit_cluster_files(settings: Any, action: Callable[[Path, Path], T]) -> T:
 
 async def _edit(settings: Any, action: Callable[[Path, Path], T]) -> T:
     from streams.kafka import client as kafka_client
-    from streams.kafka.cluster import ensure_cluster, wait_for_broker
+    from streams.kafka.cluster import create_topics, wait_for_broker
     from streams.kafka.topics import CONFIG, service_topics
 
     kafka_client.configure(settings)
     try:
         await wait_for_broker(settings.bootstrap_servers, timeout=15)
-        await ensure_cluster(settings.bootstrap_servers, service_topics(settings))
+        # only the configuration topic (as the nodes create it): never touch another topic,
+        # whose partition count this command cannot know
+        spec = [t for t in service_topics(settings) if t.name == CONFIG]
+        await create_topics(settings.bootstrap_servers, spec)
     except (TimeoutError, OSError, RuntimeError) as exc:
         raise ConfigUnavailable(f"cannot reach {settings.broker_url}: {exc}") from None
     table = CompactedTable(settings.bootstrap_servers, CONFIG)

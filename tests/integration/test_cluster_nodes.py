@@ -1,0 +1,229 @@
+"""Many nodes, one service: a standalone broker and three ``orderstream serve`` nodes.
+
+Under a flood one node is SIGKILLed and restarted. Every accepted order is recorded once, every
+live node answers reads for every order, the webhook is delivered exactly once per change by
+one node at a time (the killed node was the one delivering it), and a key made with
+``orderstream keys`` against the cluster works on every node within 5 s (a revoke likewise).
+
+``CLUSTER_ORDERS`` sets the flood's size (CI: a short one; the README quotes a longer run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import ROOT, Service, free_port
+from tests.integration.helpers import shopify_order
+from tests.integration.test_external_broker import start_broker, stop_broker
+
+pytestmark = pytest.mark.integration
+
+ORDERS = int(os.environ.get("CLUSTER_ORDERS", "3000"))
+BATCH = 100
+
+
+class Receiver:
+    """A webhook endpoint: every delivery with the node that made it and when."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[tuple[float, str, dict[str, Any]]] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with receiver.lock:
+                    receiver.deliveries.append(
+                        (time.monotonic(), self.headers["X-Orderstream-Node"], json.loads(body))
+                    )
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def created(self) -> list[str]:
+        with self.lock:
+            return [
+                e["data"]["order_id"]
+                for _, _, doc in self.deliveries
+                for e in doc["events"]
+                if e["data"].get("kind") == "created"
+            ]
+
+    def nodes(self) -> list[str]:
+        with self.lock:
+            return [node for _, node, _ in self.deliveries]
+
+
+def _keys_cli(broker: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", "keys", "--broker", broker, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _until(what: str, check: Any, timeout: float) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if check():
+            return time.monotonic() - t0
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not within {timeout}s")
+
+
+def _whoami(node: Service, token: str) -> int:
+    return node.request("GET", "/v1/whoami", headers={"Authorization": f"Bearer {token}"}).status
+
+
+def _cluster_ready(nodes: list[Service]) -> bool:
+    for n in nodes:
+        view = n.request("GET", "/v1/cluster")
+        if view.status != 200:
+            return False
+        doc = view.json()
+        if len(doc["nodes"]) != len(nodes) or doc["unowned_partitions"]:
+            return False
+    return True
+
+
+def _flood(nodes: list[Service], accepted: list[str], stop_at: int) -> None:
+    """NDJSON batches round-robin over the nodes; a node that is down is skipped."""
+    number = 70_000_000
+    i = 0
+    while number < 70_000_000 + stop_at:
+        node = nodes[i % len(nodes)]
+        i += 1
+        payloads = [shopify_order(n) for n in range(number, number + BATCH)]
+        try:
+            resp = node.post_batch("shopify", payloads)
+        except OSError:
+            continue  # killed: the next node takes the batch
+        if resp.status != 202:
+            continue
+        accepted += [line["id"] for line in resp.lines()]
+        number += BATCH
+        time.sleep(0.02)
+
+
+def test_three_nodes_behave_as_one_service_through_a_node_kill(tmp_path: Path) -> None:
+    port = free_port()
+    broker_url = f"kafka://127.0.0.1:{port}"
+    broker = start_broker(port)
+    env = {"ORDERSTREAM_PARTITIONS": "3"}
+    nodes = [
+        Service(tmp_path / f"node{i}", env, ["--broker", broker_url, "--workers", "1"])
+        for i in range(3)
+    ]
+    rx = Receiver()
+    try:
+        nodes[0].start(timeout=120)
+        key = nodes[0].api_key  # the cluster's first key: every node has it
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda n: n.start(timeout=120), nodes[1:]))
+        for n in nodes:
+            n.api_key = key
+        _until(
+            "every node sees three nodes holding every partition", lambda: _cluster_ready(nodes), 60
+        )
+
+        # a key made against the cluster works on every node within 5 s; a revoke likewise
+        made = _keys_cli(broker_url, "add", "gateway-7", "--scopes", "read,ingest")
+        assert made.returncode == 0, made.stderr
+        token = made.stdout.strip()
+        took = max(
+            _until("key on " + n.base, lambda n=n: _whoami(n, token) == 200, 5) for n in nodes
+        )
+        revoked = _keys_cli(broker_url, "revoke", "gateway-7")
+        assert revoked.returncode == 0, revoked.stderr
+        for n in nodes:
+            _until("revoke on " + n.base, lambda n=n: _whoami(n, token) == 401, 5)
+        print(f"key in force on all nodes after {took:.1f}s")
+
+        # a webhook registered on one node; one node delivers it
+        resp = nodes[1].request(
+            "POST",
+            "/v1/webhooks",
+            json.dumps({"url": rx.url, "filter": {"type": "order"}}).encode(),
+        )
+        assert resp.status == 201, resp.body
+        hook = resp.json()["id"]
+        for n in nodes:  # every node lists it
+            assert n.request("GET", f"/v1/webhooks/{hook}").status == 200
+
+        accepted: list[str] = []
+        flood = threading.Thread(target=_flood, args=(nodes, accepted, ORDERS))
+        flood.start()
+        _until("first webhook deliveries", lambda: len(rx.created()) >= 200, 60)
+        deliverer = rx.nodes()[-1]
+        victim = next(n for n in nodes if n.base.endswith(":" + deliverer.rsplit(":", 1)[1]))
+        killed_at = time.monotonic()
+        victim._kill_all()  # SIGKILL: the node delivering the webhook, its worker with it
+        time.sleep(3)
+        victim.start(timeout=120)  # same data dir and port: its journal replays
+        victim.api_key = key
+        flood.join(timeout=300)
+        assert not flood.is_alive()
+
+        for n in nodes:
+            n.wait_drained(timeout=180)
+
+        # every accepted order recorded once, read through every node (each forwards to the
+        # node holding the order's partition)
+        def read(args: tuple[int, str]) -> tuple[str, int, Any]:
+            i, oid = args
+            r = nodes[i % 3].get_order(oid)
+            return oid, r.status, r.json() if r.status == 200 else r.body
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(read, enumerate(accepted)))
+        missing = [a for a in answers if a[1] != 200 or a[2].get("state") == "accepted"]
+        assert not missing, f"{len(missing)} of {len(accepted)} not recorded, e.g. {missing[:3]}"
+        assert {a[2]["copies"] for a in answers} == {1}
+        for oid in accepted[:: max(1, len(accepted) // 30)]:
+            assert [n.get_order(oid).status for n in nodes] == [200, 200, 200], oid
+
+        # the webhook: every order's creation delivered exactly once, by one node at a time
+        _until(
+            "every creation delivered",
+            lambda: set(rx.created()) >= set(accepted),
+            60,
+        )
+        created = rx.created()
+        dupes = len(created) - len(set(created))
+        assert dupes == 0, f"{dupes} creations delivered twice"
+        with rx.lock:
+            after_kill = [(t, node) for t, node, _ in rx.deliveries if t > killed_at + 0.5]
+        takers = {node for _, node in after_kill}
+        assert len(takers - {deliverer}) == 1 or takers == {deliverer}, takers
+        status = nodes[0].request("GET", f"/v1/webhooks/{hook}").json()
+        assert status["consecutive_failures"] == 0
+        print(
+            f"{len(accepted)} orders through 3 nodes, node {deliverer} killed and restarted;"
+            f" webhook deliveries {len(rx.deliveries)} by {sorted(set(rx.nodes()))}"
+        )
+    finally:
+        for n in nodes:
+            if n.proc is not None and n.proc.poll() is None:
+                n.stop(timeout=90)
+        rx.server.shutdown()
+        stop_broker(broker)
