@@ -781,7 +781,10 @@ class IngestAPI:
         processing = all(w.get("assigned") for w in workers)
         extra: dict[str, Any] = {}
         if self.members is not None:
-            extra["cluster"] = self._cluster_view()
+            # on a cluster a worker may hold nothing (more workers than partitions): this node
+            # serves when its workers answer and every partition has a live holder somewhere
+            view = extra["cluster"] = self._cluster_view()
+            processing = all("assigned" in w for w in workers) and not view["unowned_partitions"]
         return web.Response(
             status=200 if processing else 503,
             body=_json.encode(
