@@ -196,7 +196,13 @@ class Supervisor:
         api.warehouses = frozenset((routing or WarehouseRouting.default()).warehouses)
         if s.sku_aliases_path is not None:
             api.skus = SkuCatalog.from_toml(s.sku_aliases_path)
-        self.sync_log = SyncLog(data / "sync", s.sync_memory_events, s.sync_retention_events)
+        # on a cluster every event keeps its place in the change topics (2 topics x partitions)
+        self.sync_log = SyncLog(
+            data / "sync",
+            s.sync_memory_events,
+            s.sync_retention_events,
+            tps=2 * s.partitions if s.clustered else 0,
+        )
         self.feed = SyncFeed(self.sync_log, s)
         self.feed.epoch = self.epoch
         feed, journal = self.feed, self.journal

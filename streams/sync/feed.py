@@ -39,6 +39,7 @@ from streams.kafka.envelope import (
 from streams.kafka.topics import CHANGES, STOCK_CHANGES
 from streams.settings import Settings
 from streams.sync import publications
+from streams.sync.cursor import source
 from streams.sync.log import NewEvent, SyncEvent, SyncLog
 
 log = logging.getLogger("orderstream.sync")
@@ -63,13 +64,13 @@ def decode_changes(kind: bytes, value: bytes) -> list[Change]:
     return []
 
 
-def to_event(change: Change) -> NewEvent:
+def to_event(change: Change, src: int = 0) -> NewEvent:
     data = _json.encode(change)
     if isinstance(change, OrderChange):
-        return NewEvent("order", change.order_id, "", change.channel, data)
+        return NewEvent("order", change.order_id, "", change.channel, data, src)
     if isinstance(change, StockChange):
-        return NewEvent("stock", change.order_id, change.sku, "", data)
-    return NewEvent("stock_alert", "", change.sku, "", data)
+        return NewEvent("stock", change.order_id, change.sku, "", data, src)
+    return NewEvent("stock_alert", "", change.sku, "", data, src)
 
 
 # How many of the newest events a changed epoch checks resent copies against: the workers send
@@ -99,6 +100,7 @@ class SyncFeed:
         self._epochs = publications.read_through(settings.data_path)  # earlier epochs' final
         self._written = 0.0
         self._known: set[int] = set()  # hashes of the newest events' JSON (after a new epoch)
+        self._tp_index = {tp: i for i, tp in enumerate(self._tps())}
 
     @property
     def epoch(self) -> str:
@@ -110,6 +112,7 @@ class SyncFeed:
         and remember the newest events, so that the resent copies the hub has are dropped."""
         if epoch == self._epoch:
             return
+        self.log.set_epoch(epoch)  # a cluster's positions are per epoch
         if self._epoch:
             self._epochs[self._epoch] = self.read_through()
         self._epoch = epoch
@@ -196,6 +199,8 @@ class SyncFeed:
 
     def _take(self, batch: dict[TopicPartition, list]) -> None:  # type: ignore[type-arg]
         changes: list[Change] = []
+        srcs: list[int] = []  # on a cluster: where each change sits in its topic partition
+        sourced = self.log.tps > 0
         positions: dict[str, int] = {}
         for tp, msgs in batch.items():
             if msgs:
@@ -205,7 +210,11 @@ class SyncFeed:
             for msg in msgs:
                 kind = dict(msg.headers or ()).get(ENVELOPE_HEADER, b"")
                 try:
-                    changes += decode_changes(kind, msg.value)
+                    decoded = decode_changes(kind, msg.value)
+                    changes += decoded
+                    if sourced:
+                        at = self._tp_index[tp]
+                        srcs += [source(at, msg.offset, j) for j in range(len(decoded))]
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                     log.error(
                         "sync feed: skipping undecodable %s message at %s[%d]@%d: %s",
@@ -218,7 +227,10 @@ class SyncFeed:
             if msgs:
                 positions[self._position_name(tp)] = msgs[-1].offset + 1
                 self._read[tp] = msgs[-1].offset + 1
-        events = [to_event(c) for c in changes]
+        if sourced:
+            events = [to_event(c, src) for c, src in zip(changes, srcs, strict=True)]
+        else:
+            events = [to_event(c) for c in changes]
         if self._known:
             fresh = [i for i, e in enumerate(events) if hash(e.data) not in self._known]
             if len(fresh) < len(events):

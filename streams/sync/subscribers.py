@@ -7,6 +7,9 @@ reason, when it falls more than ``max_lag`` events behind the head (reading, but
 the flood) or when one write has been stuck for ``write_timeout_s`` (not reading at all). It can
 reconnect with the id of the last event it got and continue without a gap, as long as the log
 still holds that position.
+
+On a cluster an event's id is a position every node understands (``streams.sync.cursor``), so
+the client may reconnect to any node; the id in ``data`` is the same string.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from aiohttp import WSMsgType, web
 from core.subscription import EventFilter, FilterError, parse_filter
 from streams import metrics
 from streams.http.errors import error
+from streams.sync.cursor import Cursor, CursorError
 from streams.sync.log import SyncEvent, SyncLog
 
 log = logging.getLogger("orderstream.subscribers")
@@ -39,6 +43,8 @@ class Subscriber:
         self.transport = transport
         self.filter = filter_
         self.cursor = cursor  # the next event id to look at
+        self.position: Cursor | None = None  # on a cluster: what it has seen, per partition
+        self.reset_at = 0  # on a cluster: resumed past what the log keeps (0 = no)
         self.peer = peer
         self.sent = 0
         self.writing_since = 0.0  # monotonic start of the write in progress; 0 = not writing
@@ -75,6 +81,8 @@ class SubscriberHub:
         except FilterError as exc:
             return error(400, exc.field, exc.reason)
         resume = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+        if self.log.tps:
+            return self._cluster_subscription(transport, filter_, resume, request.remote or "?")
         if resume is None or resume == "":
             cursor = self.log.next_seq  # live only
         else:
@@ -92,6 +100,26 @@ class SubscriberHub:
         peer = request.remote or "?"
         return Subscriber(transport, filter_, cursor, peer)
 
+    def _cluster_subscription(
+        self, transport: str, filter_: EventFilter, resume: str | None, peer: str
+    ) -> Subscriber | web.Response:
+        log_ = self.log
+        if not resume:  # live only
+            sub = Subscriber(transport, filter_, log_.next_seq, peer)
+            sub.position = Cursor(log_.epoch, log_.last_pos)
+            return sub
+        if resume == "0":  # from the oldest kept
+            start, position, complete = log_.start_for(Cursor(log_.epoch, [0] * log_.tps).format())
+        else:
+            try:
+                start, position, complete = log_.start_for(resume)
+            except CursorError as exc:
+                return error(400, "Last-Event-ID", str(exc))
+        sub = Subscriber(transport, filter_, start, peer)
+        sub.position = position
+        sub.reset_at = 0 if complete or resume == "0" else start
+        return sub
+
     # -- the pump ------------------------------------------------------------------------------
 
     async def _pump(
@@ -101,6 +129,9 @@ class SubscriberHub:
         send_reset: Callable[[int, int], Awaitable[None]],
         heartbeat: Callable[[], Awaitable[None]],
     ) -> None:
+        if sub.position is not None:
+            await self._cluster_pump(sub, send, send_reset, heartbeat)
+            return
         while True:
             batch = self.log.read(sub.cursor, READ_BATCH)
             if not batch:
@@ -125,6 +156,44 @@ class SubscriberHub:
                 await send(matched)
                 sub.writing_since = 0.0
                 sub.sent += len(matched)
+
+    async def _cluster_pump(
+        self,
+        sub: Subscriber,
+        send: Callable[[list[SyncEvent]], Awaitable[None]],
+        send_reset: Callable[[int, int], Awaitable[None]],
+        heartbeat: Callable[[], Awaitable[None]],
+    ) -> None:
+        """As ``_pump``, with each event's id the position after it (the id to resume from on
+        any node), and events of a resumed position it has already seen skipped."""
+        position = sub.position
+        assert position is not None
+        if sub.reset_at:
+            await send_reset(0, sub.reset_at)
+        while True:
+            batch = self.log.read(sub.cursor, READ_BATCH)
+            if not batch:
+                if not await self.log.wait_after(sub.cursor, self.heartbeat_s):
+                    sub.writing_since = time.monotonic()
+                    await heartbeat()
+                    sub.writing_since = 0.0
+                continue
+            f = sub.filter
+            out: list[SyncEvent] = []
+            for e in batch:
+                if position.delivered(e):
+                    continue
+                position.step(e)
+                if f.everything or f.matches(e.kind, e.order_id, e.sku, e.channel):
+                    cut = e.body.index(b',"type"')
+                    body = b'{"id":"%s"%s' % (position.format().encode(), e.body[cut:])
+                    out.append(e._replace(body=body))
+            sub.cursor = batch[-1].seq + 1
+            if out:
+                sub.writing_since = time.monotonic()
+                await send(out)
+                sub.writing_since = 0.0
+                sub.sent += len(out)
 
     def _register(self, sub: Subscriber) -> None:
         self.subscribers[sub.id] = sub
@@ -163,6 +232,17 @@ class SubscriberHub:
                 )
             )
 
+        if sub.position is not None:  # a cluster: the id is the position, as in the data
+
+            async def send(events: list[SyncEvent]) -> None:
+                await resp.write(
+                    b"".join(
+                        b"id: %s\nevent: %s\ndata: %s\n\n"
+                        % (e.body[7 : e.body.index(b'"', 7)], e.kind.encode(), e.body)
+                        for e in events
+                    )
+                )
+
         async def send_reset(wanted: int, oldest: int) -> None:
             note = {"reason": "resume position no longer kept", "wanted": wanted, "oldest": oldest}
             await resp.write(b"event: reset\ndata: %s\n\n" % _json.encode(note))
@@ -172,7 +252,10 @@ class SubscriberHub:
 
         await self._serve(sub, send, send_reset, heartbeat)
         if sub.dropped:
-            note = {"reason": sub.dropped, "resume_from": sub.cursor - 1}
+            resume_from: object = sub.cursor - 1
+            if sub.position is not None:
+                resume_from = sub.position.format()
+            note = {"reason": sub.dropped, "resume_from": resume_from}
             with contextlib.suppress(Exception):
                 frame = b"event: dropped\ndata: %s\n\n" % _json.encode(note)
                 await asyncio.wait_for(resp.write(frame), 1.0)

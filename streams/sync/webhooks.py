@@ -34,6 +34,7 @@ from rocksdict import Rdict, WriteBatch
 from core.signing import SIGNATURE_HEADER, sign
 from core.subscription import EventFilter
 from streams import metrics
+from streams.sync.cursor import event_key
 from streams.sync.log import SyncEvent, SyncLog
 
 log = logging.getLogger("orderstream.webhooks")
@@ -197,6 +198,23 @@ def idempotency_key(hook_id: str, events: list[SyncEvent]) -> str:
     for e in events:
         digest.update(b"%d," % e.seq)
     return f"{events[0].seq}-{events[-1].seq}-{digest.hexdigest()[:16]}"
+
+
+def cluster_events(events: list[SyncEvent]) -> list[SyncEvent]:
+    """On a cluster an event's id is its place in its topic partition (``event_key``): the same
+    whichever node delivers it, so a receiver can tell a batch sent again after a takeover."""
+    out = []
+    for e in events:
+        cut = e.body.index(b',"type"')
+        out.append(e._replace(body=b'{"id":"%s"%s' % (event_key(e.src).encode(), e.body[cut:])))
+    return out
+
+
+def cluster_idempotency_key(hook_id: str, events: list[SyncEvent]) -> str:
+    digest = hashlib.sha256(hook_id.encode())
+    for e in events:
+        digest.update(b"%d," % e.src)
+    return f"{event_key(events[0].src)}-{len(events)}-{digest.hexdigest()[:16]}"
 
 
 class Webhooks:
@@ -386,7 +404,7 @@ class Webhooks:
         cursor = None
         if self.clustered:
             # resume where the endpoint is, whichever node delivered it last
-            st.cursor, cursor = self.log.start_for(st.position or self.log.cursor_now())
+            st.cursor, cursor, _ = self.log.start_for(st.position or self.log.cursor_now())
             st.node = self.node
             log.info("webhook %s: delivering from this node (event %d on)", hook_id, st.cursor)
         last_saved = time.monotonic()
@@ -420,8 +438,12 @@ class Webhooks:
                 last_saved = time.monotonic()
 
     async def _deliver(self, hook: Webhook, st: WebhookStatus, events: list[SyncEvent]) -> None:
-        key = idempotency_key(hook.id, events)
-        body = delivery_body(hook.id, key, events)
+        if self.clustered:
+            key = cluster_idempotency_key(hook.id, events)
+            body = delivery_body(hook.id, key, cluster_events(events))
+        else:
+            key = idempotency_key(hook.id, events)
+            body = delivery_body(hook.id, key, events)
         attempt = 0
         while True:
             attempt += 1
