@@ -52,7 +52,7 @@ class _Change(msgspec.Struct):
 
 
 class _Event(msgspec.Struct):
-    id: int
+    id: int | str  # on a cluster: a position every node understands
     data: _Change
 
 
