@@ -396,7 +396,7 @@ class IngestAPI:
         part = self._order_part(oid)
         path = f"/internal/orders/{oid}"
         answers = await self.ask_owner(UNIQUE, part, path)
-        if self.members is not None:
+        if self.members is not None and all(status != 200 for status, _ in answers):
             # a dead letter lives in the same partition number of its own topic: on another
             # node only while the assignment is out of step
             record, dead = self.members.owner(UNIQUE, part), self.members.owner(DLQ, part)

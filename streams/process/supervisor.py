@@ -734,6 +734,7 @@ def _deliver_owned(
         return owner is not None and owner.node == membership.node
 
     webhooks.owns = owns
+    webhooks.is_live = lambda node: any(r.node == node for r in membership.records())
     webhooks.node = membership.node
     follow_webhooks(table, webhooks)
 

@@ -25,7 +25,7 @@ import secrets
 import time
 import urllib.parse
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 import msgspec
@@ -46,6 +46,9 @@ SCAN_BATCH = 5000  # events looked at per round when few match
 # a node that has just gained an endpoint waits this long before it delivers: the node that
 # lost it (its workers' partition moved in the same rebalance) notices within a second
 TAKEOVER_GRACE_S = 3.0
+# ... and while the node that delivered it is alive and has not released it (it finishes the
+# batch in flight first), at most this long
+HANDOVER_MAX_S = 60.0
 
 
 class Webhook(msgspec.Struct, kw_only=True):
@@ -241,8 +244,12 @@ class Webhooks:
         self.session: aiohttp.ClientSession | None = None
         # a cluster sets these: which endpoints this node delivers, and its name
         self.owns: Callable[[str], bool] = lambda _hook_id: True
+        self.is_live: Callable[[str], bool] = lambda _node: False
         self.node = ""
         self._owned_since: dict[str, float] = {}
+        self._busy: set[str] = set()  # endpoints with a batch in flight
+        self._handing_over: set[str] = set()  # to release once the batch in flight is done
+        self._writes: set[asyncio.Task[None]] = set()
         self._running = False
         for hook, status in self.store.load():
             self.hooks[hook.id] = hook
@@ -351,24 +358,54 @@ class Webhooks:
     def assign(self) -> None:
         """Deliver the endpoints this node owns, and only those (on one machine: all).
 
-        On a cluster a node that has just gained one waits ``TAKEOVER_GRACE_S``: the node that
-        lost it stops as soon as its own view changes, so two live nodes never POST the same
-        endpoint at once (short of a node stalled for longer than that: see the README).
+        On a cluster an endpoint changes hands like this: the node losing it finishes the batch
+        in flight, writes its progress and releases it (``node`` ""); the node gaining it waits
+        ``TAKEOVER_GRACE_S``, then until the release, or until the holder is no longer a live
+        node (it crashed: its last progress record is where to go on), then claims it. So two
+        live nodes never POST the same endpoint at once, and a handover repeats nothing.
         """
         if not self._running:
             return
         now = time.monotonic()
         for hook_id in self.hooks:
-            mine = self.owns(hook_id)
-            if not mine:
+            st = self.status[hook_id]
+            if not self.owns(hook_id):
                 self._owned_since.pop(hook_id, None)
-                self._stop(hook_id)
+                if hook_id in self.tasks:
+                    self._hand_over(hook_id)
+                elif self.clustered and st.node == self.node:
+                    self._release(hook_id)  # held before this node restarted
                 continue
             if hook_id in self.tasks:
                 continue
-            since = self._owned_since.setdefault(hook_id, now)
-            if not self.clustered or now - since >= TAKEOVER_GRACE_S:
-                self._start(hook_id)
+            waited = now - self._owned_since.setdefault(hook_id, now)
+            if self.clustered:
+                if waited < TAKEOVER_GRACE_S:
+                    continue
+                held = st.node not in ("", self.node) and self.is_live(st.node)
+                if held and waited < HANDOVER_MAX_S:
+                    continue
+            self._start(hook_id)
+
+    def _hand_over(self, hook_id: str) -> None:
+        if hook_id in self._busy:
+            self._handing_over.add(hook_id)  # the task releases it after this batch
+            return
+        self._stop(hook_id)
+        self._release(hook_id)
+
+    def _release(self, hook_id: str) -> None:
+        st = self.status.get(hook_id)
+        if st is None:
+            return
+        st.node = ""
+        self._background(self._save(hook_id))
+        log.info("webhook %s: released by this node", hook_id)
+
+    def _background(self, write: Any) -> None:
+        task = asyncio.create_task(write)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
 
     def _start(self, hook_id: str) -> None:
         self.tasks[hook_id] = asyncio.create_task(self._run(hook_id), name=f"webhook-{hook_id}")
@@ -380,6 +417,15 @@ class Webhooks:
 
     async def stop(self) -> None:
         self._running = False
+        if self.clustered and self.tasks:
+            # hand every endpoint over cleanly: batches in flight finish and are recorded
+            for hook_id in list(self.tasks):
+                self._hand_over(hook_id)
+            running = [t for t in self.tasks.values() if not t.done()]
+            if running:
+                await asyncio.wait(running, timeout=5.0)
+            if self._writes:
+                await asyncio.wait(set(self._writes), timeout=5.0)
         for task in self.tasks.values():
             task.cancel()
         for task in list(self.tasks.values()):
@@ -406,9 +452,17 @@ class Webhooks:
             # resume where the endpoint is, whichever node delivered it last
             st.cursor, cursor, _ = self.log.start_for(st.position or self.log.cursor_now())
             st.node = self.node
+            await self._save(hook_id)  # claimed: the others see who delivers it
             log.info("webhook %s: delivering from this node (event %d on)", hook_id, st.cursor)
         last_saved = time.monotonic()
         while True:
+            if hook_id in self._handing_over:
+                self._handing_over.discard(hook_id)
+                self.tasks.pop(hook_id, None)
+                st.node = ""
+                await self._save(hook_id)
+                log.info("webhook %s: handed over after its batch in flight", hook_id)
+                return
             events = self.log.read(st.cursor, SCAN_BATCH)
             if not events:
                 await self.log.wait_after(st.cursor, 5.0)
@@ -428,7 +482,13 @@ class Webhooks:
             last = matched[-1] if len(matched) == self.batch_max else events[-1]
             passed = events[: events.index(last) + 1]
             if matched:
-                await self._deliver(hook, st, matched)
+                self._busy.add(hook_id)
+                try:
+                    delivered = await self._deliver(hook, st, matched)
+                finally:
+                    self._busy.discard(hook_id)
+                if not delivered:  # handed over between attempts: the next node sends it
+                    continue
             st.cursor = last.seq + 1
             if cursor is not None:
                 cursor.advance(passed)
@@ -437,7 +497,9 @@ class Webhooks:
                 await self._save(hook_id)
                 last_saved = time.monotonic()
 
-    async def _deliver(self, hook: Webhook, st: WebhookStatus, events: list[SyncEvent]) -> None:
+    async def _deliver(self, hook: Webhook, st: WebhookStatus, events: list[SyncEvent]) -> bool:
+        """POST the batch until a 2xx or ``max_attempts`` (then it is dead-lettered): True;
+        False when the endpoint is being handed to another node between two attempts."""
         if self.clustered:
             key = cluster_idempotency_key(hook.id, events)
             body = delivery_body(hook.id, key, cluster_events(events))
@@ -458,7 +520,7 @@ class Webhooks:
                 st.last_success_at = st.last_attempt_at
                 st.next_attempt_at = 0
                 metrics.WEBHOOK_DELIVERIES.labels("delivered").inc()
-                return
+                return True
             st.failed_attempts += 1
             st.consecutive_failures += 1
             st.last_error = why
@@ -484,13 +546,15 @@ class Webhooks:
                     body=body,
                 )
                 await self._save(hook.id, dead)
-                return
+                return True
             metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
             delay = min(self.backoff_s * 2 ** (attempt - 1), self.backoff_max_s)
             delay *= 0.5 + random.random() / 2  # jitter: endpoints recovering are not stampeded
             st.next_attempt_at = _now_ms() + int(delay * 1000)
             await self._save(hook.id)
             await asyncio.sleep(delay)
+            if hook.id in self._handing_over:
+                return False
 
     async def _post(self, hook: Webhook, body: bytes, key: str, attempt: int) -> tuple[int, str]:
         """(HTTP status, why it failed); status 0 when the endpoint did not answer."""
