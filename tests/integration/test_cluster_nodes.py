@@ -263,10 +263,25 @@ def test_three_nodes_behave_as_one_service_through_a_node_kill(tmp_path: Path) -
             events = [e for _, _, doc in rx.deliveries for e in doc["events"]]
         ids = [e["id"] for e in events]  # <partition>-<offset>-<index>: the same on every node
         dupes = len(ids) - len(set(ids))
-        assert dupes == 0, f"{dupes} events delivered twice"
-        got = Counter(
-            (e["data"]["order_id"], e["data"]["version"], e["data"]["kind"]) for e in events
-        )
+        if dupes:
+            # only the killed node's last batch may come again: SIGKILL between the endpoint's
+            # 2xx and the progress record (a graceful handover repeats nothing)
+            with rx.lock:  # its last batch before another node's first (it may arrive a
+                # moment after the kill was sent)
+                took_over = next(i for i, d in enumerate(rx.deliveries) if d[1] != deliverer)
+                last = [doc for _, node, doc in rx.deliveries[:took_over] if node == deliverer]
+            repeated = {i for i, n in Counter(ids).items() if n > 1}
+            with rx.lock:
+                timeline = "\n".join(
+                    f"{t - killed_at:+7.2f}s {node} {doc['events'][0]['id']}..."
+                    f"{doc['events'][-1]['id']} ({len(doc['events'])})"
+                    for t, node, doc in rx.deliveries
+                )
+            assert repeated <= {e["id"] for e in last[-1]["events"]}, (
+                f"{dupes} delivered twice; deliveries:\n{timeline}"
+            )
+        once = {e["id"]: e["data"] for e in events}.values()
+        got = Counter((d["order_id"], d["version"], d["kind"]) for d in once)
         assert got == Counter(whole), "the webhook did not get exactly the stream"
         with rx.lock:
             after_kill = [(t, node) for t, node, _ in rx.deliveries if t > killed_at + 0.5]
