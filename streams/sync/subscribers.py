@@ -129,46 +129,7 @@ class SubscriberHub:
         send_reset: Callable[[int, int], Awaitable[None]],
         heartbeat: Callable[[], Awaitable[None]],
     ) -> None:
-        if sub.position is not None:
-            await self._cluster_pump(sub, send, send_reset, heartbeat)
-            return
-        while True:
-            batch = self.log.read(sub.cursor, READ_BATCH)
-            if not batch:
-                if not await self.log.wait_after(sub.cursor, self.heartbeat_s):
-                    sub.writing_since = time.monotonic()
-                    await heartbeat()
-                    sub.writing_since = 0.0
-                continue
-            if batch[0].seq > sub.cursor:  # trimmed while it was away: say so, then go on
-                sub.writing_since = time.monotonic()
-                await send_reset(sub.cursor, batch[0].seq)
-                sub.writing_since = 0.0
-            f = sub.filter
-            matched = (
-                batch
-                if f.everything
-                else [e for e in batch if f.matches(e.kind, e.order_id, e.sku, e.channel)]
-            )
-            sub.cursor = batch[-1].seq + 1
-            if matched:
-                sub.writing_since = time.monotonic()
-                await send(matched)
-                sub.writing_since = 0.0
-                sub.sent += len(matched)
-
-    async def _cluster_pump(
-        self,
-        sub: Subscriber,
-        send: Callable[[list[SyncEvent]], Awaitable[None]],
-        send_reset: Callable[[int, int], Awaitable[None]],
-        heartbeat: Callable[[], Awaitable[None]],
-    ) -> None:
-        """As ``_pump``, with each event's id the position after it (the id to resume from on
-        any node), and events of a resumed position it has already seen skipped."""
-        position = sub.position
-        assert position is not None
-        if sub.reset_at:
+        if sub.reset_at:  # a cluster position older than this node's log keeps
             await send_reset(0, sub.reset_at)
         while True:
             batch = self.log.read(sub.cursor, READ_BATCH)
@@ -178,22 +139,40 @@ class SubscriberHub:
                     await heartbeat()
                     sub.writing_since = 0.0
                 continue
-            f = sub.filter
-            out: list[SyncEvent] = []
-            for e in batch:
-                if position.delivered(e):
-                    continue
-                position.step(e)
-                if f.everything or f.matches(e.kind, e.order_id, e.sku, e.channel):
-                    cut = e.body.index(b',"type"')
-                    body = b'{"id":"%s"%s' % (position.format().encode(), e.body[cut:])
-                    out.append(e._replace(body=body))
-            sub.cursor = batch[-1].seq + 1
-            if out:
+            if sub.position is None and batch[0].seq > sub.cursor:
+                # trimmed while it was away: say so, then go on
                 sub.writing_since = time.monotonic()
-                await send(out)
+                await send_reset(sub.cursor, batch[0].seq)
                 sub.writing_since = 0.0
-                sub.sent += len(out)
+            matched = self._matched(sub, batch)
+            sub.cursor = batch[-1].seq + 1
+            if matched:
+                sub.writing_since = time.monotonic()
+                await send(matched)
+                sub.writing_since = 0.0
+                sub.sent += len(matched)
+
+    @staticmethod
+    def _matched(sub: Subscriber, batch: list[SyncEvent]) -> list[SyncEvent]:
+        """What of ``batch`` the subscriber gets. On a cluster each event's id becomes the
+        position after it (the id to resume from on any node), and events of a resumed
+        position it has already seen are skipped."""
+        f = sub.filter
+        position = sub.position
+        if position is None:
+            if f.everything:
+                return batch
+            return [e for e in batch if f.matches(e.kind, e.order_id, e.sku, e.channel)]
+        out: list[SyncEvent] = []
+        for e in batch:
+            if position.delivered(e):
+                continue
+            position.step(e)
+            if f.everything or f.matches(e.kind, e.order_id, e.sku, e.channel):
+                cut = e.body.index(b',"type"')
+                body = b'{"id":"%s"%s' % (position.format().encode(), e.body[cut:])
+                out.append(e._replace(body=body))
+        return out
 
     def _register(self, sub: Subscriber) -> None:
         self.subscribers[sub.id] = sub
