@@ -34,7 +34,7 @@ from rocksdict import Rdict, WriteBatch
 from core.signing import SIGNATURE_HEADER, sign
 from core.subscription import EventFilter
 from streams import metrics
-from streams.sync.cursor import event_key
+from streams.sync.cursor import CursorError, event_key
 from streams.sync.log import SyncEvent, SyncLog
 
 log = logging.getLogger("orderstream.webhooks")
@@ -326,7 +326,10 @@ class Webhooks:
     def _backlog(self, hook_id: str, st: WebhookStatus) -> int:
         if self.clustered and hook_id not in self.tasks:
             # another node's sync log numbers events its own way: place its position in ours
-            start = self.log.start_for(st.position)[0] if st.position else self.log.next_seq
+            try:
+                start = self.log.start_for(st.position)[0] if st.position else self.log.next_seq
+            except CursorError:  # written by a node with another partition count
+                return 0
             return max(0, self.log.next_seq - start)
         return max(0, self.log.next_seq - st.cursor)
 
