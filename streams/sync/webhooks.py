@@ -453,7 +453,13 @@ class Webhooks:
         cursor = None
         if self.clustered:
             # resume where the endpoint is, whichever node delivered it last
-            st.cursor, cursor, _ = self.log.start_for(st.position or self.log.cursor_now())
+            try:
+                st.cursor, cursor, _ = self.log.start_for(st.position or self.log.cursor_now())
+            except CursorError as exc:  # a partition count changed under it: from now on
+                log.warning(
+                    "webhook %s: position %r unusable (%s): from now on", hook_id, st.position, exc
+                )
+                st.cursor, cursor, _ = self.log.start_for(self.log.cursor_now())
             st.node = self.node
             await self._save(hook_id)  # claimed: the others see who delivers it
             log.info("webhook %s: delivering from this node (event %d on)", hook_id, st.cursor)
