@@ -74,9 +74,14 @@ class Cursor:
             self.next[tp] = pos + 1
             self._parts[tp + 1] = format(pos + 1, "x")
 
-    def advance(self, events: Iterable[HasSrc]) -> None:
+    def advance(self, events: Iterable[HasSrc]) -> str:
+        """Past ``events`` (a delivered batch, in log order); the text to store as progress.
+
+        A webhook's progress is this text, not an event id, so the node that delivers it next
+        (after a handover) resumes from it with ``SyncLog.start_for``."""
         for ev in events:
             self.step(ev)
+        return self.format()
 
     def format(self) -> str:
         return ".".join(self._parts)

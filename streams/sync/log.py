@@ -11,13 +11,17 @@ disk keeps ``retention`` events, older ones are range-deleted.
 
 On a cluster (``tps`` > 0) each event also keeps where it came from (``src``: topic partition,
 offset, index in its message), so that a position from another node's log can be found in this
-one (``start_for``, ``streams.sync.cursor``).
+one (``start_for``, ``streams.sync.cursor``). Each append also records the cursor before it
+(per partition, the position after the newest event already in the log), keyed by the append's
+first event id: those start cursors only grow, so the first event a resumed cursor has not seen
+is found by looking at a few of them, not at the events (the recent ones are in memory).
 """
 
 from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -34,6 +38,8 @@ OLDEST_KEY = b"m:oldest"
 POSITION_PREFIX = b"p:"
 SOURCE_PREFIX = b"s"  # + first event id: the chunk's sources (a cluster's logs only)
 CURSOR_KEY = b"m:cursor"  # [epoch, first event id of the epoch, next position per partition]
+BATCH_PREFIX = b"b:"  # + first event id of an append: the cursor before it (a cluster's logs)
+BATCH_MEMORY = 4096  # the newest start cursors kept in memory (about as many appends)
 _SEQ = struct.Struct(">Q")
 
 
@@ -93,6 +99,8 @@ class SyncLog:
             epoch, start, last = _cursor_dec.decode(raw)
             if len(last) == tps:
                 self.epoch, self.epoch_start, self.last_pos = epoch, start, last
+        # the newest appends' start cursors, oldest first: (first event id, cursor before it)
+        self._starts: list[tuple[int, tuple[int, ...]]] = []
 
     @property
     def head(self) -> int:
@@ -122,6 +130,8 @@ class SyncLog:
                 batch.put(key, _rows.encode([ev.src for ev in part]))
         if self.tps and out:
             last = self.last_pos
+            before = tuple(last)
+            batch.put(BATCH_PREFIX + _SEQ.pack(out[0].seq), _rows.encode(before))
             for ev in out:
                 tp, pos = split(ev.src)
                 if pos >= last[tp]:
@@ -137,11 +147,18 @@ class SyncLog:
             if self.tps:
                 end = SOURCE_PREFIX + _SEQ.pack(max(0, trim_to - CHUNK + 1))
                 batch.delete_range(SOURCE_PREFIX + _SEQ.pack(0), end)
+                # an append that began before the oldest kept event: its start cursor no
+                # longer describes what the log holds (start_for scans that stretch instead)
+                batch.delete_range(BATCH_PREFIX + _SEQ.pack(0), BATCH_PREFIX + _SEQ.pack(trim_to))
             batch.put(OLDEST_KEY, _SEQ.pack(trim_to))
         self.db.write(batch, self._write_opts)
         if trim_to > self.oldest:
             self.oldest = trim_to
         self.next_seq = seq
+        if self.tps and out:
+            self._starts.append((out[0].seq, before))
+            if len(self._starts) > 2 * BATCH_MEMORY:
+                del self._starts[:BATCH_MEMORY]
         if out:
             self._mem += out
             if len(self._mem) > 2 * self.memory_events:
@@ -195,30 +212,90 @@ class SyncLog:
         if epoch == self.epoch or not self.tps:
             return
         self.epoch, self.epoch_start, self.last_pos = epoch, self.next_seq, [0] * self.tps
+        self._starts.clear()  # the old epoch's start cursors name positions that mean nothing
         self.db.put(CURSOR_KEY, _rows.encode((epoch, self.epoch_start, self.last_pos)))
 
     def cursor_now(self) -> str:
-        """The position after every event this log holds: "from now on"."""
+        """The position after every event this log holds.
+
+        A new registration that wants "events from now on" stores this instead of an event
+        id, so that whichever node later delivers it starts at the same place."""
         return Cursor(self.epoch, self.last_pos).format()
 
     def start_for(self, text: str) -> tuple[int, Cursor, bool]:
-        """Where to read from for a position named on any node: the first event it has not
-        seen, and the position itself (events after that one it has seen are skipped with
-        ``Cursor.delivered``), and False when some of what it has not seen is no longer kept
-        (a reset). Raises CursorError for text that is not a position.
+        """Where to read from for a position named on any node.
 
-        Per partition the unseen events are the newest ones, so the search walks back from
-        the head until each partition with unseen events shows one seen (or the epoch's or the
-        log's beginning): that is about as far back as the client is behind.
+        Returns the first event id to read (every event before it was seen), the position
+        itself (events after that id that were seen, interleaved differently on the node that
+        made the position, are skipped with ``Cursor.delivered``; ``Cursor.step`` then carries
+        it on), and False when some of what it has not seen is no longer kept (a reset notice
+        is due). Raises CursorError for text that is not a position of this service.
+
+        The start is the first event of the newest append whose start cursor is <= the
+        position in every partition: start cursors only grow, so that append is found by a
+        binary search over the recent ones in memory, else by walking back over the stored
+        ones (a resume that far back streams many more events than it walks). Only the stretch
+        no start cursor covers (a log written before they were kept, or the append the
+        retention cut through) is found by looking at the events themselves.
         """
         cursor = parse(text, self.epoch, self.tps)
         if cursor is None:  # another epoch's positions: everything of this one is new
             start = max(self.epoch_start, self.oldest)
             return start, Cursor(self.epoch, [0] * self.tps), start == self.epoch_start
-        pending = {tp for tp in range(self.tps) if cursor.next[tp] < self.last_pos[tp]}
-        start = self.next_seq
+        want = cursor.next
+        if all(w >= last for w, last in zip(want, self.last_pos, strict=True)):
+            return self.next_seq, cursor, True  # it has seen everything here
         floor = max(self.epoch_start, self.oldest)
-        hi = self.next_seq
+        above: tuple[int, tuple[int, ...]] = (self.next_seq, tuple(self.last_pos))
+        found: tuple[int, tuple[int, ...]] | None = None
+        starts = self._starts
+        lo, hi = 0, len(starts)  # starts[:lo] are <= want, starts[hi:] are not
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if _covers(want, starts[mid][1]):
+                lo = mid + 1
+            else:
+                hi = mid
+        if hi < len(starts):
+            above = starts[hi]
+        if hi > 0:
+            found = starts[hi - 1]
+        else:
+            for entry in self._stored_starts(starts[0][0] if starts else above[0], floor):
+                if _covers(want, entry[1]):
+                    found = entry
+                    break
+                above = entry
+        if found is not None and found[0] >= floor:
+            return found[0], cursor, True
+        # what it has not seen begins before ``above``, in a stretch no start cursor covers
+        pending = {tp for tp in range(self.tps) if above[1][tp] > want[tp]}
+        return self._scan_back(cursor, pending, floor, above[0])
+
+    def _stored_starts(self, before: int, floor: int) -> Iterator[tuple[int, tuple[int, ...]]]:
+        """The stored start cursors of appends that began before ``before`` and not before
+        ``floor`` (older ones are another epoch's), newest first."""
+        it = self.db.iter()
+        try:
+            it.seek_for_prev(BATCH_PREFIX + _SEQ.pack(max(0, before - 1)))
+            while it.valid() and it.key().startswith(BATCH_PREFIX):
+                first = _SEQ.unpack(it.key()[len(BATCH_PREFIX) :])[0]
+                if first < floor or first >= before:
+                    return
+                vector = tuple(_srcs_dec.decode(it.value()))
+                if len(vector) != self.tps:
+                    return
+                yield first, vector
+                it.prev()
+        finally:
+            del it
+
+    def _scan_back(
+        self, cursor: Cursor, pending: set[int], floor: int, hi: int
+    ) -> tuple[int, Cursor, bool]:
+        """The first unseen event below ``hi`` of the ``pending`` partitions, from the events:
+        walk back until each shows one it has seen (or the epoch's or the log's beginning)."""
+        start = hi
         while pending and hi > floor:
             lo = max(floor, hi - 5000)
             for ev in reversed(self.read(lo, hi - lo)):
@@ -248,3 +325,8 @@ class SyncLog:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _covers(want: list[int], before: tuple[int, ...]) -> bool:
+    """Whether a position has seen everything before an append that started at ``before``."""
+    return all(b <= w for b, w in zip(before, want, strict=True))

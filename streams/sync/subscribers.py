@@ -139,8 +139,8 @@ class SubscriberHub:
                     await heartbeat()
                     sub.writing_since = 0.0
                 continue
-            if sub.position is None and batch[0].seq > sub.cursor:
-                # trimmed while it was away: say so, then go on
+            if batch[0].seq > sub.cursor:
+                # trimmed while it was away (or, far behind, while it read): say so, go on
                 sub.writing_since = time.monotonic()
                 await send_reset(sub.cursor, batch[0].seq)
                 sub.writing_since = 0.0
@@ -276,7 +276,10 @@ class SubscriberHub:
             reader.cancel()
         if sub.dropped:
             with contextlib.suppress(Exception):
-                message = f"dropped: {sub.dropped}; resume from {sub.cursor - 1}"
+                # a close reason has room for 123 bytes: too few for a cluster position, which
+                # the last frame's "id" carries anyway
+                resume = "the last frame's id" if sub.position else str(sub.cursor - 1)
+                message = f"dropped: {sub.dropped}; resume from {resume}"
                 await asyncio.wait_for(ws.close(code=1008, message=message.encode()), 1.0)
         elif not ws.closed:
             await ws.close()
