@@ -27,9 +27,11 @@ import contextlib
 import gc
 import json
 import os
+import re
 import signal
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +215,17 @@ async def sample_rss(root: int, t0: float, out: list[dict[str, float]], every: f
         await asyncio.sleep(every)
 
 
+SWAP_SECONDS = re.compile(r"broker (?:replaced|swapped without a pause) in ([0-9.]+)s")
+
+
+def longest_gap_s(start: float, arrivals: Iterable[float]) -> float:
+    """The longest stretch, from ``start`` on, in which no order reached the subscriber."""
+    times = sorted(arrivals)
+    if not times:
+        return 0.0
+    return max(b - a for a, b in zip([start, *times], times, strict=False))
+
+
 def dir_mib(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
@@ -239,7 +252,9 @@ def memory_summary(
         "samples": len(totals),
         "samples_over_budget": sum(over),
         "longest_over_budget_s": longest * RSS_EVERY_S,
-        "broker_replacements": log.count("broker replaced in"),
+        "broker_replacements": log.count("broker replaced in") + log.count("broker swapped"),
+        "broker_swaps_without_pause": log.count("broker swapped without a pause"),
+        "swap_seconds": [float(x) for x in SWAP_SECONDS.findall(log)],
         "worker_recycles": log.count("to release its memory"),
         "stores_on_disk_mib": (
             {d.name: round(dir_mib(d), 1) for d in sorted(stores.iterdir()) if d.is_dir()}
@@ -586,6 +601,7 @@ async def run(args: argparse.Namespace) -> int:
             st: (stages1[st] - stages0.get(st, 0.0)) / max(n_out, 1) * 1e6 for st in stages1
         }
         window = last_out - t_send
+        gap = longest_gap_s(t_send, (sub.first[o] for o in out_ids))
         lat_stats = _stats(lat)
         lat_stats["p999"] = sorted(lat)[min(len(lat) - 1, int(0.999 * len(lat)))] if lat else None
         result = {
@@ -618,6 +634,7 @@ async def run(args: argparse.Namespace) -> int:
             "send_window_s": send_end - t_send,
             "accepted_per_s": tally.accepted / (send_end - t_send),
             "out_window_s": window,
+            "longest_without_an_order_out_s": gap,
             "orders_out_per_s": n_out / window if window > 0 else None,
             "latency_sent_to_subscriber_ms": lat_stats,
             "latency_accepted_to_subscriber_ms": _stats(sub.server_lat),
@@ -736,8 +753,19 @@ def report(r: dict[str, Any]) -> None:
                 f"memory budget {mem['budget_mib']:,.0f} MiB",
                 f"over it in {mem['samples_over_budget']} of {mem['samples']} samples "
                 f"(longest {mem['longest_over_budget_s']:.0f} s); "
-                f"{mem['broker_replacements']} broker replacements, "
+                f"{mem['broker_replacements']} broker replacements "
+                f"({mem.get('broker_swaps_without_pause', 0)} without a pause), "
                 f"{mem['worker_recycles']} worker restarts",
+            )
+        )
+        if mem.get("swap_seconds"):
+            secs = mem["swap_seconds"]
+            rows.append(("broker swaps took", f"{min(secs):.1f}-{max(secs):.1f} s each"))
+    if r.get("longest_without_an_order_out_s") is not None:
+        rows.append(
+            (
+                "longest stretch with no order reaching the subscriber",
+                f"{r['longest_without_an_order_out_s']:.2f} s",
             )
         )
     if mem.get("stores_on_disk_mib"):

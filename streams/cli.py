@@ -164,6 +164,11 @@ def main(argv: list[str] | None = None) -> None:
     w = sub.add_parser("worker", help="one Faust worker process (started by serve)")
     _common(w)
     w.add_argument("--web-port", type=int, required=True)
+    w.add_argument(
+        "--standby",
+        action="store_true",
+        help="the next broker's worker during a swap: keeps short fetch waits until work comes",
+    )
     b = sub.add_parser("broker", help="run the embedded broker alone, long-lived")
     b.add_argument("--port", type=int, default=19092)
     a = sub.add_parser(
@@ -308,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         from streams.process.worker import run_worker
 
-        run_worker(settings, args.web_port)
+        run_worker(settings, args.web_port, standby=args.standby)
 
 
 if __name__ == "__main__":

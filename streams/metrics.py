@@ -264,6 +264,12 @@ BROKER_REPLACEMENTS = Counter(
     ["reason"],
 )
 BROKER_EPOCHS = Counter("orderstream_broker_epochs_total", "Fresh broker epochs recovered from")
+BROKER_SWAP_DRAIN = Histogram(
+    "orderstream_broker_swap_drain_seconds",
+    "Broker swaps without a pause: from the door switching to the next broker until the old"
+    " broker's workers were done (what the next broker's first records waited)",
+    buckets=(0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
 
 
 def lane_of(priority: str) -> str:

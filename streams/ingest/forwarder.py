@@ -119,14 +119,33 @@ class Forwarder:
         self.producer: AIOKafkaProducer | None = None
         self._stuck: tuple[int | None, float] = (None, 0.0)  # oldest unsettled seq, seen since
         self.paused = False  # set while the broker is replaced on purpose (memory budget)
+        self._sending = False  # a round's send is in flight (``hold`` waits for it)
 
     def notify(self) -> None:
         self._wakeup.set()
 
-    def forwarded_settled(self) -> bool:
-        """Everything sent in this epoch has been recorded (settled) by a terminal stage."""
+    def forwarded_settled(self, through: int | None = None) -> bool:
+        """Everything sent in this epoch (or up to ``through``) has been recorded (settled)."""
         oldest = self.journal.oldest_live()
-        return oldest is None or oldest > self.cursor
+        return oldest is None or oldest > (self.cursor if through is None else through)
+
+    async def hold(self) -> None:
+        """Pause, once the send in flight (if any) is acknowledged: the cursor is exact then."""
+        self.paused = True
+        while self._sending:
+            await asyncio.sleep(0.005)
+
+    async def redirect(self, settings: Settings) -> int:
+        """Send what comes next to another broker (a swap); returns the last seq sent before.
+
+        Entries already sent stay with the old broker's pipeline, which records them; the
+        cursor is kept, so nothing is sent twice and nothing is skipped."""
+        await self.hold()
+        self.abandon()
+        self.settings = settings
+        self.paused = False
+        self._wakeup.set()
+        return self.cursor
 
     def replay(self) -> None:
         """Send everything still in the journal again (new broker epoch, or our restart)."""
@@ -171,7 +190,7 @@ class Forwarder:
         busy = False  # the previous round found entries waiting: more are on their way
         while True:
             if self.paused:
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.01)
                 continue
             self._reforward_if_stuck()
             if self.cursor >= self.journal.durable_seq:
@@ -198,6 +217,9 @@ class Forwarder:
             if not entries:
                 self.cursor = durable  # everything up to it was settled already
                 continue
+            if self.paused:  # held during the coalescing wait above: the cursor must stay
+                continue
+            self._sending = True
             try:
                 if self.producer is None:
                     self.producer = make_producer(self.settings)
@@ -211,6 +233,8 @@ class Forwarder:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            finally:
+                self._sending = False
             backoff = 0.2
             self.cursor = entries[-1][0]
             metrics.FORWARDED.inc(len(entries))

@@ -24,6 +24,9 @@ IDLE_WAIT_MS = 1000
 HOLD_S = 1.0
 
 _Fetcher = aiokafka_fetcher.Fetcher
+# Until then every consumer of the process keeps its busy wait even while idle: a standby worker
+# (``stay_busy_for``) must take its first records at once when a broker swap sends them.
+_busy_until = 0.0
 _proc_fetch_request = _Fetcher._proc_fetch_request
 
 
@@ -36,14 +39,23 @@ def next_wait_ms(current_ms: int, busy_ms: int, got_records: bool, quiet_s: floa
 
 
 async def _proc_with_backoff(self: Any, assignment: Any, node_id: Any, request: Any) -> bool:
+    global _busy_until
     got = await _proc_fetch_request(self, assignment, node_id, request)
     now = time.monotonic()
-    busy = self.__dict__.setdefault("_busy_wait_ms", self._fetch_max_wait_ms)
     if got:
+        _busy_until = 0.0
+    busy = self.__dict__.setdefault("_busy_wait_ms", self._fetch_max_wait_ms)
+    if got or now < _busy_until:
         self._last_records_at = now
     quiet = now - self.__dict__.get("_last_records_at", 0.0)
     self._fetch_max_wait_ms = next_wait_ms(self._fetch_max_wait_ms, busy, got, quiet)
     return got
+
+
+def stay_busy_for(seconds: float) -> None:
+    """Keep the busy wait, records or not, for ``seconds`` (or until records came)."""
+    global _busy_until
+    _busy_until = time.monotonic() + seconds
 
 
 def install() -> None:

@@ -9,11 +9,11 @@ from typing import Literal
 
 import msgspec
 
-# Act at this share of the budget. Resident memory keeps growing while the pipeline drains
-# before a broker swap (the API journals, the workers catch up): by up to ~5 % of a 1,200 MiB
-# budget in the 30-minute flood. Acting early keeps the peak under the budget itself.
+# Act at this share of the budget. A broker swap runs the next broker and its workers beside
+# the old ones for a few seconds (their memory is counted in ``standby``), and the old broker
+# keeps growing until it is drained: acting early keeps that peak under the budget itself.
 ACT_AT = 0.85
-SWAP_GAP_S = 60.0  # between two broker swaps, and between any two replacements otherwise
+SWAP_GAP_S = 30.0  # between two broker swaps, and between any two replacements otherwise
 FRESH_WORKER_S = 120.0  # a worker this young is as small as it gets: restarting it is thrash
 
 
@@ -32,18 +32,29 @@ def memory_action(
     since_broker_swap: float,
     since_replacement: float,
     embedded_broker: bool,
+    standby: int = 0,
 ) -> Action:
-    """``rss``: bytes per role (api, broker, workers); ``workers``: (bytes, age in s) per index.
+    """``rss``: bytes per role (api, broker, workers); ``workers``: (bytes, age in s) per index;
+    ``standby``: what a broker swap adds while the old and the new pipeline run side by side
+    (the next broker and its workers), so the swap starts while there is room for it.
 
-    The embedded broker never trims what it holds, so it goes first once it holds a quarter
+    The embedded broker never trims what it holds, so it goes first once it holds an eighth
     of the budget, whatever was restarted a moment ago (waiting for that overshot the budget).
     A worker's memory (memtables, fetch buffers, Python's heap after a backlog) only shrinks
     when it restarts, which costs a rebalance and nothing else: its state is on disk.
     """
-    if not budget or sum(rss.values()) <= budget * ACT_AT:
+    if not budget:
         return NONE
-    if embedded_broker and rss["broker"] >= budget // 4 and since_broker_swap >= SWAP_GAP_S:
+    total = sum(rss.values())
+    if (
+        embedded_broker
+        and total + standby > budget * ACT_AT
+        and rss["broker"] >= budget // 8
+        and since_broker_swap >= SWAP_GAP_S
+    ):
         return Action("broker")
+    if total <= budget * ACT_AT:
+        return NONE
     if since_replacement < SWAP_GAP_S:
         return NONE
     grown = [(size, i) for i, (size, age) in enumerate(workers) if age >= FRESH_WORKER_S]

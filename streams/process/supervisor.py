@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from typing import Any
 import aiohttp
 import msgspec
 from aiohttp import web
+from aiokafka.errors import KafkaError
 
 from core.routing import WarehouseRouting
 from core.skus import SkuCatalog
@@ -55,7 +57,7 @@ from streams.kafka.broker import EmbeddedBroker, die_with_parent, free_port
 from streams.kafka.cluster import ClusterError, EpochProbe, ensure_cluster, wait_for_broker
 from streams.kafka.lag import LagMonitor, lag_once
 from streams.kafka.topics import CONFIG, MEMBERS, UNIQUE, service_topics
-from streams.process import malloc
+from streams.process import broker_swap, malloc
 from streams.process.memory_budget import Action, memory_action
 from streams.reconcile.runs import Reconciler
 from streams.settings import Settings
@@ -89,10 +91,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class WorkerProcess:
-    def __init__(self, index: int, web_port: int, settings: Settings) -> None:
+    def __init__(
+        self, index: int, web_port: int, settings: Settings, standby: bool = False
+    ) -> None:
         self.index = index
         self.web_port = web_port
         self.settings = settings
+        self.standby = standby  # started for the next broker of a swap (streams.cli --standby)
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0  # quick successive failures, for the restart backoff
         self.started_at = 0.0
@@ -108,7 +113,8 @@ class WorkerProcess:
         env = dict(os.environ, **settings_env(self.settings))
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--web-port", str(self.web_port)],
+            [sys.executable, "-m", "streams.cli", "worker", "--web-port", str(self.web_port)]
+            + (["--standby"] if self.standby else []),
             env=env,
             start_new_session=True,
             preexec_fn=die_with_parent,
@@ -117,6 +123,10 @@ class WorkerProcess:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(sig)
 
     def stop(self, timeout: float = 15.0) -> None:
         if not self.alive():
@@ -151,6 +161,9 @@ class Supervisor:
         self._last_replacement = 0.0  # either kind
         self._last_broker_swap = 0.0
         self._budget_warned = 0.0
+        self._generation = 0  # broker swaps so far: the workers' web ports alternate with it
+        # what a swap's standby workers hold (measured at each swap; a first guess before)
+        self._standby_bytes = broker_swap.STANDBY_GUESS_MB * 2**20 * settings.workers
         self._io_tasks: list[asyncio.Task[None]] = []
         self.tables: list[CompactedTable] = []  # a cluster's membership and configuration
 
@@ -433,6 +446,24 @@ class Supervisor:
             self.lag.abandon()
         await wait_closed()
 
+    async def _move_readers(self, settler: SettleListener, epoch: str) -> None:
+        """A broker swap: the settle listener, the sync feed and the lag probe start reading the
+        next broker (``settings`` names it now); the forwarder already sends there."""
+        assert self.feed is not None and self.lag is not None
+        readers = self._io_tasks[1:]
+        for task in readers:
+            task.cancel()
+        await asyncio.wait(readers, timeout=5)
+        settler.abandon()
+        self.feed.abandon()
+        self.lag.abandon()
+        self.feed.epoch = epoch
+        self._io_tasks[1:] = [
+            asyncio.create_task(settler.run(), name="settle-listener"),
+            asyncio.create_task(self.feed.run(), name="sync-feed"),
+            asyncio.create_task(self.lag.run(), name="lag-monitor"),
+        ]
+
     async def _stop_workers(self, timeout: float) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._stop_all_workers, timeout)
 
@@ -512,6 +543,7 @@ class Supervisor:
             since_broker_swap=now - self._last_broker_swap,
             since_replacement=now - self._last_replacement,
             embedded_broker=self.broker is not None,
+            standby=self._standby_bytes,
         )
         if action.kind == "too_small" and now - self._budget_warned > 300:
             self._budget_warned = now
@@ -568,6 +600,140 @@ class Supervisor:
             if quiet >= 2:
                 return True
         return False
+
+    def _worker_ports(self, generation: int) -> list[int]:
+        base = self.settings.worker_web_port
+        if not base:
+            return [free_port() for _ in range(self.settings.workers)]
+        # a swap runs both generations at once: odd ones take the ports after the even ones'
+        first = base + (generation % 2) * self.settings.workers
+        return [first + i for i in range(self.settings.workers)]
+
+    async def _swap_broker(
+        self, forwarder: Forwarder, settler: SettleListener, api: IngestAPI
+    ) -> bool:
+        """Memory budget: replace the embedded broker without stopping the flow.
+
+        The steps and why an order's records keep their order: ``streams.process.broker_swap``.
+        False when the next broker's workers could not be made ready (nothing changed then:
+        the caller falls back to the drain-and-restart swap)."""
+        assert self.broker is not None and self.feed is not None and self.journal is not None
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        t0 = time.monotonic()
+        rss = self._rss()
+        log.warning(
+            "memory %d MiB near the %d MiB budget (broker %d MiB): swapping in a new broker",
+            sum(rss.values()) >> 20,
+            s.memory_budget_mb,
+            rss["broker"] >> 20,
+        )
+        # 1. the next broker, its topics and epoch, and its workers, beside the running ones
+        nxt = EmbeddedBroker(free_port(), log_file=s.data_path / "broker.log")
+        nxt.start()  # on the loop's thread (PR_SET_PDEATHSIG), ~0.1 s
+        new_settings = msgspec.structs.replace(s, broker_port=nxt.port)
+        standby: list[WorkerProcess] = []
+        try:
+            await wait_for_broker(new_settings.bootstrap_servers, timeout=30)
+            new_epoch = await ensure_cluster(
+                new_settings.bootstrap_servers, service_topics(s), repair=True
+            )
+            ports = self._worker_ports(self._generation + 1)
+            standby = [
+                WorkerProcess(i, port, new_settings, standby=True) for i, port in enumerate(ports)
+            ]
+            for w in standby:
+                w.start()
+            ready = await broker_swap.standby_ready(
+                standby, s.partitions, broker_swap.STANDBY_TIMEOUT_S
+            )
+        except (ClusterError, KafkaError, OSError, TimeoutError) as exc:
+            log.warning("the next broker did not come up (%s)", exc)
+            ready = False
+        except asyncio.CancelledError:  # stopping: nothing was switched yet
+            for w in standby:
+                w.stop(timeout=0.0)
+            nxt.stop()
+            raise
+        if not ready:
+            log.warning("swap abandoned: the next broker's workers were not ready in time")
+            for w in standby:
+                w.stop(timeout=0.0)
+            await loop.run_in_executor(None, nxt.stop)
+            return False
+        # they grow a little once they take over: keep a margin on what they hold now
+        held = sum(_resident(w.proc.pid) for w in standby if w.proc)
+        if held:
+            self._standby_bytes = held * 6 // 5
+        t_ready = time.monotonic()
+        # 2. the door's next entries go to the next broker - at a moment when little is in
+        # flight on the old one (what is, the next broker's records wait for)
+        await broker_swap.little_in_flight(lambda: self.journal.live_through(forwarder.cursor))  # type: ignore[union-attr]
+        old_workers, old_broker = self.workers, self.broker
+        old = broker_swap.OldBroker(s.bootstrap_servers, s.app_id, s.partitions)
+        sent_before = await forwarder.redirect(new_settings)
+        t_switch = time.monotonic()
+        # 3. the old pipeline finishes what the old broker holds, then its workers go
+        marks: dict[str, float] = {}
+        drained = await broker_swap.drain_old(
+            old_workers,
+            lambda: forwarder.forwarded_settled(sent_before),
+            old,
+            self.feed,
+            marks=marks,
+        )
+        old.close()
+        await broker_swap.reap(old_workers)
+        t_drained = time.monotonic()
+        metrics.BROKER_SWAP_DRAIN.observe(t_drained - t_switch)
+        if drained and await broker_swap.feed_read_all(self.feed):
+            self.feed.read_all()  # its kept changes need not be sent again
+        elif not drained:
+            log.warning("old broker not drained in time: sending unrecorded entries again")
+            await forwarder.hold()
+            oldest = self.journal.oldest_live()
+            if oldest is not None:
+                forwarder.cursor = min(forwarder.cursor, oldest - 1)
+            forwarder.paused = False
+        # 4. everything else follows to the next broker; the old one goes
+        t_read = time.monotonic()
+        s.broker_port = nxt.port  # one Settings object: the feed, settles and lag probe use it
+        forwarder.settings = s  # the same broker as the one it was given: no reconnect
+        await self._move_readers(settler, new_epoch)
+        t_moved = time.monotonic()
+        await self.epoch_probe.close()
+        self.epoch_probe = EpochProbe(s.bootstrap_servers)
+        for w in standby:
+            w.settings = s
+            w.standby = False
+        self.workers, self.broker, self.epoch = standby, nxt, new_epoch
+        self._generation += 1
+        api.worker_urls = [w.url for w in standby]
+        api.status["epoch"] = new_epoch
+        api.status["broker"] = s.broker_url
+        metrics.BROKER_EPOCHS.inc()
+        metrics.BROKER_REPLACEMENTS.labels("memory_budget").inc()
+        await loop.run_in_executor(None, old_broker.stop)
+        for w in old_workers:
+            shutil.rmtree(s.data_path / "worker" / f"faust-{w.web_port}", ignore_errors=True)
+        self._last_replacement = self._last_broker_swap = time.monotonic()
+        log.warning(
+            "broker swapped without a pause in %.1fs (next ready %.1fs, switched %.1fs, old"
+            " drained %.2fs (recorded %.2fs, frozen %.2fs), read %.2fs, readers moved %.2fs):"
+            " epoch %s on port %d, memory now %d MiB",
+            time.monotonic() - t0,
+            t_ready - t0,
+            t_switch - t_ready,
+            t_drained - t_switch,
+            marks.get("recorded", -1.0),
+            marks.get("frozen", -1.0),
+            t_read - t_drained,
+            t_moved - t_read,
+            new_epoch,
+            nxt.port,
+            sum(self._rss().values()) >> 20,
+        )
+        return True
 
     async def _replace_broker(
         self, forwarder: Forwarder, settler: SettleListener, api: IngestAPI
@@ -638,7 +804,8 @@ class Supervisor:
                 last_memory = time.monotonic()
                 action = self._over_budget(last_memory)
                 if action.kind == "broker":
-                    await self._replace_broker(forwarder, settler, api)
+                    if not await self._swap_broker(forwarder, settler, api):
+                        await self._replace_broker(forwarder, settler, api)
                     continue
                 if action.kind == "worker":
                     await self._recycle_worker(action.worker)

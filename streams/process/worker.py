@@ -9,16 +9,22 @@ import faust
 import uvloop
 
 from streams.kafka import client as kafka_client
+from streams.kafka import fetch_wait
 from streams.kafka.cluster import ensure_cluster, wait_for_broker
 from streams.kafka.topics import service_topics
 from streams.settings import Settings
 
 log = logging.getLogger("orderstream.worker")
+STANDBY_BUSY_S = 120.0
 
 
-def run_worker(settings: Settings, web_port: int) -> None:
+def run_worker(settings: Settings, web_port: int, standby: bool = False) -> None:
     uvloop.install()
     kafka_client.configure(settings)
+    if standby:
+        # Started beside the old broker's workers: its partitions' first records come when the
+        # swap sends them, and an idle consumer's 1 s fetch wait would hold them that long.
+        fetch_wait.stay_busy_for(STANDBY_BUSY_S)
 
     async def prepare() -> str:
         await wait_for_broker(settings.bootstrap_servers, timeout=60)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -41,6 +42,8 @@ _META = b"\x00meta:"
 CHANGELOG_CHUNK = 500  # key updates per changelog message (~1 KB each, well under 4 MB)
 _CHANGELOG_POS = _META + b"changelog"
 _RANGE_AT = len(DELETE_RANGE)
+LOCK_WAIT_S = 120.0  # a store held this long by another process is an error, not a handover
+LOCK_POLL_S = 0.02
 
 
 def _input_key(topic: str) -> bytes:
@@ -260,19 +263,21 @@ class StoreManager:
 
     async def _open(self, name: str, partition: int) -> PartitionStore:
         # Another worker on this machine may still hold the RocksDB lock while it finishes a
-        # rebalance: wait for it rather than fail the partition.
-        delay = 0.05
-        for _ in range(200):
+        # rebalance, or - in a broker swap - while the old broker's worker drains it: wait for
+        # it rather than fail the partition, and look often (the swap's handover waits on this).
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
             try:
                 store = PartitionStore(self.root, name, partition)
                 break
             except Exception as exc:
                 if "lock" not in str(exc).lower():
                     raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.5)
-        else:
-            raise RuntimeError(f"store {name}/{partition} stayed locked by another process")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"store {name}/{partition} stayed locked by another process"
+                    ) from None
+                await asyncio.sleep(LOCK_POLL_S)
         await self._recover(store)
         return store
 

@@ -100,6 +100,7 @@ class SyncFeed:
         self._epochs = publications.read_through(settings.data_path)  # earlier epochs' final
         self._written = 0.0
         self._known: set[int] = set()  # hashes of the newest events' JSON (after a new epoch)
+        self._complete = False  # this epoch was read to its end (``read_all``)
         self._tp_index = {tp: i for i, tp in enumerate(self._tps())}
 
     @property
@@ -113,16 +114,44 @@ class SyncFeed:
         if epoch == self._epoch:
             return
         self.log.set_epoch(epoch)  # a cluster's positions are per epoch
+        complete, self._complete = self._complete, False
         if self._epoch:
-            self._epochs[self._epoch] = self.read_through()
+            self._epochs[self._epoch] = publications.ALL_READ if complete else self.read_through()
         self._epoch = epoch
         self._through.clear()
         self._read.clear()
+        self.high_water.clear()  # the old broker's ends say nothing of the new one
         self._epochs.pop(epoch, None)
         self._epochs[epoch] = 0
         self._write_through(force=True)
+        if complete:  # nothing will be sent again: no copies to recognise
+            self._known = set()
+            return
         start = max(self.log.oldest, self.log.head - DEDUPE_EVENTS + 1)
         self._known = {hash(event_data(ev)) for ev in self.log.read(start, DEDUPE_EVENTS)}
+
+    def read_all(self) -> None:
+        """This epoch's change topics are read to their end and nothing writes to them any
+        more (a broker swap: its workers are gone): workers drop its kept changes at the next
+        epoch instead of sending them again."""
+        self._complete = True
+
+    def caught_up(self) -> bool:
+        """At the end of every change partition, as of the last fetch."""
+        return bool(self.high_water) and not any(self.lag().values())
+
+    def read_to_end_since(self, t_ms: float) -> bool:
+        """Every change partition was fetched after ``t_ms`` (epoch ms) and is read to the end
+        the broker reported then: with its writers gone before ``t_ms``, nothing is unread."""
+        consumer = self.consumer
+        if consumer is None:
+            return False
+        for tp in self._tps():
+            polled = consumer.last_poll_timestamp(tp)
+            high = consumer.highwater(tp)
+            if not polled or polled <= t_ms or high is None or self._read.get(tp, 0) < high:
+                return False
+        return True
 
     def read_through(self) -> int:
         """ms before which every change of this epoch is here (0: not known yet)."""

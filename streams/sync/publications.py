@@ -34,6 +34,7 @@ _T = len(PREFIX)
 _E = _T + 8
 THROUGH_FILE = "sync-through.json"
 KEEP_EPOCHS = 16
+ALL_READ = 2**62  # "through" of an epoch the hub read to its end after its last writer stopped
 
 
 class Publication(NamedTuple):

@@ -12,9 +12,11 @@ def rss(api: int, broker: int, workers: int) -> dict[str, int]:
     return {"api": api * MIB, "broker": broker * MIB, "workers": workers * MIB}
 
 
-def decide(sample: dict[str, int], workers=None, swap=600.0, any_=600.0, embedded=True) -> Action:  # type: ignore[no-untyped-def]
+def decide(  # type: ignore[no-untyped-def]
+    sample: dict[str, int], workers=None, swap=600.0, any_=600.0, embedded=True, standby=0
+) -> Action:
     workers = workers if workers is not None else [(150 * MIB, 600.0), (150 * MIB, 600.0)]
-    return memory_action(sample, workers, BUDGET, swap, any_, embedded)
+    return memory_action(sample, workers, BUDGET, swap, any_, embedded, standby * MIB)
 
 
 def test_below_the_high_water_mark_nothing_happens() -> None:
@@ -30,15 +32,23 @@ def test_past_the_high_water_mark_but_under_the_budget_the_broker_is_swapped() -
 
 def test_a_worker_restarted_a_moment_ago_does_not_delay_the_broker_swap() -> None:
     assert decide(rss(300, 450, 300), any_=5.0) == Action("broker")
-    assert decide(rss(300, 450, 300), swap=30.0, any_=30.0).kind == "none"  # one swap a minute
+    assert decide(rss(300, 450, 300), swap=10.0, any_=10.0).kind == "none"  # 30 s between swaps
+
+
+def test_the_swap_starts_while_there_is_room_for_the_next_brokers_workers() -> None:
+    # 900 MiB alone is under the mark; with two standby workers (2 x 120) beside it, it is not
+    assert decide(rss(250, 200, 450)).kind == "none"
+    assert decide(rss(250, 200, 450), standby=240) == Action("broker")
+    # a broker holding under an eighth of the budget is not worth a swap: nothing to gain
+    assert decide(rss(300, 140, 500), standby=240).kind != "broker"
 
 
 def test_the_biggest_grown_worker_restarts_when_the_workers_hold_the_overage() -> None:
     workers = [(200 * MIB, 600.0), (350 * MIB, 600.0), (400 * MIB, 30.0)]  # the last is fresh
-    assert decide(rss(250, 200, 950), workers) == Action("worker", 1)
-    assert decide(rss(250, 200, 950), workers, any_=30.0).kind == "none"
-    fresh = [(size, 30.0) for size, _ in workers]  # all just restarted: wait, no warning either
-    assert decide(rss(250, 200, 950), fresh).kind == "none"
+    assert decide(rss(250, 100, 950), workers) == Action("worker", 1)
+    assert decide(rss(250, 100, 950), workers, any_=20.0).kind == "none"
+    fresh = [(size, 20.0) for size, _ in workers]  # all just restarted: wait, no warning either
+    assert decide(rss(250, 100, 950), fresh).kind == "none"
 
 
 def test_a_budget_the_api_alone_fills_is_reported_not_thrashed() -> None:

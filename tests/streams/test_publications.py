@@ -153,6 +153,26 @@ def test_a_new_epoch_freezes_the_old_read_position_and_drops_copies_it_holds(
     assert _feed(tmp_path, "sync2")._epochs["e1"] == NOW - 1000
 
 
+def test_an_epoch_read_to_its_end_is_dropped_not_sent_again(tmp_path: Path) -> None:
+    """A broker swap: the old broker's workers are gone and the hub read its change topics to
+    the end, so every row of that epoch - however recent - is deleted, and the hub expects no
+    copies (nothing to check them against)."""
+    feed = _feed(tmp_path)
+    feed.epoch = "e1"
+    feed.log.append([NewEvent("order", "o1", "", "shopify", b'{"v":1}')], {})
+    feed.read_all()
+    feed.epoch = "e2"
+    assert read_through(tmp_path) == {"e1": publications.ALL_READ, "e2": 0}
+    assert not feed._known
+    recent = _keys((NOW - 1, "e1"), (NOW, "e1"))
+    assert sweep(recent, "e2", read_through(tmp_path), NOW) == Sweep(
+        recent, [], recent[-1] + b"\x00"
+    )
+    # the next epoch change is an ordinary one again (a broker loss: resend, drop copies)
+    feed.epoch = "e3"
+    assert read_through(tmp_path)["e2"] == 0 and hash(b'{"v":1}') in feed._known
+
+
 def test_a_sweep_over_a_real_store_reads_only_what_it_decides(tmp_path: Path) -> None:
     """On RocksDB: rows around other prefixes, the sweep pulls keys lazily and stops at this
     epoch's first unread row; the resent rows' values come back whole."""

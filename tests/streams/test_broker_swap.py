@@ -1,0 +1,105 @@
+"""The old broker's workers are killed only when nothing is left for them (a swap's drain)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+from streams.process import broker_swap
+
+
+class FakeWorker:
+    url = "http://127.0.0.1:1"
+
+    def __init__(self) -> None:
+        self.signals: list[int] = []
+        self.dead = False
+
+    def alive(self) -> bool:
+        return not self.dead
+
+    def start(self) -> None:
+        self.dead = False
+
+    def signal(self, sig: int) -> None:
+        self.signals.append(sig)
+        if sig == signal.SIGKILL:
+            self.dead = True
+
+
+class FakeFeed:
+    def __init__(self) -> None:
+        self.fetches = 0
+        self.behind = False
+
+    def caught_up(self) -> bool:
+        return not self.behind
+
+    def read_to_end_since(self, t_ms: float) -> bool:
+        return False  # decided by fetch rounds then
+
+
+class Lags:
+    """The old broker's lag, one reading per probe."""
+
+    def __init__(self, readings: list[int | None]) -> None:
+        self.readings = readings
+        self.probes = 0
+
+    async def lag(self) -> int | None:
+        self.probes += 1
+        return self.readings.pop(0) if self.readings else 0
+
+    def close(self) -> None:
+        pass
+
+
+async def _drain(readings: list[int | None], settled: Any = lambda: True) -> tuple[bool, Any]:
+    feed = FakeFeed()
+
+    async def fetching() -> None:
+        while True:
+            feed.fetches += 1
+            await asyncio.sleep(0.002)
+
+    fetcher = asyncio.create_task(fetching())
+    workers = [FakeWorker(), FakeWorker()]
+    try:
+        done = await broker_swap.drain_old(workers, settled, Lags(readings), feed, timeout=3.0)  # type: ignore[arg-type]
+    finally:
+        fetcher.cancel()
+    return done, workers
+
+
+def test_quiet_twice_then_still_quiet_while_frozen_kills_the_workers() -> None:
+    done, workers = asyncio.run(_drain([3, 0, 0, 0]))
+    assert done
+    for w in workers:
+        assert w.signals == [signal.SIGSTOP, signal.SIGKILL] and w.dead
+
+
+def test_a_stage_that_moved_while_frozen_is_thawed_and_drained_again() -> None:
+    # quiet, quiet, then the frozen read shows a message a stage had on the wire
+    done, workers = asyncio.run(_drain([0, 0, 1, 0, 0, 0]))
+    assert done
+    for w in workers:
+        assert w.signals == [
+            signal.SIGSTOP,
+            signal.SIGCONT,
+            signal.SIGSTOP,
+            signal.SIGKILL,
+        ]
+
+
+def test_entries_not_yet_recorded_keep_the_workers_running() -> None:
+    settled = iter([False] * 5 + [True] * 100)
+    done, workers = asyncio.run(_drain([], lambda: next(settled)))
+    assert done and workers[0].dead
+
+
+def test_an_unreadable_broker_is_not_taken_for_drained_and_the_drain_times_out() -> None:
+    done, workers = asyncio.run(_drain([None] * 10_000))
+    assert not done
+    assert all(w.dead for w in workers)  # killed anyway: the journal sends again what is left
+    assert signal.SIGSTOP not in workers[0].signals
