@@ -34,7 +34,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     http_port: int = 8080
     data_dir: str = "./data"
     workers: int = 2  # Faust worker processes started by `serve`: one per core here
-    worker_web_port: int = 0  # first worker's internal web port; 0 picks free ports
+    # first worker's internal web port; 0 picks free ports. A broker swap runs a second set of
+    # workers beside the first for a few seconds: they take the next `workers` ports.
+    worker_web_port: int = 0
     sku_aliases: str = ""  # TOML alias table; "" = the shipped config/skus.toml, "none" = none
     default_country: str = "CN"  # phone fallback when neither payload nor channel names one
     # Ingest journal: accepted orders live here until the order stage has recorded them.

@@ -65,18 +65,34 @@ async def _drain(readings: list[int | None], settled: Any = lambda: True) -> tup
 
     fetcher = asyncio.create_task(fetching())
     workers = [FakeWorker(), FakeWorker()]
+
+    async def committed(ws: Any) -> None:
+        for w in ws:
+            w.signals.append(COMMIT)  # only ever asked while running
+
     try:
-        done = await broker_swap.drain_old(workers, settled, Lags(readings), feed, timeout=3.0)  # type: ignore[arg-type]
+        done = await broker_swap.drain_old(
+            workers,  # type: ignore[arg-type]
+            settled,
+            Lags(readings),  # type: ignore[arg-type]
+            feed,  # type: ignore[arg-type]
+            timeout=3.0,
+            commit=committed,
+        )
     finally:
         fetcher.cancel()
     return done, workers
+
+
+COMMIT = 0
 
 
 def test_quiet_twice_then_still_quiet_while_frozen_kills_the_workers() -> None:
     done, workers = asyncio.run(_drain([3, 0, 0, 0]))
     assert done
     for w in workers:
-        assert w.signals == [signal.SIGSTOP, signal.SIGKILL] and w.dead
+        # asked to commit before every look, the last one just before the freeze
+        assert w.signals == [COMMIT] * 4 + [signal.SIGSTOP, signal.SIGKILL] and w.dead
 
 
 def test_a_stage_that_moved_while_frozen_is_thawed_and_drained_again() -> None:
@@ -84,9 +100,7 @@ def test_a_stage_that_moved_while_frozen_is_thawed_and_drained_again() -> None:
     done, workers = asyncio.run(_drain([0, 0, 1, 0, 0, 0]))
     assert done
     for w in workers:
-        assert w.signals == [
-            signal.SIGSTOP,
-            signal.SIGCONT,
+        assert w.signals == [COMMIT] * 3 + [signal.SIGSTOP, signal.SIGCONT] + [COMMIT] * 3 + [
             signal.SIGSTOP,
             signal.SIGKILL,
         ]
