@@ -26,6 +26,18 @@ from streams.sync.feed import SyncFeed
 log = logging.getLogger("orderstream.lag")
 
 
+async def group_reader(bootstrap: str, group: str) -> AIOKafkaConsumer:
+    """A started consumer of ``group`` that never subscribes: it reads the group's offsets."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        **kafka_client.options(),
+    )
+    await consumer.start()
+    return consumer
+
+
 async def group_lag(consumer: AIOKafkaConsumer, partitions: int) -> dict[str, int]:
     """Lag of ``consumer``'s group (it must not subscribe: it only reads the group's offsets)."""
     tps = [TopicPartition(t, p) for t in consumed_topics() for p in range(partitions)]
@@ -82,13 +94,7 @@ class LagMonitor:
             self._probed = (time.monotonic(), self.activity())
             try:
                 if self.consumer is None:
-                    self.consumer = AIOKafkaConsumer(
-                        bootstrap_servers=s.bootstrap_servers,
-                        group_id=s.app_id,  # never subscribes: reads the group's offsets only
-                        enable_auto_commit=False,
-                        **kafka_client.options(),
-                    )
-                    await self.consumer.start()
+                    self.consumer = await group_reader(s.bootstrap_servers, s.app_id)
                 lag = await group_lag(self.consumer, s.partitions)
                 self.last = dict(lag)
                 self.probes += 1
@@ -110,13 +116,7 @@ class LagMonitor:
 
 async def lag_once(settings: Settings) -> dict[str, int]:
     """One reading with a client of its own (e.g. right after the workers stopped)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=settings.app_id,
-        enable_auto_commit=False,
-        **kafka_client.options(),
-    )
-    await consumer.start()
+    consumer = await group_reader(settings.bootstrap_servers, settings.app_id)
     try:
         return await group_lag(consumer, settings.partitions)
     finally:

@@ -34,8 +34,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from streams.ingest.forwarder import close_in_background
-from streams.kafka import client as kafka_client
-from streams.kafka.lag import group_lag
+from streams.kafka.lag import group_lag, group_reader
 from streams.sync.feed import SyncFeed
 
 log = logging.getLogger("orderstream.swap")
@@ -114,13 +113,7 @@ class OldBroker:
         """Messages not yet processed on every consumed topic; None when unreadable."""
         try:
             if self.consumer is None:
-                self.consumer = AIOKafkaConsumer(
-                    bootstrap_servers=self.bootstrap,
-                    group_id=self.group,  # never subscribes: reads the group's offsets only
-                    enable_auto_commit=False,
-                    **kafka_client.options(),
-                )
-                await self.consumer.start()
+                self.consumer = await group_reader(self.bootstrap, self.group)
             lag = await asyncio.wait_for(group_lag(self.consumer, self.partitions), 5)
             return sum(lag.values())
         except (KafkaError, OSError, TimeoutError) as exc:

@@ -601,6 +601,16 @@ class Supervisor:
                 return True
         return False
 
+    def _log_near_budget(self, action: str) -> None:
+        rss = self._rss()
+        log.warning(
+            "memory %d MiB near the %d MiB budget (broker %d MiB): %s",
+            sum(rss.values()) >> 20,
+            self.settings.memory_budget_mb,
+            rss["broker"] >> 20,
+            action,
+        )
+
     def _worker_ports(self, generation: int) -> list[int]:
         base = self.settings.worker_web_port
         if not base:
@@ -621,13 +631,7 @@ class Supervisor:
         s = self.settings
         loop = asyncio.get_running_loop()
         t0 = time.monotonic()
-        rss = self._rss()
-        log.warning(
-            "memory %d MiB near the %d MiB budget (broker %d MiB): swapping in a new broker",
-            sum(rss.values()) >> 20,
-            s.memory_budget_mb,
-            rss["broker"] >> 20,
-        )
+        self._log_near_budget("swapping in a new broker")
         # 1. the next broker, its topics and epoch, and its workers, beside the running ones
         nxt = EmbeddedBroker(free_port(), log_file=s.data_path / "broker.log")
         nxt.start()  # on the loop's thread (PR_SET_PDEATHSIG), ~0.1 s
@@ -750,13 +754,7 @@ class Supervisor:
         s = self.settings
         await self.epoch_probe.close()  # no client of the old broker may touch the new one
         t0 = time.monotonic()
-        rss = self._rss()
-        log.warning(
-            "memory %d MiB near the %d MiB budget (broker %d MiB): draining to replace the broker",
-            sum(rss.values()) >> 20,
-            s.memory_budget_mb,
-            rss["broker"] >> 20,
-        )
+        self._log_near_budget("draining to replace the broker")
         forwarder.paused = True
         try:
             for attempt in range(3):
