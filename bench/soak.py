@@ -81,6 +81,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import itertools
 import json
@@ -938,6 +939,28 @@ def recovery(
         f["normal_s"] = round((normal - t) / 1000, 2) if normal is not None else None
 
 
+def outside_faults(first: dict[str, tuple[int, int]], faults: list[dict[str, Any]]) -> list[float]:
+    """Latencies (sorted, ms) of the orders accepted outside every fault's window: from the
+    fault until the subscriber's latency was normal again (``normal_s``; to the end if never)."""
+    merged: list[list[float]] = []
+    for a, b in sorted(
+        (f["at_ms"], f["at_ms"] + f["normal_s"] * 1000 if f.get("normal_s") is not None else 2e18)
+        for f in faults
+        if "at_ms" in f
+    ):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    starts = [a for a, _ in merged]
+    out = []
+    for recv, seen in first.values():
+        i = bisect.bisect_right(starts, recv) - 1
+        if i < 0 or recv > merged[i][1]:
+            out.append(seen - recv)
+    return sorted(out)
+
+
 # ---------------------------------------------------------------------------------- store snapshot
 
 
@@ -1626,6 +1649,7 @@ class Soak:
         ready_s: float,
     ) -> dict[str, Any]:
         lat = sorted(seen - recv for recv, seen in fast.first.values())
+        calm = outside_faults(fast.first, faults.done)
         per_s = [flood.per_s.get(s, 0) for s in range(max(flood.per_s, default=0) + 1)]
         wh = checks["webhook"]
         return {
@@ -1657,6 +1681,12 @@ class Soak:
                     "p99": _pct(lat, 0.99),
                     "max": lat[-1] if lat else None,
                     "n": len(lat),
+                },
+                "latency_outside_fault_windows_ms": {
+                    "p50": _pct(calm, 0.5),
+                    "p99": _pct(calm, 0.99),
+                    "max": calm[-1] if calm else None,
+                    "n": len(calm),
                 },
                 "oversold": checks["oversold_total"],
                 "stock_audit_ok": checks["stock_audit"]["ok"],
@@ -1708,6 +1738,7 @@ def report(r: dict[str, Any]) -> None:
     f = r["figures"]
     s = r["settings"]
     lat = f["latency_accepted_to_subscriber_ms"]
+    calm = f["latency_outside_fault_windows_ms"]
     wh = f["webhook"]
     ck = r["checks"]
     rec = ck["records"]
@@ -1739,6 +1770,10 @@ def report(r: dict[str, Any]) -> None:
         (
             "accepted -> SSE subscriber",
             f"p50 {ms(lat['p50'])} ms  p99 {ms(lat['p99'])} ms  max {ms(lat['max'])} ms",
+        ),
+        (
+            "  outside the fault windows",
+            f"p50 {ms(calm['p50'])} ms  p99 {ms(calm['p99'])} ms  ({calm['n']:,} orders)",
         ),
         (
             "oversold (metric) / stock audit",

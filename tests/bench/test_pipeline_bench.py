@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from bench.pipeline import RSS_EVERY_S, Schedule, memory_summary, per_second, recovery_s
+from bench.pipeline import (
+    RSS_EVERY_S,
+    Schedule,
+    longest_gap_s,
+    memory_summary,
+    per_second,
+    recovery_s,
+)
+from bench.soak import outside_faults
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,8 +56,35 @@ def test_memory_summary_says_how_long_the_service_was_over_its_budget(tmp_path: 
     assert m["peak_total_mib"] == 750 and m["peak_by_role_mib"]["broker"] == 450
     assert (m["samples_over_budget"], m["longest_over_budget_s"]) == (2, 2 * RSS_EVERY_S)
     assert (m["broker_replacements"], m["worker_recycles"]) == (1, 1)
+    hot = "a broker swapped without a pause in 9.8s (next ready 8.5s)\n"
+    m = memory_summary(rss, 700, log + hot, tmp_path)
+    assert m["broker_replacements"] == 2 and m["broker_swaps_without_pause"] == 1
+    assert m["swap_seconds"] == [9.1, 9.8]
     assert m["stores_on_disk_mib"] == {"orders": 1.0}
     assert memory_summary(rss, 0, "", tmp_path)["samples_over_budget"] == 0
+
+
+def test_the_longest_stretch_without_an_order_out_counts_from_the_first_send() -> None:
+    assert longest_gap_s(10.0, [10.5, 11.0, 13.5, 13.6]) == 2.5
+    assert longest_gap_s(10.0, [14.0, 14.1]) == 4.0  # nothing out for the first 4 s
+    assert longest_gap_s(10.0, []) == 0.0
+
+
+def test_soak_latency_outside_the_fault_windows_leaves_out_each_faults_recovery() -> None:
+    first = {  # id -> (accepted ms, seen at the subscriber ms)
+        "a": (100, 200),
+        "b": (1500, 9000),  # in the first fault's window
+        "c": (5000, 5100),  # in the second's, which overlaps the first
+        "d": (20000, 20300),
+        "e": (30000, 30050),  # after a fault that never recovered
+    }
+    faults = [
+        {"at_ms": 1000, "normal_s": 2.0},
+        {"at_ms": 2500, "normal_s": 3.0},
+        {"at_ms": 25000, "normal_s": None},
+        {"kind": "slow subscriber"},  # no time: no window
+    ]
+    assert outside_faults(first, faults) == [100, 300]
 
 
 def test_a_tiny_burst_run_counts_everything_in_and_out(tmp_path: Path) -> None:
