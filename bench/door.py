@@ -37,7 +37,16 @@ import aiohttp
 
 from bench.flood import API_HEADERS, Service, _stats, machine_info
 from bench.orders import OrderGenerator
-from bench.pipeline import Subscriber, cpu_by_role, descendants, process_cpu
+from bench.pipeline import (
+    RSS_EVERY_S,
+    Subscriber,
+    cpu_by_role,
+    descendants,
+    longest_gap_s,
+    memory_summary,
+    process_cpu,
+    sample_rss,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -122,8 +131,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             f.write(o.channel.encode() + b"\t" + o.payload.replace(b"\n", b" ") + b"\n")
     script = work / "orders.lua"
     script.write_text(WRK_SCRIPT)
-    svc = Service(args.ready_timeout, env={"ORDERSTREAM_WORKERS": str(args.workers)})
+    env = {"ORDERSTREAM_WORKERS": str(args.workers)}
+    for item in args.env:
+        key, _, value = item.partition("=")
+        env[key] = value
+    svc = Service(args.ready_timeout, env=env)
     svc.start()
+    rss: list[dict[str, float]] = []
     sub: Subscriber | None = None
     try:
         ready = await svc.wait_ready()
@@ -132,6 +146,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         sub = Subscriber(svc.url)
         await sub.start()
         before = process_cpu(descendants(svc.proc.pid))
+        sampler = asyncio.create_task(sample_rss(svc.proc.pid, time.time(), rss, RSS_EVERY_S))
+        t_send = time.time()
         auth = API_HEADERS.get("Authorization", "")
         r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         s0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -154,9 +170,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         drain_s = time.monotonic() - sent_at
         s1 = resource.getrusage(resource.RUSAGE_SELF)
         after = process_cpu(descendants(svc.proc.pid))
+        sampler.cancel()
         missing = len(sent - sub.first.keys())
         unexpected = len(sub.first.keys() - maybe)
         server_lat = list(sub.server_lat)
+        gap = longest_gap_s(t_send, sub.first.values())
+        memory = memory_summary(
+            rss, float(env.get("ORDERSTREAM_MEMORY_BUDGET_MB", 0)), svc.log_text(0), svc.data
+        )
     finally:
         if sub is not None:
             await sub.stop()
@@ -186,6 +207,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "subscriber_error": sub.error,
         "drain_s": drain_s,
         "processed_per_s": n / (duration + drain_s),
+        "longest_without_an_order_out_s": gap,
+        "memory": memory,
+        "service_env": env,
         "cpu_ms_per_request": {role: 1000 * s / n for role, s in sorted(cpu.items())},
         "wrk_cpu_ms_per_request": 1000 * wrk_cpu / n,
         "wrk_cpu_cores": wrk_cpu / duration,
@@ -222,6 +246,16 @@ def report(r: dict[str, Any]) -> None:
         f"  processed  journal empty {r['drain_s']:.1f} s after the last request:"
         f" {r['processed_per_s']:,.0f} orders/s end to end"
     )
+    gap = r["longest_without_an_order_out_s"]
+    print(f"  flow       longest stretch with no order out {gap:.2f} s")
+    mem = r["memory"]
+    if mem.get("budget_mib"):
+        print(
+            f"  memory     peak {mem['peak_total_mib']:,.0f} MiB, over the {mem['budget_mib']:,.0f}"
+            f" MiB budget in {mem['samples_over_budget']} of {mem['samples']} samples;"
+            f" {mem['broker_replacements']} broker swaps"
+            f" ({mem['broker_swaps_without_pause']} without a pause)"
+        )
     per = "  ".join(f"{k} {v:.3f}" for k, v in r["cpu_ms_per_request"].items())
     print(f"  CPU/req    {per} ms (service)")
     print(
@@ -238,6 +272,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--orders", type=int, default=0, help="pre-built orders (default: enough)")
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        help="KEY=VALUE for the service, e.g. ORDERSTREAM_MEMORY_BUDGET_MB=1200 (repeatable)",
+    )
     p.add_argument("--dup-rate", type=float, default=0.058)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--ready-timeout", type=float, default=120.0)

@@ -27,6 +27,20 @@ def test_a_tiny_paced_door_run_counts_every_order_in_and_out(tmp_path: Path) -> 
     assert r["orders_sent"] > 0 and r["accepted_to_subscriber_ms"]["n"] >= r["orders_sent"]
     assert 150 <= r["requests_per_s"] <= 330  # paced at 300/s, not flat out
     assert r["wrk_cpu_ms_per_request"] > 0 and set(r["cpu_ms_per_request"]) >= {"api", "worker"}
+    assert r["longest_without_an_order_out_s"] > 0 and r["memory"]["samples"] >= 1
+
+
+def test_a_tiny_broker_bytes_run_names_every_hot_topic(tmp_path: Path) -> None:
+    out = tmp_path / "bytes.json"
+    cmd = [sys.executable, "-m", "bench.broker_bytes", "--orders", "1000", "--rate", "0"]
+    cmd += ["--json", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["orders_accepted"] == 1000
+    carried = {t for t, row in r["per_topic"].items() if row["messages"]}
+    assert {"orders.raw", "orders.recipient", "orders.unique", "orders.changes"} <= carried
+    assert 0 < r["total_zstd_bytes_per_order"] < r["total_bytes_per_order"]
 
 
 def test_an_idle_run_reports_every_role(tmp_path: Path) -> None:
