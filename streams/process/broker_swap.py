@@ -41,7 +41,10 @@ log = logging.getLogger("orderstream.swap")
 
 STANDBY_GUESS_MB = 100  # one standby worker before a swap measured one (idle: ~76 MiB)
 STANDBY_TIMEOUT_S = 90.0  # a standby worker's Faust start (~5 s idle; slower under a flood)
-DRAIN_TIMEOUT_S = 60.0
+# The old pipeline gets as long as it makes progress (a swap under a backlog drains the
+# backlog first: FIFO, as it would have been anyway); stalled this long, it is given up.
+DRAIN_STALL_S = 30.0
+DRAIN_MAX_S = 900.0
 FREEZE_SETTLE_S = 0.05  # a produce the frozen worker had on the wire lands by then
 PROBE_EVERY_S = 0.05
 
@@ -155,52 +158,60 @@ async def commit_now(workers: Sequence[Worker]) -> None:
 
 async def drain_old(
     workers: Sequence[Worker],
-    sent_settled: Callable[[], bool],
+    unrecorded: Callable[[], int],
     old: OldBroker,
     feed: SyncFeed,
-    timeout: float = DRAIN_TIMEOUT_S,
+    stall: float = DRAIN_STALL_S,
     marks: dict[str, float] | None = None,
     commit: Callable[[Sequence[Worker]], Awaitable[None]] = commit_now,
 ) -> bool:
     """Until the old broker's pipeline has nothing left, then kill its workers.
 
-    ``sent_settled``: every journal entry sent to the old broker is recorded. True when the old
-    workers were killed with nothing left; False after ``timeout`` (they are killed anyway:
-    the journal sends again what is not recorded, the outbox re-asks reservations)."""
+    ``unrecorded``: journal entries sent to the old broker and not yet recorded. True when the
+    old workers were killed with nothing left; False once nothing moved for ``stall`` seconds
+    (they are killed anyway: the journal sends again what is not recorded, the outbox re-asks
+    reservations)."""
     try:
         marks = {} if marks is None else marks
-        return await _drain(workers, sent_settled, old, feed, timeout, marks, commit)
+        return await _drain(workers, unrecorded, old, feed, stall, marks, commit)
     finally:  # never leave a worker frozen (a cancelled swap: the service is stopping)
         _signal_all(workers, signal.SIGCONT)
 
 
 async def _drain(
     workers: Sequence[Worker],
-    sent_settled: Callable[[], bool],
+    unrecorded: Callable[[], int],
     old: OldBroker,
     feed: SyncFeed,
-    timeout: float,
+    stall: float,
     marks: dict[str, float],
     commit: Callable[[Sequence[Worker]], Awaitable[None]],
 ) -> bool:
     """``marks``: seconds from the start until the sent entries were recorded ("recorded"),
     and until the workers were frozen for the last look ("frozen")."""
     t0 = time.monotonic()
-    deadline = t0 + timeout
+    end = t0 + DRAIN_MAX_S
+    deadline = t0 + stall
+    best: tuple[int, int] = (unrecorded(), 2**62)  # (entries unrecorded, lag): less is progress
     quiet = 0
-    while time.monotonic() < deadline:
+    while time.monotonic() < min(deadline, end):
         await asyncio.sleep(PROBE_EVERY_S)
         for w in workers:
             if not w.alive():
                 log.warning("a worker of the old broker died during the swap: restarting it")
                 w.start()
                 quiet = 0
-        if not sent_settled() or not feed.caught_up():
+        left = unrecorded()
+        if left < best[0]:
+            best, deadline = (left, best[1]), time.monotonic() + stall
+        if left or not feed.caught_up():
             quiet = 0
             continue
         marks.setdefault("recorded", time.monotonic() - t0)
         await commit(workers)
         lag = await old.lag()
+        if lag is not None and lag < best[1]:
+            best, deadline = (best[0], lag), time.monotonic() + stall
         quiet = quiet + 1 if lag == 0 else 0
         if quiet < 2:
             continue
@@ -211,7 +222,7 @@ async def _drain(
         marks["frozen"] = time.monotonic() - t0
         await asyncio.sleep(FREEZE_SETTLE_S)
         lag = await old.lag()
-        if lag == 0 and sent_settled() and await _feed_read(feed, 1.0):
+        if lag == 0 and not unrecorded() and await _feed_read(feed, 1.0):
             _signal_all(workers, signal.SIGKILL)  # a stopped process dies of it as it is
             return True
         log.info("old broker's pipeline moved while frozen (lag %s): draining on", lag)

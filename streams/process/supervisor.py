@@ -681,7 +681,7 @@ class Supervisor:
         marks: dict[str, float] = {}
         drained = await broker_swap.drain_old(
             old_workers,
-            lambda: forwarder.forwarded_settled(sent_before),
+            lambda: self.journal.live_through(sent_before),  # type: ignore[union-attr]
             old,
             self.feed,
             marks=marks,
@@ -693,7 +693,7 @@ class Supervisor:
         if drained and await broker_swap.feed_read_all(self.feed):
             self.feed.read_all()  # its kept changes need not be sent again
         elif not drained:
-            log.warning("old broker not drained in time: sending unrecorded entries again")
+            log.warning("old broker's pipeline stalled: sending its unrecorded entries again")
             await forwarder.hold()
             oldest = self.journal.oldest_live()
             if oldest is not None:

@@ -55,7 +55,7 @@ class Lags:
         pass
 
 
-async def _drain(readings: list[int | None], settled: Any = lambda: True) -> tuple[bool, Any]:
+async def _drain(readings: list[int | None], unrecorded: Any = lambda: 0) -> tuple[bool, Any]:
     feed = FakeFeed()
 
     async def fetching() -> None:
@@ -73,10 +73,10 @@ async def _drain(readings: list[int | None], settled: Any = lambda: True) -> tup
     try:
         done = await broker_swap.drain_old(
             workers,  # type: ignore[arg-type]
-            settled,
+            unrecorded,
             Lags(readings),  # type: ignore[arg-type]
             feed,  # type: ignore[arg-type]
-            timeout=3.0,
+            stall=1.0,
             commit=committed,
         )
     finally:
@@ -106,10 +106,18 @@ def test_a_stage_that_moved_while_frozen_is_thawed_and_drained_again() -> None:
         ]
 
 
-def test_entries_not_yet_recorded_keep_the_workers_running() -> None:
-    settled = iter([False] * 5 + [True] * 100)
-    done, workers = asyncio.run(_drain([], lambda: next(settled)))
+def test_entries_not_yet_recorded_keep_the_workers_running_while_they_get_recorded() -> None:
+    # a backlog: 40 entries, one recorded every probe - far longer than the stall limit (1 s
+    # here), but never stalled, so the drain waits it out and ends drained
+    left = iter(list(range(40, 0, -1)) + [0] * 1000)
+    done, workers = asyncio.run(_drain([], lambda: next(left)))
     assert done and workers[0].dead
+
+
+def test_a_stalled_pipeline_is_given_up_after_the_stall_limit() -> None:
+    done, workers = asyncio.run(_drain([], lambda: 7))
+    assert not done and all(w.dead for w in workers)
+    assert signal.SIGSTOP not in workers[0].signals
 
 
 def test_an_unreadable_broker_is_not_taken_for_drained_and_the_drain_times_out() -> None:
