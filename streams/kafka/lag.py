@@ -34,7 +34,11 @@ async def group_reader(bootstrap: str, group: str) -> AIOKafkaConsumer:
         enable_auto_commit=False,
         **kafka_client.options(),
     )
-    await consumer.start()
+    try:
+        await consumer.start()
+    except BaseException:
+        close_in_background(consumer)  # a broker that just went away: never leak the client
+        raise
     return consumer
 
 
