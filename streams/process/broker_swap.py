@@ -35,6 +35,7 @@ from aiokafka.errors import KafkaError
 
 from streams.ingest.forwarder import close_in_background
 from streams.kafka.lag import group_lag, group_reader
+from streams.kafka.topics import RAW
 from streams.sync.feed import SyncFeed
 
 log = logging.getLogger("orderstream.swap")
@@ -81,15 +82,12 @@ async def standby_ready(workers: Sequence[Worker], partitions: int, timeout: flo
                             held.update(got)
                 except (TimeoutError, aiohttp.ClientError, ValueError):
                     pass
-            covered = all(f"{topic}:{p}" in held for topic in _RAW for p in range(partitions))
+            covered = all(f"{RAW}:{p}" in held for p in range(partitions))
             # two rounds alike: a group that just formed may still rebalance once
             stable = stable + 1 if covered and answered == len(workers) else 0
             if stable >= 2:
                 return True
     return False
-
-
-_RAW = ("orders.raw",)
 
 
 async def little_in_flight(

@@ -189,10 +189,7 @@ class Supervisor:
         self.journal = IngestJournal(data / "journal", s.journal_max_entries, s.journal_fsync)
         forwarder = Forwarder(self.journal, s)
         settler = SettleListener(self.journal, s)
-        base = s.worker_web_port
-        self.workers = [
-            WorkerProcess(i, (base + i) if base else free_port(), s) for i in range(s.workers)
-        ]
+        self.workers = [WorkerProcess(i, port, s) for i, port in enumerate(self._worker_ports(0))]
         api = IngestAPI(
             self.journal,
             forwarder.notify,
@@ -416,6 +413,13 @@ class Supervisor:
         self.feed.epoch = self.epoch
         self._io_tasks = [
             asyncio.create_task(forwarder.run(), name="forwarder"),
+            *self._reader_tasks(settler),
+        ]
+
+    def _reader_tasks(self, settler: SettleListener) -> list[asyncio.Task[None]]:
+        """What reads the broker for this process: journal settles, the sync feed, lag."""
+        assert self.feed is not None and self.lag is not None
+        return [
             asyncio.create_task(settler.run(), name="settle-listener"),
             asyncio.create_task(self.feed.run(), name="sync-feed"),
             asyncio.create_task(self.lag.run(), name="lag-monitor"),
@@ -458,11 +462,7 @@ class Supervisor:
         self.feed.abandon()
         self.lag.abandon()
         self.feed.epoch = epoch
-        self._io_tasks[1:] = [
-            asyncio.create_task(settler.run(), name="settle-listener"),
-            asyncio.create_task(self.feed.run(), name="sync-feed"),
-            asyncio.create_task(self.lag.run(), name="lag-monitor"),
-        ]
+        self._io_tasks[1:] = self._reader_tasks(settler)
 
     async def _stop_workers(self, timeout: float) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._stop_all_workers, timeout)
